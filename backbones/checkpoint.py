@@ -1,0 +1,191 @@
+"""Checkpoint files: atomic writes, safe (``weights_only``) reads, and recovery from corrupt files.
+
+A toolkit checkpoint is a dict with ``"model"`` (a state dict) plus optional ``"optimizer"``, ``"scheduler"``,
+``"iteration"``, ``"rng"`` (from ``get_rng_state``), ``"config"`` (plain dict) and ``"classes"`` (list of names).
+Everything in it must be loadable with ``torch.load(weights_only=True)``: tensors, numbers, strings, None and
+lists/tuples/dicts of those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "get_rng_state",
+    "latest_good_checkpoint",
+    "load_checkpoint",
+    "safe_torch_load",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used: missing, truncated, corrupt, or containing code (untrusted pickle)."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot load checkpoint {self.path}: {reason}")
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one, never half.
+
+    The data go to a temporary file in the same directory (same filesystem, so the rename is atomic), which is
+    fsynced before ``os.replace``. Parent directories are created. Returns the final path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform/filesystem, where it is skipped.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure turned into a ``CheckpointError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any global it does not allow-list: that is how code-carrying pickles show up.
+        raise CheckpointError(
+            path,
+            "it contains Python objects that weights_only loading refuses (an untrusted or non-tensor pickle; "
+            f"only tensors, numbers, strings and containers are accepted): {_first_line(e)}",
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(path, f"the file is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from e
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a toolkit checkpoint (a dict with ``"model"``) with ``weights_only=True``.
+
+    Raises ``CheckpointError(path, reason)`` for a missing, truncated, corrupt or untrusted file, or one that is
+    not a toolkit checkpoint.
+    """
+    state = safe_torch_load(path, map_location=map_location)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(path, "not a toolkit checkpoint (expected a dict with a 'model' entry)")
+    return state
+
+
+def _iteration_of(path: Path) -> int | None:
+    numbers = re.findall(r"\d+", path.stem)
+    return int(numbers[-1]) if numbers else None
+
+
+def latest_good_checkpoint(directory: str | os.PathLike[str], pattern: str = "model_*.pth") -> Path | None:
+    """The newest checkpoint in ``directory`` matching ``pattern`` that loads, or ``None``.
+
+    "Newest" is the largest iteration number in the file name (``model_0004999.pth``); names without a number
+    (``model_final.pth``) count as newer than all numbered ones, ties broken by modification time. Files that
+    fail to load are skipped with a logged warning, so a run killed mid-write resumes from the previous one.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+
+    def newness(p: Path) -> tuple[float, float]:
+        iteration = _iteration_of(p)
+        return (float("inf") if iteration is None else float(iteration), p.stat().st_mtime)
+
+    candidates = sorted((p for p in directory.glob(pattern) if p.is_file()), key=newness, reverse=True)
+    for candidate in candidates:
+        try:
+            load_checkpoint(candidate)
+        except CheckpointError as e:
+            logger.warning("skipping unusable checkpoint: %s", e)
+            continue
+        return candidate
+    return None
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA, if available) RNG states in a ``weights_only``-loadable form.
+
+    NumPy's state array and Python's state tuple become int64 tensors (``torch.load(weights_only=True)``
+    refuses numpy arrays).
+    """
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys).astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore RNG states written by ``get_rng_state`` (missing entries are left alone)."""
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    if "numpy" in state:
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype(np.uint32)
+        np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+        else:
+            logger.warning(
+                "checkpoint has CUDA RNG states for %d devices, this machine has %d; CUDA RNG not restored",
+                len(cuda_states),
+                torch.cuda.device_count(),
+            )
