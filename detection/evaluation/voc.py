@@ -2,12 +2,12 @@
 
 Conventions (see docs/evaluation.md):
 
-- Boxes here are in the devkit's convention: ``(xmin, ymin, xmax, ymax)``, 1-based, inclusive pixel indices, and
-  IoU uses the ``+1`` width/height rule. The toolkit's internal boxes (0-based continuous xyxy) convert with
-  :func:`to_devkit_boxes` (``x1 + 1, y1 + 1, x2, y2``).
+- Boxes here are in the devkit's convention: ``(xmin, ymin, xmax, ymax)``, 1-based, inclusive pixel indices,
+  and IoU uses the ``+1`` width/height rule. The toolkit's internal boxes (0-based continuous xyxy) convert
+  with :func:`to_devkit_boxes` (``x1 + 1, y1 + 1, x2, y2``).
 - ``detections``: ``{class_name: [(image_id, score, box), ...]}``.
-- ``ground_truth``: ``{image_id: [(class_name, box, difficult), ...]}``; every evaluated image must be a key, images
-  without objects map to an empty list. Objects whose class is not in ``classes`` are ignored.
+- ``ground_truth``: ``{image_id: [(class_name, box, difficult), ...]}``; every evaluated image must be a key,
+  images without objects map to an empty list. Objects whose class is not in ``classes`` are ignored.
 - A class with no ground truth (``npos == 0``) or no detections has AP 0 (the reference would give NaN for the
   former).
 
@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
 
 Box = tuple[float, float, float, float]
@@ -219,11 +219,13 @@ def detections_from_tensors(
 ) -> Detections:
     """One image's model output → :data:`Detections`.
 
-    ``boxes`` [N, 4] internal xyxy in the coordinates of the ground truth (the original image), ``scores`` [N],
-    ``labels`` [N] in 1..K (``classes[k - 1]`` is label k).
+    ``boxes`` [N, 4] internal xyxy in the coordinates of the ground truth (the original image),
+    ``scores`` [N], ``labels`` [N] in 1..K (``classes[k - 1]`` is label k).
     """
     out: Detections = {}
-    for box, score, label in zip(to_devkit_boxes(boxes), _to_numpy(scores).reshape(-1), _to_numpy(labels).reshape(-1)):
+    for box, score, label in zip(
+        to_devkit_boxes(boxes), _to_numpy(scores).reshape(-1), _to_numpy(labels).reshape(-1)
+    ):
         out.setdefault(classes[int(label) - 1], []).append((image_id, float(score), tuple(box.tolist())))
     return out
 
@@ -244,7 +246,7 @@ def ground_truth_from_tensors(
 class VOCEvaluator:
     """Accumulates model outputs and targets image by image, then runs :func:`voc_eval`.
 
-    Boxes are internal xyxy tensors; pass detections and ground truth in the same (original-image) coordinates.
+    Boxes are internal xyxy tensors; detections and ground truth must share coordinates (the original image).
     """
 
     def __init__(self, classes: Sequence[str]) -> None:
@@ -252,9 +254,11 @@ class VOCEvaluator:
         self.detections: Detections = {c: [] for c in self.classes}
         self.ground_truth: GroundTruth = {}
 
-    def add(self, image_id: ImageId, output: Mapping[str, Any], target: Mapping[str, Any], scale: float = 1.0) -> None:
-        """Add one image: ``output`` has ``boxes``/``scores``/``labels``, ``target`` has ``boxes``/``labels`` and
-        optionally ``difficult``; all boxes are divided by ``scale`` first."""
+    def add(
+        self, image_id: ImageId, output: Mapping[str, Any], target: Mapping[str, Any], scale: float = 1.0
+    ) -> None:
+        """Add one image: ``output`` has ``boxes``/``scores``/``labels``, ``target`` has ``boxes``/``labels``
+        and optionally ``difficult``; all boxes are divided by ``scale`` first."""
         gt_boxes = _to_numpy(target["boxes"]) / scale
         self.ground_truth[image_id] = ground_truth_from_tensors(
             gt_boxes, target["labels"], self.classes, target.get("difficult")
@@ -306,7 +310,8 @@ def read_split(path: Path) -> list[str]:
 
 
 def load_voc_ground_truth(voc_root: Path, split: str, progress: bool = False) -> GroundTruth:
-    """``{image_id: [(class, box, difficult)]}`` for every image of ``<voc_root>/ImageSets/Main/<split>.txt``."""
+    """``{image_id: [(class, box, difficult)]}`` for each image listed in
+    ``<voc_root>/ImageSets/Main/<split>.txt``."""
     voc_root = Path(voc_root)
     image_ids = read_split(voc_root / "ImageSets" / "Main" / f"{split}.txt")
     gt: GroundTruth = {}
@@ -344,7 +349,9 @@ def write_voc_results(
     return paths
 
 
-def read_voc_results(results_dir: Path, split: str, classes: Sequence[str], allow_missing: bool = False) -> Detections:
+def read_voc_results(
+    results_dir: Path, split: str, classes: Sequence[str], allow_missing: bool = False
+) -> Detections:
     """Read the per-class result files; image ids are strings. A missing file is an error unless
     ``allow_missing`` (then the class has no detections). Malformed lines raise naming file and line."""
     detections: Detections = {}

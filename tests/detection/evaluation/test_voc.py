@@ -95,7 +95,9 @@ def random_problem(rng: np.random.Generator, classes: list[str], n_images: int =
         for _ in range(rng.integers(0, 5)):
             x1, y1 = rng.integers(1, 60, size=2)
             w, h = rng.integers(1, 40, size=2)
-            objs.append((classes[rng.integers(len(classes))], (x1, y1, x1 + w, y1 + h), bool(rng.random() < 0.2)))
+            objs.append(
+                (classes[rng.integers(len(classes))], (x1, y1, x1 + w, y1 + h), bool(rng.random() < 0.2))
+            )
         gt[f"img{i}"] = [(c, tuple(float(v) for v in b), d) for c, b, d in objs]
         for c, b, _ in objs:
             for _ in range(rng.integers(0, 3)):
@@ -135,7 +137,9 @@ GT_ONE = {"a": [("cat", (1.0, 1.0, 10.0, 10.0), False)]}
 
 
 def test_perfect_detection_and_no_detections() -> None:
-    r = voc_eval({"cat": [("a", 0.9, (1, 1, 10, 10))]}, {**GT_ONE, "b": []}, ["cat", "dog"], use_07_metric=False)
+    r = voc_eval(
+        {"cat": [("a", 0.9, (1, 1, 10, 10))]}, {**GT_ONE, "b": []}, ["cat", "dog"], use_07_metric=False
+    )
     assert r.ap == {"cat": 1.0, "dog": 0.0}
     assert r.mAP == 0.5
     assert r.to_dict() == {"mAP": 0.5, "ap": {"cat": 1.0, "dog": 0.0}, "metric": "area"}
@@ -206,7 +210,10 @@ def test_tensor_conversion_and_accumulator() -> None:
     internal = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     np.testing.assert_array_equal(to_devkit_boxes(internal), [[1.0, 1.0, 10.0, 10.0]])
     ev = VOCEvaluator(["circle", "square"])
-    target = {"boxes": torch.tensor([[0.0, 0.0, 20.0, 20.0], [40.0, 40.0, 60.0, 60.0]]), "labels": torch.tensor([1, 2])}
+    target = {
+        "boxes": torch.tensor([[0.0, 0.0, 20.0, 20.0], [40.0, 40.0, 60.0, 60.0]]),
+        "labels": torch.tensor([1, 2]),
+    }
     output = {
         "boxes": torch.tensor([[0.0, 0.0, 20.0, 20.0], [0.0, 0.0, 4.0, 4.0]]),
         "scores": torch.tensor([0.9, 0.8]),

@@ -1,0 +1,153 @@
+"""Markdown tables in the paper's layouts. Numbers are percentages with one decimal, as in the paper.
+
+- VOC (Tables 10/11): ``| method | mAP | aero | bike | … | tv |`` — :func:`voc_table`.
+- COCO (Tables 8/9): ``| method | mAP@.5 | mAP@[.5, .95] |`` — :func:`coco_table`.
+- Per-class tables and the 12 COCO numbers — :func:`ap_table`, :func:`per_class_table`,
+  :func:`coco_stats_table`.
+
+Inputs are the JSON dicts the ``tools/eval_*.py`` scripts write (``VOCResult.to_dict()`` etc.). A value
+below 0 (pycocotools' −1 for "no ground truth") prints as ``n/a``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "VOC_SHORT_NAMES",
+    "COCO_STAT_NAMES",
+    "short_name",
+    "markdown_table",
+    "voc_table",
+    "coco_table",
+    "coco_stats_table",
+    "per_class_table",
+    "ap_table",
+    "result_kind",
+    "comparison_tables",
+    "load_results",
+]
+
+VOC_SHORT_NAMES: dict[str, str] = {
+    "aeroplane": "aero", "bicycle": "bike", "bird": "bird", "boat": "boat", "bottle": "bottle", "bus": "bus",
+    "car": "car", "cat": "cat", "chair": "chair", "cow": "cow", "diningtable": "table", "dog": "dog",
+    "horse": "horse", "motorbike": "mbike", "person": "person", "pottedplant": "plant", "sheep": "sheep",
+    "sofa": "sofa", "train": "train", "tvmonitor": "tv",
+}  # fmt: skip
+
+COCO_STAT_NAMES: tuple[str, ...] = (
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+)  # fmt: skip
+
+
+def short_name(name: str) -> str:
+    """The paper's column name for a VOC class; other names are returned unchanged."""
+    return VOC_SHORT_NAMES.get(name, name)
+
+
+def pct(value: float | None) -> str:
+    """``0.7642 → "76.4"``; negative or missing → ``"n/a"``."""
+    if value is None or value < 0:
+        return "n/a"
+    return f"{100.0 * value:.1f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table; the first column left-aligned, the others right-aligned."""
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def voc_table(rows: Sequence[tuple[str, Mapping[str, Any]]], classes: Sequence[str] | None = None) -> str:
+    """Table 10/11 rows: ``(label, {"mAP": …, "ap": {class: …}})``.
+
+    ``classes`` (column order) default to the first row's order.
+    """
+    if classes is None:
+        classes = list(rows[0][1]["ap"]) if rows else []
+    header = ["method", "mAP"] + [short_name(c) for c in classes]
+    body = [[label, pct(r["mAP"])] + [pct(r["ap"].get(c)) for c in classes] for label, r in rows]
+    return markdown_table(header, body)
+
+
+def coco_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Table 8/9 rows: ``(label, {"stats": [12 numbers]})`` → mAP@.5 (``stats[1]``), mAP@[.5, .95]
+    (``stats[0]``)."""
+    return markdown_table(
+        ["method", "mAP@.5", "mAP@[.5, .95]"],
+        [[label, pct(r["stats"][1]), pct(r["stats"][0])] for label, r in rows],
+    )
+
+
+def coco_stats_table(stats: Sequence[float]) -> str:
+    """The 12 COCOeval summary numbers as one row."""
+    return markdown_table(list(COCO_STAT_NAMES), [[pct(s) for s in stats]])
+
+
+def per_class_table(
+    per_class: Mapping[str, Mapping[str, float]], columns: Sequence[str] = ("AP", "AP50")
+) -> str:
+    """One row per class: ``{name: {"AP": …, "AP50": …}}``."""
+    return markdown_table(
+        ["class", *columns], [[name, *(pct(v.get(c)) for c in columns)] for name, v in per_class.items()]
+    )
+
+
+def ap_table(ap: Mapping[str, float], mean_ap: float, names: Mapping[str, str] | None = None) -> str:
+    """One row per class plus a final ``mAP`` row; ``names`` maps keys (e.g. wnids) to display names."""
+    names = names or {}
+    rows = [[names.get(k, short_name(k)), pct(v)] for k, v in ap.items()]
+    return markdown_table(["class", "AP"], rows + [["**mAP**", pct(mean_ap)]])
+
+
+def result_kind(result: Mapping[str, Any]) -> str:
+    """``"coco"`` (has ``stats``), ``"voc"`` (``mAP``, ``ap``, ``metric``), ``"det"`` (``mAP``, ``ap``)
+    or ``"loc"`` (``*_loc_error``)."""
+    if "stats" in result:
+        return "coco"
+    if "mAP" in result and "ap" in result:
+        return "voc" if "metric" in result else "det"
+    if any(k.endswith("_loc_error") for k in result):
+        return "loc"
+    raise ValueError(f"not an evaluation result (keys: {sorted(result)})")
+
+
+def comparison_tables(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Group results by kind and render each group as the paper's comparison table."""
+    groups: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for label, result in rows:
+        groups.setdefault(result_kind(result), []).append((label, result))
+    parts = []
+    for kind, group in groups.items():
+        if kind == "coco":
+            parts.append(coco_table(group))
+        elif kind in ("voc", "det"):
+            parts.append(voc_table(group))
+        else:
+            keys = [k for k in group[0][1] if k.endswith("_error")]
+            parts.append(
+                markdown_table(["method", *keys], [[lb, *(pct(r.get(k)) for k in keys)] for lb, r in group])
+            )
+    return "\n\n".join(parts)
+
+
+def load_results(
+    paths: Sequence[Path], names: Sequence[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Read JSON results; row labels are ``names`` or the file stems."""
+    if names is not None and len(names) != len(paths):
+        raise ValueError(f"{len(names)} names for {len(paths)} result files")
+    rows = []
+    for i, path in enumerate(paths):
+        with open(path) as f:
+            try:
+                result = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        rows.append((names[i] if names else Path(path).stem, result))
+    return rows
