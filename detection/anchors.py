@@ -1,0 +1,52 @@
+"""Anchors: A = len(sizes)·len(aspect_ratios) boxes per position of the stride-16 conv4 map."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
+    """``[A, 4]`` xyxy anchors centred on (0, 0), ordered ratio-major: for each ratio, every size.
+
+    An anchor of size s and ratio r = h/w has area s² (w = s/√r, h = s·√r), rounded to whole pixels as
+    Faster R-CNN's anchors are.
+    """
+    scales = torch.as_tensor(sizes, dtype=torch.float32)
+    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
+    h_ratio = torch.sqrt(ratios)
+    ws = (scales[None, :] / h_ratio[:, None]).reshape(-1)
+    hs = (scales[None, :] * h_ratio[:, None]).reshape(-1)
+    return (torch.stack((-ws, -hs, ws, hs), dim=1) / 2).round()
+
+
+def grid_anchors(cells: Tensor, height: int, width: int, stride: int) -> Tensor:
+    """All anchors of an ``height × width`` feature map: ``[height·width·A, 4]``, ordered (y, x, anchor),
+    the anchor of cell (y, x) centred at pixel (x·stride, y·stride) of the input image."""
+    device = cells.device
+    shift_x = torch.arange(width, dtype=torch.float32, device=device) * stride
+    shift_y = torch.arange(height, dtype=torch.float32, device=device) * stride
+    sy, sx = torch.meshgrid(shift_y, shift_x, indexing="ij")
+    shifts = torch.stack((sx, sy, sx, sy), dim=-1).reshape(-1, 1, 4)
+    return (shifts + cells.reshape(1, -1, 4)).reshape(-1, 4)
+
+
+class AnchorGenerator:
+    """Caches the grid of anchors per feature-map size (sizes repeat across iterations)."""
+
+    def __init__(self, sizes: list[float], aspect_ratios: list[float], stride: int = 16) -> None:
+        self.cells = cell_anchors(sizes, aspect_ratios)
+        self.stride = stride
+        self._cache: dict[tuple[int, int, str], Tensor] = {}
+
+    @property
+    def num_anchors(self) -> int:
+        return self.cells.shape[0]
+
+    def __call__(self, height: int, width: int, device: torch.device) -> Tensor:
+        key = (height, width, str(device))
+        if key not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = grid_anchors(self.cells.to(device), height, width, self.stride)
+        return self._cache[key]

@@ -1,0 +1,249 @@
+"""The detector's configuration: typed dataclasses with the paper's defaults, overridden by YAML and ``key=value``.
+
+``load_config`` is the only place a YAML file is read; ``build_detector`` (detection/build.py) is the only place a
+config becomes modules. Modules themselves take plain keyword arguments and never see a config object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or gives a value of the wrong type."""
+
+
+@dataclass
+class BackboneConfig:
+    depth: int = 50
+    base_width: int = 64
+    # "torchvision" (official ImageNet weights), a path to a state dict / toolkit checkpoint, or "none".
+    weights: str = "torchvision"
+    # 0: train everything; 1: freeze conv1; 2: also conv2_x (the paper's and detectron2's default).
+    freeze_at: int = 2
+
+
+@dataclass
+class InputConfig:
+    # Training scales: the shorter side is drawn from this list, the longer side capped at train_max_size.
+    train_min_sizes: list[int] = field(default_factory=lambda: [600])
+    train_max_size: int = 1000
+    test_min_size: int = 600
+    test_max_size: int = 1000
+    flip_prob: float = 0.5
+    # torchvision's ImageNet weights expect RGB in [0, 1] normalised with these.
+    pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    size_divisible: int = 32
+
+
+@dataclass
+class AnchorConfig:
+    sizes: list[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+
+
+@dataclass
+class RPNConfig:
+    conv_channels: int = 0  # 0: the trunk's width (C4 uses 1024 for bottleneck nets)
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    pre_nms_top_n_train: int = 12000
+    post_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 6000
+    post_nms_top_n_test: int = 300
+    nms_thresh: float = 0.7
+    min_box_size: float = 0.0
+    smooth_l1_beta: float = 1.0 / 9.0
+    loss_weight: float = 1.0
+
+
+@dataclass
+class RoIHeadsConfig:
+    pooler: str = "roipool"  # "roipool" as the paper, or "roialign"
+    pooler_resolution: int = 14
+    sampling_ratio: int = 0  # RoIAlign only; 0 = adaptive
+    batch_size_per_image: int = 128
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5
+    bg_iou_low: float = 0.0  # Fast R-CNN uses 0.1; detectron2 0.0
+    add_gt_as_proposals: bool = True
+    bbox_reg_weights: list[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
+    smooth_l1_beta: float = 1.0
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    # The paper's Appendix B improvements.
+    global_context: bool = False
+    box_refinement: bool = False
+    box_voting: bool = False
+    voting_iou_thresh: float = 0.5
+    refinement_nms_thresh: float = 0.3
+
+
+@dataclass
+class TestConfig:
+    # Multi-scale testing (Appendix B): shorter sides of the pyramid; empty = single scale.
+    pyramid_min_sizes: list[int] = field(default_factory=list)
+    pyramid_max_size: int = 2000
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+
+
+@dataclass
+class SolverConfig:
+    ims_per_batch: int = 16
+    base_lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    max_iter: int = 90000
+    steps: list[int] = field(default_factory=lambda: [60000, 80000])
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    checkpoint_period: int = 5000
+    clip_grad_norm: float = 0.0  # 0 disables
+
+
+@dataclass
+class DataConfig:
+    train_split: str = ""  # "" = the dataset's default training split
+    test_split: str = ""  # "" = the dataset's default test split
+    num_workers: int = 2
+    # Dataset-specific extra paths (e.g. R-CNN's val1/val2 lists for ImageNet DET).
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    num_classes: int = 80
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← YAML file (if any) ← ``key.sub=value`` overrides (values parsed as YAML scalars/lists).
+
+    Raises ``ConfigError`` naming the bad key and listing the valid ones, or naming the expected type.
+    """
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        merge_dict(cfg, data, where=str(path))
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        set_value(cfg, key.strip(), yaml.safe_load(raw), where="command line")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. stored in a checkpoint)."""
+    cfg = Config()
+    merge_dict(cfg, data, where="checkpoint")
+    return cfg
+
+
+def merge_dict(obj: Any, data: dict[str, Any], where: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        hints = typing.get_type_hints(type(obj))
+        if key not in hints:
+            valid = ", ".join(f"{prefix}{k}" for k in hints)
+            raise ConfigError(f"{where}: unknown config key {full!r}; valid keys here: {valid}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {full!r} must be a mapping, got {value!r}")
+            merge_dict(current, value, where, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full, where))
+
+
+def set_value(cfg: Config, dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    merge_dict(cfg, nested, where)
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    bad = ConfigError(f"{where}: {key!r} expects {_type_name(hint)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(value, option, key, where)
+            except ConfigError:
+                continue
+        raise bad
+    if hint is type(None):
+        if value is None:
+            return None
+        raise bad
+    if origin is list:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(v, args[0], key, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _coerce(v, args[1], key, where) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise bad
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

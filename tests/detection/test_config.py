@@ -1,0 +1,49 @@
+import pytest
+
+from detection.config import ConfigError, config_from_dict, load_config
+
+
+def test_defaults_follow_the_paper():
+    cfg = load_config()
+    assert cfg.model.rpn.fg_iou_thresh == 0.7 and cfg.model.rpn.bg_iou_thresh == 0.3
+    assert cfg.model.rpn.post_nms_top_n_test == 300 and cfg.model.rpn.pre_nms_top_n_test == 6000
+    assert cfg.model.roi_heads.batch_size_per_image == 128 and cfg.model.roi_heads.positive_fraction == 0.25
+    assert cfg.model.roi_heads.bbox_reg_weights == [10.0, 10.0, 5.0, 5.0]
+    assert cfg.input.test_min_size == 600 and cfg.input.test_max_size == 1000
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("num_classes: 20\nmodel:\n  backbone:\n    depth: 101\nsolver:\n  steps: [10, 20]\n")
+    cfg = load_config(path, ["solver.base_lr=0.01", "model.roi_heads.pooler=roialign", "input.train_min_sizes=512"])
+    assert cfg.num_classes == 20 and cfg.model.backbone.depth == 101 and cfg.solver.steps == [10, 20]
+    assert cfg.solver.base_lr == 0.01 and cfg.model.roi_heads.pooler == "roialign"
+    assert cfg.input.train_min_sizes == [512]
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.rpn.nms'.*model.rpn.nms_thresh"):
+        load_config(None, ["model.rpn.nms=0.5"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("solvr:\n  base_lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'solvr'.*solver"):
+        load_config(path)
+
+
+def test_wrong_type_names_key_and_type():
+    with pytest.raises(ConfigError, match=r"'solver.max_iter' expects int, got 'many'"):
+        load_config(None, ["solver.max_iter=many"])
+    with pytest.raises(ConfigError, match="model.roi_heads.box_voting"):
+        load_config(None, ["model.roi_heads.box_voting=3"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["solver.max_iter"])
+
+
+def test_missing_or_invalid_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml: invalid YAML"):
+        load_config(bad)

@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from detection import build_detector, load_config
+from detection.model import ImageTransform, resized_shape
+
+
+def tiny_config(**overrides):
+    base = [
+        "num_classes=3",
+        "model.backbone.depth=18",
+        "model.backbone.base_width=8",
+        "model.backbone.weights=none",
+        "model.anchors.sizes=[16,32,64]",
+        "model.rpn.pre_nms_top_n_train=200",
+        "model.rpn.post_nms_top_n_train=50",
+        "model.rpn.pre_nms_top_n_test=100",
+        "model.rpn.post_nms_top_n_test=20",
+        "model.roi_heads.batch_size_per_image=16",
+        "input.test_min_size=64",
+        "input.test_max_size=96",
+    ]
+    return load_config(None, base + [f"{k}={v}" for k, v in overrides.items()])
+
+
+def sample_batch():
+    images = [torch.rand(3, 64, 80), torch.rand(3, 72, 64)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0], [30.0, 20.0, 60.0, 70.0]]), "labels": torch.tensor([2, 3])},
+    ]
+    return images, targets
+
+
+def test_resized_shape_rule():
+    assert resized_shape(375, 500, 600, 1000) == (600, 800)
+    assert resized_shape(300, 900, 600, 1000) == (333, 1000)  # the longer side caps the scale
+
+
+def test_transform_pads_to_divisible_and_maps_boxes_back():
+    t = ImageTransform(pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3, test_min_size=32, test_max_size=64,
+                       size_divisible=32)
+    t.eval()
+    batch, sizes, _ = t([torch.rand(3, 16, 20), torch.rand(3, 40, 20)])
+    assert sizes == [(32, 40), (64, 32)]
+    assert batch.shape == (2, 3, 64, 64)
+    det = [{"boxes": torch.tensor([[0.0, 0.0, 40.0, 32.0]])}]
+    out = t.postprocess(det, [(32, 40)], [(16, 20)])
+    torch.testing.assert_close(out[0]["boxes"], torch.tensor([[0.0, 0.0, 20.0, 16.0]]))
+
+
+def test_train_step_returns_finite_losses_and_frozen_parts_get_no_grad():
+    torch.manual_seed(0)
+    model = build_detector(tiny_config())
+    model.train()
+    images, targets = sample_batch()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    body = model.trunk.body
+    assert body.conv1.weight.grad is None and body.layer1[0].conv1.weight.grad is None  # freeze_at=2
+    assert body.layer2[0].conv1.weight.grad is not None
+    assert model.roi_heads.head.layer4[0].conv1.weight.grad is not None
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "bn" in n or "downsample.1" in n)
+
+
+def test_eval_output_format_in_original_pixels():
+    torch.manual_seed(0)
+    model = build_detector(tiny_config(**{"model.roi_heads.score_thresh": 0.0}))
+    model.eval()
+    images, _ = sample_batch()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for det, image in zip(out, images):
+        assert set(det) == {"boxes", "scores", "labels"}
+        assert det["boxes"].shape[1] == 4 and len(det["boxes"]) > 0
+        assert (det["boxes"][:, 2] <= image.shape[2] + 1e-3).all()
+        assert (det["boxes"][:, 3] <= image.shape[1] + 1e-3).all()
+        assert det["labels"].min() >= 1 and det["labels"].max() <= 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model.roi_heads.pooler": "roialign"},
+        {"model.roi_heads.global_context": True},
+        {"model.roi_heads.box_refinement": True, "model.roi_heads.box_voting": True},
+        {"test.pyramid_min_sizes": "[48,64,96]"},
+    ],
+)
+def test_variants_run(overrides):
+    torch.manual_seed(0)
+    model = build_detector(tiny_config(**{"model.roi_heads.score_thresh": 0.0, **overrides}))
+    images, targets = sample_batch()
+    model.train()
+    assert torch.isfinite(sum(model(images, targets).values()))
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert all(len(d["boxes"]) > 0 for d in out)
+
+
+def test_training_mode_requires_targets():
+    model = build_detector(tiny_config())
+    model.train()
+    with pytest.raises(ValueError, match="targets"):
+        model([torch.rand(3, 32, 32)])
