@@ -90,10 +90,17 @@ def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         raise CheckpointError(
             path,
             "it contains Python objects that weights_only loading refuses (an untrusted or non-tensor pickle; "
-            f"only tensors, numbers, strings and containers are accepted): {_first_line(e)}",
+            f"only tensors, numbers, strings and containers are accepted; {_refused_global(e)}). "
+            "Do not load it with weights_only=False unless you trust its origin.",
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as e:
         raise CheckpointError(path, f"the file is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from e
+
+
+def _refused_global(error: BaseException) -> str:
+    # torch's message opens with generic advice; the line naming the refused global is the useful part.
+    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+    return lines[0] if lines else _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,0 +1,96 @@
+"""Checkpoints: atomic writes, weights_only reads with clear errors, corrupt-file fallback, RNG round trip."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backbones import (
+    CheckpointError,
+    get_rng_state,
+    latest_good_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+
+
+def test_round_trip_with_rng_under_weights_only(tmp_path: Path) -> None:
+    state = {
+        "model": {"w": torch.arange(3.0)},
+        "iteration": 7,
+        "config": {"lr": 0.1, "steps": [1, 2]},
+        "classes": ["cat", "dog"],
+        "rng": get_rng_state(),
+    }
+    path = save_checkpoint(tmp_path / "sub" / "model_0000007.pth", state)
+    # Plain torch.load with weights_only=True must accept everything in it.
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["iteration"] == 7 and loaded["classes"] == ["cat", "dog"] and loaded["config"]["steps"] == [1, 2]
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.arange(3.0))
+    assert [p.name for p in path.parent.iterdir()] == ["model_0000007.pth"]  # no temporary left behind
+
+
+def test_rng_state_restores_python_numpy_torch(tmp_path: Path) -> None:
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's state
+    save_checkpoint(tmp_path / "c.pth", {"model": {}, "rng": get_rng_state()})
+    first = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist())
+    set_rng_state(load_checkpoint(tmp_path / "c.pth")["rng"])
+    assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == first
+
+
+def test_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model_final.pth"
+    save_checkpoint(path, {"model": {"w": torch.ones(1)}})
+
+    def crash(obj: object, f: object) -> None:
+        f.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError("disk full (test)")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"model": {"w": torch.zeros(1)}})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(1))
+    assert [p.name for p in tmp_path.iterdir()] == ["model_final.pth"]
+
+
+def test_truncated_and_garbage_files_give_checkpoint_error(tmp_path: Path) -> None:
+    good = save_checkpoint(tmp_path / "good.pth", {"model": {"w": torch.randn(100)}})
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:200])
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00not a checkpoint")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    for path in (truncated, garbage, empty):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert info.value.path == path and str(path) in str(info.value)
+    state_dict_only = tmp_path / "sd.pth"
+    torch.save({"w": torch.ones(1)}, state_dict_only)
+    with pytest.raises(CheckpointError, match="'model'"):
+        load_checkpoint(state_dict_only)
+
+
+def test_latest_good_checkpoint_skips_corrupt_newest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert latest_good_checkpoint(tmp_path) is None
+    for iteration in (99, 999, 1999):
+        save_checkpoint(tmp_path / f"model_{iteration:07d}.pth", {"model": {}, "iteration": iteration})
+    newest = tmp_path / "model_0002999.pth"
+    newest.write_bytes((tmp_path / "model_0001999.pth").read_bytes()[:100])  # killed mid-write
+    (tmp_path / "notes.txt").write_text("ignored")
+    with caplog.at_level(logging.WARNING, logger="backbones.checkpoint"):
+        found = latest_good_checkpoint(tmp_path)
+    assert found == tmp_path / "model_0001999.pth"  # numeric order, not lexicographic or mtime
+    assert "model_0002999.pth" in caplog.text
+    save_checkpoint(tmp_path / "model_final.pth", {"model": {}})
+    assert latest_good_checkpoint(tmp_path) == tmp_path / "model_final.pth"
