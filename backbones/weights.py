@@ -21,7 +21,15 @@ from torch import Tensor, nn
 
 from backbones.checkpoint import safe_torch_load
 
-__all__ = ["LoadResult", "WeightsError", "load_weights", "torchvision_weights", "torchvision_weights_file"]
+__all__ = [
+    "LoadResult",
+    "WeightsError",
+    "convert_msra_caffe",
+    "load_weights",
+    "msra_caffe_names",
+    "torchvision_weights",
+    "torchvision_weights_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +138,13 @@ def load_weights(
     def ignored(key: str) -> bool:
         return bool(prefixes) and key.startswith(prefixes)
 
-    # Frozen BN has no num_batches_tracked; it is bookkeeping, never worth an error.
+    # num_batches_tracked is bookkeeping (frozen BN and converted weights have none): never worth an error.
     def bookkeeping(key: str) -> bool:
-        return key.endswith("num_batches_tracked") and key not in model_state
+        return key.endswith("num_batches_tracked")
 
     result = LoadResult(ignored=sorted(k for k in set(state) | set(model_state) if ignored(k)))
-    state = {k: v for k, v in state.items() if not ignored(k) and not bookkeeping(k)}
-    result.missing = sorted(k for k in model_state if not ignored(k) and k not in state)
+    state = {k: v for k, v in state.items() if not ignored(k) and not (bookkeeping(k) and k not in model_state)}
+    result.missing = sorted(k for k in model_state if not ignored(k) and not bookkeeping(k) and k not in state)
     result.unexpected = sorted(k for k in state if k not in model_state)
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
@@ -157,3 +165,88 @@ def load_weights(
         logger.warning("load_weights: missing keys %s, unexpected keys %s", result.missing, result.unexpected)
     model.load_state_dict({k: v for k, v in state.items() if k in model_state}, strict=False)
     return result
+
+
+# --- The paper's original MSRA Caffe models (KaimingHe/deep-residual-networks) --------------------------------
+# Caffe blobs per layer: Convolution [weight, (bias)], BatchNorm [mean * f, var * f, f] (f = moving-average
+# factor), Scale [gamma, beta], InnerProduct [weight, bias]. The target is build_resnet(depth, style="msra").
+
+
+def _msra_block_suffixes(depth: int, stage: int, num_blocks: int) -> list[str]:
+    # ResNet-101/152 name the long stages res3a, res3b1, res3b2, ...; everything else uses letters a, b, c, ...
+    if depth >= 101 and stage in (3, 4):
+        return ["a"] + [f"b{i}" for i in range(1, num_blocks)]
+    return [chr(ord("a") + i) for i in range(num_blocks)]
+
+
+def msra_caffe_names(depth: int) -> dict[str, str]:
+    """Toolkit module prefix -> MSRA Caffe layer name of its conv (``"layer1.0.conv1" -> "res2a_branch2a"``).
+
+    The BatchNorm / Scale layers of conv ``res2a_branch2a`` are ``bn2a_branch2a`` / ``scale2a_branch2a``; the
+    stem's are ``bn_conv1`` / ``scale_conv1``; the classifier is ``fc1000``. Bottleneck depths (50/101/152) only,
+    the depths MSRA released.
+    """
+    from backbones.resnet import STAGE_BLOCKS  # local: keeps weights.py importable without the model code
+
+    if depth not in (50, 101, 152):
+        raise ValueError(f"MSRA released ResNet-50/101/152 only, got depth {depth}")
+    names = {"conv1": "conv1", "fc": "fc1000"}
+    for index, num_blocks in enumerate(STAGE_BLOCKS[depth]):
+        stage = index + 2
+        for block, suffix in enumerate(_msra_block_suffixes(depth, stage, num_blocks)):
+            prefix, caffe = f"layer{index + 1}.{block}", f"res{stage}{suffix}"
+            for conv, branch in (("conv1", "branch2a"), ("conv2", "branch2b"), ("conv3", "branch2c")):
+                names[f"{prefix}.{conv}"] = f"{caffe}_{branch}"
+            if block == 0:
+                names[f"{prefix}.downsample.0"] = f"{caffe}_branch1"
+    return names
+
+
+def _blobs(arrays: Mapping[str, Any], layer: str) -> list[Tensor]:
+    # Accept {layer: [blob0, blob1, ...]} (pickle) and flat {"layer/0": blob0, ...} (npz cannot hold lists).
+    if layer in arrays:
+        return [torch.as_tensor(b).float() for b in arrays[layer]]
+    blobs = []
+    while f"{layer}/{len(blobs)}" in arrays:
+        blobs.append(torch.as_tensor(arrays[f"{layer}/{len(blobs)}"]).float())
+    if not blobs:
+        raise WeightsError(f"MSRA weights lack layer {layer!r}")
+    return blobs
+
+
+def _msra_affine_name(kind: str, conv_layer: str) -> str:
+    """``("bn", "res2a_branch2a") -> "bn2a_branch2a"``; the stem's are ``bn_conv1`` / ``scale_conv1``."""
+    return f"{kind}_conv1" if conv_layer == "conv1" else kind + conv_layer[len("res") :]
+
+
+def convert_msra_caffe(arrays: Mapping[str, Any], depth: int) -> dict[str, Tensor]:
+    """Turn MSRA Caffe blobs (numpy arrays keyed by Caffe layer name) into a state dict for
+    ``build_resnet(depth, style="msra")`` (which also expects BGR 0-255 mean-subtracted input, ``MSRA_INPUT``).
+
+    A conv bias (conv1 of the release has one) is folded into the following BN's mean, since the toolkit's convs
+    have none: ``bn(x + c)`` equals ``bn'(x)`` with ``running_mean' = running_mean - c``.
+    """
+    state: dict[str, Tensor] = {}
+    for prefix, layer in msra_caffe_names(depth).items():
+        blobs = _blobs(arrays, layer)
+        if prefix == "fc":
+            state["fc.weight"], state["fc.bias"] = blobs[0].reshape(blobs[0].shape[0], -1), blobs[1]
+            continue
+        state[f"{prefix}.weight"] = blobs[0]
+        bn_prefix = prefix.replace("downsample.0", "downsample.1").replace("conv", "bn")
+        mean, var, factor = _blobs(arrays, _msra_affine_name("bn", layer))[:3]
+        factor = factor.reshape(-1)[0] if factor.numel() else torch.tensor(1.0)
+        norm = 1.0 / factor if factor != 0 else 0.0  # Caffe's own rule for the moving-average factor
+        mean, var = mean * norm, var * norm
+        if len(blobs) > 1:
+            mean = mean - blobs[1]
+        gamma, beta = _blobs(arrays, _msra_affine_name("scale", layer))[:2]
+        state.update(
+            {
+                f"{bn_prefix}.weight": gamma,
+                f"{bn_prefix}.bias": beta,
+                f"{bn_prefix}.running_mean": mean,
+                f"{bn_prefix}.running_var": var,
+            }
+        )
+    return state
