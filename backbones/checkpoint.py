@@ -128,9 +128,10 @@ def _iteration_of(path: Path) -> int | None:
 def latest_good_checkpoint(directory: str | os.PathLike[str], pattern: str = "model_*.pth") -> Path | None:
     """The newest checkpoint in ``directory`` matching ``pattern`` that loads, or ``None``.
 
-    "Newest" is the largest iteration number in the file name (``model_0004999.pth``); names without a number
-    (``model_final.pth``) count as newer than all numbered ones, ties broken by modification time. Files that
-    fail to load are skipped with a logged warning, so a run killed mid-write resumes from the previous one.
+    "Newest" is the largest iteration number in the file name (``model_0004999.pth``). Names without a number
+    (``model_final.pth``, often a weights-only export) are only a fallback after all numbered ones, newest
+    modification time first, so resuming picks the full iteration checkpoint. Files that fail to load are skipped
+    with a logged warning, so a run killed mid-write resumes from the previous one.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -138,7 +139,7 @@ def latest_good_checkpoint(directory: str | os.PathLike[str], pattern: str = "mo
 
     def newness(p: Path) -> tuple[float, float]:
         iteration = _iteration_of(p)
-        return (float("inf") if iteration is None else float(iteration), p.stat().st_mtime)
+        return (float("-inf") if iteration is None else float(iteration), p.stat().st_mtime)
 
     candidates = sorted((p for p in directory.glob(pattern) if p.is_file()), key=newness, reverse=True)
     for candidate in candidates:

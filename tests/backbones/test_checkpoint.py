@@ -92,5 +92,9 @@ def test_latest_good_checkpoint_skips_corrupt_newest(tmp_path: Path, caplog: pyt
         found = latest_good_checkpoint(tmp_path)
     assert found == tmp_path / "model_0001999.pth"  # numeric order, not lexicographic or mtime
     assert "model_0002999.pth" in caplog.text
+    # An unnumbered export does not outrank the full iteration checkpoints; alone, it is used.
     save_checkpoint(tmp_path / "model_final.pth", {"model": {}})
+    assert latest_good_checkpoint(tmp_path) == tmp_path / "model_0001999.pth"
+    for numbered in tmp_path.glob("model_0*.pth"):
+        numbered.unlink()
     assert latest_good_checkpoint(tmp_path) == tmp_path / "model_final.pth"
