@@ -1,4 +1,4 @@
-"""COCO: identical to calling pycocotools' COCOeval directly; crowd, empty results, id validation, round trip."""
+"""COCO: identical to calling COCOeval directly; crowd, empty results, id validation, round trip."""
 
 from __future__ import annotations
 
@@ -31,17 +31,35 @@ def make_dataset(rng: np.random.Generator, n_images: int = 25) -> tuple[dict, li
             crowd = int(rng.random() < 0.1)
             box = [float(x), float(y), float(w), float(h)]
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat, "bbox": box,
-                 "area": float(w * h), "iscrowd": crowd}
-            )  # fmt: skip
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": box,
+                    "area": float(w * h),
+                    "iscrowd": crowd,
+                }
+            )
             if rng.random() < 0.8:
                 jitter = rng.normal(0, 0.08, size=4) * [w, h, w, h]
-                results.append({"image_id": image_id, "category_id": cat, "score": float(rng.random()),
-                                "bbox": [float(v) for v in np.array(box) + jitter]})  # fmt: skip
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": cat,
+                        "score": float(rng.random()),
+                        "bbox": [float(v) for v in np.array(box) + jitter],
+                    }
+                )
         for _ in range(rng.integers(0, 3)):
             box = [float(rng.uniform(0, 500)), float(rng.uniform(0, 400)), 60.0, 40.0]
-            results.append({"image_id": image_id, "category_id": int(rng.choice([1, 3, 7])),
-                            "score": float(rng.random()), "bbox": box})  # fmt: skip
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(rng.choice([1, 3, 7])),
+                    "score": float(rng.random()),
+                    "bbox": box,
+                }
+            )
     return {"images": images, "annotations": annotations, "categories": CATEGORIES}, results
 
 

@@ -1,0 +1,269 @@
+"""ImageNet (ILSVRC) DET AP, as the devkit's ``evaluation/eval_detection.m``.
+
+Boxes are devkit boxes ``(xmin, ymin, xmax, ymax)``, 1-based inclusive, IoU with the ``+1`` rule (internal
+xyxy converts with :func:`detection.evaluation.voc.to_devkit_boxes`). Rules, differing from VOC:
+
+- each ground-truth box has its own threshold ``min(0.5, w·h / ((w + 10)(h + 10)))``, ``w = xmax − xmin + 1``;
+- matching is per image over all classes in descending confidence: a detection takes, among the still
+  unmatched GT boxes of its class whose IoU (only where ``iw > 0`` and ``ih > 0``) is ``≥`` their threshold,
+  the one with the largest IoU (first on ties); otherwise it is a false positive; no difficult flag, no
+  duplicate rule beyond that;
+- a detection whose (image, class) is blacklisted is skipped, and blacklisted GT objects are not counted in
+  npos;
+- per class, detections are sorted by confidence over all images (stable: image order, then per-image order),
+  AP is the VOC2010 area form, mAP the mean over ``classes`` (a class without ground truth has AP 0).
+
+Layout: ``ImageSets/DET/<split>.txt`` (``<image_name> <image_index>``), ``devkit/data/map_det.txt``
+(``<wnid> <class_index> <name>``), ``Annotations/DET/val/<image_name>.xml``. Result lines:
+``<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> <ymax>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from detection.evaluation.voc import Box, EvaluationInputError, parse_pascal_xml, voc_ap
+
+__all__ = [
+    "DETResult",
+    "DETDetection",
+    "det_threshold",
+    "imagenet_det_eval",
+    "read_det_split",
+    "read_det_classes",
+    "read_det_blacklist",
+    "load_det_ground_truth",
+    "read_det_results",
+    "write_det_results",
+    "evaluate_det_files",
+]
+
+PIXEL_TOLERANCE = 10.0
+DEFAULT_IOU = 0.5
+
+ImageId = Hashable
+DETDetection = tuple[ImageId, str, float, Box]  # (image, wnid, confidence, box)
+
+
+@dataclass
+class DETResult:
+    """Per-class (wnid) AP, mean, curves and positives; ``names`` maps wnid → readable name."""
+
+    classes: list[str]
+    ap: dict[str, float]
+    precision: dict[str, np.ndarray]
+    recall: dict[str, np.ndarray]
+    npos: dict[str, int]
+    names: dict[str, str] = field(default_factory=dict)
+    mAP: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mAP = float(np.mean([self.ap[c] for c in self.classes])) if self.classes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``{"mAP": …, "ap": {wnid: …}}``."""
+        return {"mAP": self.mAP, "ap": {c: self.ap[c] for c in self.classes}}
+
+
+def det_threshold(box: Box) -> float:
+    """The devkit's IoU threshold of a ground-truth box: ``min(0.5, w·h / ((w + 10)(h + 10)))``."""
+    w = box[2] - box[0] + 1.0
+    h = box[3] - box[1] + 1.0
+    return min(DEFAULT_IOU, (w * h) / ((w + PIXEL_TOLERANCE) * (h + PIXEL_TOLERANCE)))
+
+
+def _match_image(
+    dets: list[DETDetection], gts: Sequence[tuple[str, Box]], blacklisted: set[str]
+) -> list[tuple[str, float, bool]]:
+    """Match one image's detections (already in descending confidence); returns (wnid, score, is_tp) for every
+    detection that is not blacklisted, in that order."""
+    gt_cls = np.array([g[0] for g in gts], dtype=object)
+    gt_box = np.array([g[1] for g in gts], dtype=np.float64).reshape(-1, 4)
+    thr = np.array([det_threshold(g[1]) for g in gts], dtype=np.float64)
+    matched = np.zeros(len(gts), dtype=bool)
+    out = []
+    for _, wnid, score, box in dets:
+        if wnid in blacklisted:
+            continue
+        iw = np.minimum(gt_box[:, 2], box[2]) - np.maximum(gt_box[:, 0], box[0]) + 1.0
+        ih = np.minimum(gt_box[:, 3], box[3]) - np.maximum(gt_box[:, 1], box[1]) + 1.0
+        union = (
+            (box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
+            + (gt_box[:, 2] - gt_box[:, 0] + 1.0) * (gt_box[:, 3] - gt_box[:, 1] + 1.0)
+            - iw * ih
+        )
+        candidate = (gt_cls == wnid) & ~matched & (iw > 0) & (ih > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(candidate, iw * ih / union, -np.inf)
+        candidate &= iou >= thr
+        if candidate.any():
+            matched[int(np.argmax(np.where(candidate, iou, -np.inf)))] = True
+        out.append((wnid, score, bool(candidate.any())))
+    return out
+
+
+def imagenet_det_eval(
+    detections: Iterable[DETDetection],
+    ground_truth: Mapping[ImageId, Sequence[tuple[str, Box]]],
+    classes: Sequence[str],
+    blacklist: Iterable[tuple[ImageId, str]] = (),
+    names: Mapping[str, str] | None = None,
+) -> DETResult:
+    """Evaluate ``detections`` ``[(image, wnid, confidence, box)]`` against ``ground_truth``
+    ``{image: [(wnid, box)]}`` (every evaluated image a key, in the devkit's image-index order).
+
+    ``blacklist`` holds (image, wnid) pairs. Raises :class:`EvaluationInputError` on a detection of an image
+    not in ``ground_truth`` or of a class not in ``classes``.
+    """
+    classes = list(classes)
+    known = set(classes)
+    image_order = {img: i for i, img in enumerate(ground_truth)}
+    black: dict[ImageId, set[str]] = {}
+    for img, wnid in blacklist:
+        black.setdefault(img, set()).add(wnid)
+
+    per_image: dict[ImageId, list[DETDetection]] = {img: [] for img in ground_truth}
+    for det in detections:
+        if det[0] not in image_order:
+            raise EvaluationInputError(f"detection on image {det[0]!r}, which is not in the ground truth")
+        if det[1] not in known:
+            raise EvaluationInputError(f"detection of class {det[1]!r}, which is not one of the classes")
+        per_image[det[0]].append(det)
+
+    scored: dict[str, list[tuple[float, bool]]] = {c: [] for c in classes}
+    for img, dets in per_image.items():
+        dets.sort(key=lambda d: -d[2])  # stable: ties keep input order
+        for wnid, score, is_tp in _match_image(dets, ground_truth[img], black.get(img, set())):
+            scored[wnid].append((score, is_tp))
+
+    npos = {c: 0 for c in classes}
+    for img, gts in ground_truth.items():
+        for wnid, _ in gts:
+            if wnid in npos and wnid not in black.get(img, ()):
+                npos[wnid] += 1
+
+    ap, precision, recall = {}, {}, {}
+    for c in classes:
+        scores = np.array([s for s, _ in scored[c]], dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")
+        tp = np.cumsum(np.array([t for _, t in scored[c]], dtype=np.float64)[order])
+        fp = np.cumsum(1.0 - np.array([t for _, t in scored[c]], dtype=np.float64)[order])
+        recall[c] = tp / npos[c] if npos[c] > 0 else np.zeros_like(tp)
+        precision[c] = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        ap[c] = voc_ap(recall[c], precision[c], use_07_metric=False) if npos[c] > 0 else 0.0
+    return DETResult(classes, ap, precision, recall, npos, dict(names or {}))
+
+
+# ---------------------------------------------------------------------------------------------- devkit files
+
+
+def _lines(path: Path, what: str) -> Iterable[tuple[int, list[str], str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationInputError(f"{path}: {what} not found")
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            yield lineno, line.split(), line
+
+
+def read_det_split(path: Path) -> dict[int, str]:
+    """``ImageSets/DET/<split>.txt`` → ``{image_index: image_name}`` in ascending index order."""
+    out: dict[int, str] = {}
+    for lineno, fields, line in _lines(path, "split file"):
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise EvaluationInputError(f"{path}:{lineno}: expected '<image_name> <image_index>': {line!r}")
+        out[int(fields[1])] = fields[0]
+    return dict(sorted(out.items()))
+
+
+def read_det_classes(path: Path) -> dict[int, tuple[str, str]]:
+    """``devkit/data/map_det.txt`` → ``{class_index: (wnid, name)}``."""
+    out: dict[int, tuple[str, str]] = {}
+    for lineno, fields, line in _lines(path, "class map"):
+        if len(fields) < 3 or not fields[1].isdigit():
+            raise EvaluationInputError(f"{path}:{lineno}: expected '<wnid> <class_index> <name>': {line!r}")
+        out[int(fields[1])] = (fields[0], " ".join(fields[2:]))
+    return out
+
+
+def read_det_blacklist(path: Path, wnids: Iterable[str]) -> set[tuple[int, str]]:
+    """Blacklist lines ``<image_index> <wnid>`` → {(image_index, wnid)}."""
+    known = set(wnids)
+    out = set()
+    for lineno, fields, line in _lines(path, "blacklist"):
+        if len(fields) != 2 or not fields[0].isdigit() or fields[1] not in known:
+            raise EvaluationInputError(f"{path}:{lineno}: expected '<image_index> <wnid>': {line!r}")
+        out.add((int(fields[0]), fields[1]))
+    return out
+
+
+def load_det_ground_truth(
+    ilsvrc_root: Path, images: Mapping[int, str], wnids: Iterable[str], progress: bool = False
+) -> dict[int, list[tuple[str, Box]]]:
+    """``{image_index: [(wnid, box)]}`` from ``Annotations/DET/val/<image_name>.xml``."""
+    known = set(wnids)
+    gt: dict[int, list[tuple[str, Box]]] = {}
+    for index, name in tqdm(images.items(), desc="annotations", disable=not progress):
+        path = Path(ilsvrc_root) / "Annotations" / "DET" / "val" / f"{name}.xml"
+        objects = parse_pascal_xml(path)
+        for i, o in enumerate(objects):
+            if o["name"] not in known:
+                raise EvaluationInputError(f"{path}: object {i}: class {o['name']!r} is not in map_det.txt")
+        gt[index] = [(o["name"], o["bbox"]) for o in objects]
+    return gt
+
+
+def read_det_results(
+    path: Path, images: Mapping[int, str], classes: Mapping[int, tuple[str, str]]
+) -> list[DETDetection]:
+    """Submission lines ``<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> <ymax>``."""
+    out: list[DETDetection] = []
+    for lineno, fields, line in _lines(path, "results file"):
+        try:
+            if len(fields) != 7:
+                raise ValueError(f"expected 7 fields, got {len(fields)}")
+            image, cls = int(fields[0]), int(fields[1])
+            score, *box = (float(v) for v in fields[2:])
+            if not all(math.isfinite(v) for v in (score, *box)):
+                raise ValueError("non-finite number")
+            if image not in images:
+                raise ValueError(f"image index {image} is not in the split")
+            if cls not in classes:
+                raise ValueError(f"class index {cls} is not in map_det.txt")
+        except ValueError as e:
+            raise EvaluationInputError(
+                f"{path}:{lineno}: expected '<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> "
+                f"<ymax>' ({e}): {line!r}"
+            ) from None
+        out.append((image, classes[cls][0], score, (box[0], box[1], box[2], box[3])))
+    return out
+
+
+def write_det_results(path: Path, detections: Iterable[DETDetection], class_index: Mapping[str, int]) -> None:
+    """Write submission lines (numbers exact); ``class_index`` maps wnid → index of map_det.txt."""
+    lines = [
+        " ".join([str(img), str(class_index[wnid]), repr(float(score))] + [repr(float(v)) for v in box])
+        for img, wnid, score, box in detections
+    ]
+    Path(path).write_text("".join(line + "\n" for line in lines))
+
+
+def evaluate_det_files(
+    ilsvrc_root: Path, split: str, results: Path, blacklist: Path | None = None, progress: bool = False
+) -> DETResult:
+    """Read the ILSVRC layout under ``ilsvrc_root`` and a submission file, then :func:`imagenet_det_eval`."""
+    root = Path(ilsvrc_root)
+    images = read_det_split(root / "ImageSets" / "DET" / f"{split}.txt")
+    classes = read_det_classes(root / "devkit" / "data" / "map_det.txt")
+    wnids = [classes[i][0] for i in sorted(classes)]
+    gt = load_det_ground_truth(root, images, wnids, progress)
+    dets = read_det_results(results, images, classes)
+    black = read_det_blacklist(blacklist, wnids) if blacklist else set()
+    return imagenet_det_eval(dets, gt, wnids, black, names=dict(classes.values()))
