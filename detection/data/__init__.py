@@ -1,0 +1,73 @@
+"""Detection datasets (COCO, PASCAL VOC, ImageNet DET, generated shapes), transforms, batching.
+
+Every dataset yields ``(image float32 [3, H, W] in [0, 1], target dict)`` as specified in docs/DESIGN.md, or
+``None`` for an unreadable image (skipped with a warning; ``strict=True`` raises). See docs/datasets.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from detection.data.base import Annotation, DetectionDataset
+from detection.data.coco import CocoDetection
+from detection.data.collate import TargetList, collate
+from detection.data.errors import DatasetError, UnreadableImageError
+from detection.data.sampler import GroupedBatchSampler
+from detection.data.shapes import ShapesDataset, generate_shapes, write_crop_dataset
+from detection.data.transforms import DetectionTransform, build_transforms
+
+DATASETS: dict[str, type[DetectionDataset]] = {
+    "coco": CocoDetection,
+    "shapes": ShapesDataset,
+}
+
+# Split used when ``split`` is empty, by (dataset name, training?).
+DEFAULT_SPLITS: dict[tuple[str, bool], str] = {
+    ("coco", True): "train2017",
+    ("coco", False): "val2017",
+    ("shapes", True): "train",
+    ("shapes", False): "val",
+}
+
+
+def build_dataset(
+    name: str,
+    root: str | Path,
+    split: str,
+    transforms: DetectionTransform | None,
+    strict: bool = False,
+    **kw: Any,
+) -> DetectionDataset:
+    """The dataset ``name`` (a key of :data:`DATASETS`) at ``root``.
+
+    ``split`` is the dataset's own split name; ``""`` picks the default training or test split
+    (:data:`DEFAULT_SPLITS`), training when ``transforms.train`` is true. Training-mode defaults (drop crowd and
+    difficult objects, drop empty images) follow ``transforms.train`` unless ``train=`` is passed in ``kw``.
+    Other keyword arguments go to the dataset class.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    train = kw.setdefault("train", bool(getattr(transforms, "train", False)))
+    split = split or DEFAULT_SPLITS[(name, train)]
+    return DATASETS[name](root, split, transforms, strict=strict, **kw)
+
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_SPLITS",
+    "Annotation",
+    "CocoDetection",
+    "DatasetError",
+    "DetectionDataset",
+    "DetectionTransform",
+    "GroupedBatchSampler",
+    "ShapesDataset",
+    "TargetList",
+    "UnreadableImageError",
+    "build_dataset",
+    "build_transforms",
+    "collate",
+    "generate_shapes",
+    "write_crop_dataset",
+]

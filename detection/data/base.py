@@ -1,0 +1,155 @@
+"""What every detection dataset shares: image loading with skip-or-raise, box clean-up, and the target dict.
+
+A subclass provides ``classes``, ``__len__``, ``image_info(i)``, ``image_path(i)`` and ``annotation(i)``; this base
+class turns them into ``(image, target)`` samples following docs/DESIGN.md (boxes xyxy float32 in pixels of the
+returned image, labels 1..K, ``image_id``, ``orig_size``, ``scale`` plus the dataset's boolean flags).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from detection.data.errors import DatasetError, UnreadableImageError
+from detection.data.io import MAX_SIDE, read_image
+from detection.data.transforms import DetectionTransform, to_tensor
+
+logger = logging.getLogger(__name__)
+
+Sample = tuple[torch.Tensor, dict[str, Any]]
+
+
+@dataclass
+class Annotation:
+    """One image's objects in pixels of the file on disk: ``boxes`` float32 ``[N, 4]`` xyxy, ``labels`` int64 ``[N]``
+    in 1..K, and per-object boolean ``flags`` such as ``{"iscrowd": ..., "difficult": ...}``."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def select(self, keep: np.ndarray) -> Annotation:
+        return Annotation(self.boxes[keep], self.labels[keep], {k: v[keep] for k, v in self.flags.items()})
+
+
+def parse_coordinate(value: Any, *, file: str | Path, obj: str, name: str) -> float:
+    """``float(value)``, or a :class:`DatasetError` naming the file, the object and the field for text or NaN."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{file}: {obj}: coordinate {name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise DatasetError(f"{file}: {obj}: coordinate {name}={value!r} is not finite")
+    return number
+
+
+def clean_boxes(boxes: np.ndarray, *, width: float, height: float, file: str | Path, objects: list[str]) -> np.ndarray:
+    """Clip xyxy ``boxes`` (in place) to ``[0, width] × [0, height]`` and return the mask of boxes to keep.
+
+    Boxes with zero or negative width or height (before or after clipping) are dropped with a warning naming the
+    file and the object (``objects[i]`` describes box ``i``).
+    """
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    for i in np.flatnonzero(~keep):
+        logger.warning("%s: %s has zero or negative width/height inside the image %s; dropped", file, objects[i],
+                       boxes[i].tolist())
+    return keep
+
+
+def check_root(root: Path, *required: str) -> None:
+    """Raise a :class:`DatasetError` saying which expected path under ``root`` is missing."""
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} does not exist or is not a directory")
+    for rel in required:
+        if not (root / rel).exists():
+            raise DatasetError(f"dataset root {root} has the wrong layout: expected path {root / rel} is missing")
+
+
+class DetectionDataset(Dataset):
+    """Base class: turns ``image_path`` + ``annotation`` into transformed ``(image, target)`` samples.
+
+    Unreadable images give ``None`` with a warning naming the file and are listed in ``self.skipped`` (per
+    process: with DataLoader workers each worker keeps its own list, the warnings are still logged); with
+    ``strict=True`` they raise :class:`UnreadableImageError`.
+    """
+
+    classes: list[str]
+
+    def __init__(self, transforms: DetectionTransform | None = None, *, strict: bool = False,
+                 max_side: int = MAX_SIDE) -> None:
+        self.transforms = transforms
+        self.strict = strict
+        self.max_side = max_side
+        self.skipped: list[str] = []
+
+    # --- provided by subclasses --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        """``dict(height, width, file_name, image_id)`` from the annotations, without reading pixels."""
+        raise NotImplementedError
+
+    def image_path(self, index: int) -> Path:
+        raise NotImplementedError
+
+    def annotation(self, index: int) -> Annotation:
+        raise NotImplementedError
+
+    # --- shared ------------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def load_image(self, index: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """RGB uint8 image and its on-disk (H, W), or None (recorded in ``skipped``) when unreadable."""
+        path = self.image_path(index)
+        try:
+            return read_image(path, max_side=self.max_side)
+        except UnreadableImageError as exc:
+            if self.strict:
+                raise
+            logger.warning("skipping sample %d: %s", index, exc)
+            self.skipped.append(str(path))
+            return None
+
+    def __getitem__(self, index: int) -> Sample | None:
+        loaded = self.load_image(index)
+        if loaded is None:
+            return None
+        image, (orig_h, orig_w) = loaded
+        info = self.image_info(index)
+        ann = self.annotation(index)
+        boxes = ann.boxes.astype(np.float32, copy=True)
+        if (info["height"], info["width"]) != (orig_h, orig_w):
+            logger.warning("%s is %dx%d (HxW) on disk but %dx%d in the annotations; boxes rescaled",
+                           self.image_path(index), orig_h, orig_w, info["height"], info["width"])
+        # Annotations are in the annotated size; bring them to the decoded image (smaller only for huge files).
+        boxes[:, 0::2] *= image.shape[1] / info["width"]
+        boxes[:, 1::2] *= image.shape[0] / info["height"]
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, image.shape[1])
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, image.shape[0])
+        if self.transforms is not None:
+            tensor, boxes, kept = self.transforms(image, boxes)
+            ann = ann.select(kept)
+        else:
+            tensor = to_tensor(image)
+        target: dict[str, Any] = {
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(ann.labels, dtype=torch.int64),
+            "image_id": int(info["image_id"]),
+            "orig_size": (orig_h, orig_w),
+            "scale": 0.5 * (tensor.shape[1] / orig_h + tensor.shape[2] / orig_w),
+        }
+        for key, values in ann.flags.items():
+            target[key] = torch.as_tensor(values, dtype=torch.bool)
+        return tensor, target

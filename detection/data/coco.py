@@ -1,0 +1,146 @@
+"""COCO detection: ``<root>/annotations/instances_<split>.json`` + ``<root>/<split>/`` images, via pycocotools.
+
+Category ids (1..90 with gaps in COCO) map to contiguous labels 1..K in increasing id order:
+``label_to_cat_id[k]`` / ``cat_id_to_label[cat_id]``. ``image_id`` in targets is the COCO image id. Boxes
+``[x, y, w, h]`` become xyxy ``[x, y, x + w, y + h]``.
+
+Training mode (``train=True``, the default when the transform was built for training): crowd regions are removed
+from ``boxes`` (they are not positives) and images left without objects are dropped (``filter_empty``).
+Evaluation mode keeps every image and every box, crowd ones flagged in ``target["iscrowd"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from detection.data.base import Annotation, DetectionDataset, check_root, clean_boxes, parse_coordinate
+from detection.data.errors import DatasetError
+from detection.data.io import safe_join
+from detection.data.transforms import DetectionTransform
+
+
+def load_coco_json(path: Path) -> COCO:
+    """Parse and validate a COCO instances file; returns an indexed pycocotools ``COCO``.
+
+    Raises :class:`DatasetError` naming the file for malformed JSON, missing sections, duplicate image ids,
+    annotations pointing to unknown images or categories, and non-numeric or non-finite boxes.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: malformed JSON: {exc}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read annotation file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise DatasetError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories')")
+    seen: set[int] = set()
+    for image in data["images"]:
+        if image["id"] in seen:
+            raise DatasetError(f"{path}: duplicate image id {image['id']} ({image.get('file_name')!r})")
+        seen.add(image["id"])
+        if not isinstance(image.get("file_name"), str) or not all(
+            isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height")
+        ):
+            raise DatasetError(f"{path}: image id {image['id']} needs a 'file_name' and positive integer "
+                               f"'width'/'height', got {image!r}")
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    if len(set(cat_ids)) != len(cat_ids):
+        raise DatasetError(f"{path}: duplicate category ids in {cat_ids}")
+    known_cats = set(cat_ids)
+    for ann in data["annotations"]:
+        obj = f"annotation id {ann.get('id')} (image {ann.get('image_id')})"
+        if ann.get("image_id") not in seen:
+            raise DatasetError(f"{path}: {obj} refers to unknown image id {ann.get('image_id')}")
+        if ann.get("category_id") not in known_cats:
+            raise DatasetError(f"{path}: {obj} has unknown category id {ann.get('category_id')!r}; "
+                               f"known ids: {cat_ids}")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise DatasetError(f"{path}: {obj} has bbox {bbox!r}, expected [x, y, w, h]")
+        ann["bbox"] = [parse_coordinate(v, file=path, obj=obj, name=n) for v, n in zip(bbox, "xywh")]
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+class CocoDetection(DetectionDataset):
+    """One COCO split. ``classes`` are the category names in increasing category-id order."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transforms: DetectionTransform | None = None,
+        *,
+        train: bool | None = None,
+        filter_empty: bool | None = None,
+        keep_crowd: bool | None = None,
+        strict: bool = False,
+        ann_file: str | Path | None = None,
+        image_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(transforms, strict=strict)
+        self.root = Path(root)
+        self.split = split
+        self.train = bool(getattr(transforms, "train", False)) if train is None else train
+        self.filter_empty = self.train if filter_empty is None else filter_empty
+        self.keep_crowd = not self.train if keep_crowd is None else keep_crowd
+        if ann_file is None:
+            check_root(self.root, f"annotations/instances_{split}.json", split)
+        self.ann_file = Path(ann_file) if ann_file is not None else self.root / f"annotations/instances_{split}.json"
+        self.image_dir = Path(image_dir) if image_dir is not None else self.root / split
+        self.coco = load_coco_json(self.ann_file)
+
+        cat_ids = sorted(self.coco.getCatIds())
+        self.classes = [self.coco.cats[c]["name"] for c in cat_ids]
+        self.label_to_cat_id = {label: cat for label, cat in enumerate(cat_ids, start=1)}
+        self.cat_id_to_label = {cat: label for label, cat in self.label_to_cat_id.items()}
+
+        self.image_ids: list[int] = []
+        self._annotations: list[Annotation] = []
+        for image_id in sorted(self.coco.imgs):
+            info = self.coco.imgs[image_id]
+            safe_join(self.image_dir, info["file_name"], what=f"{self.ann_file}: image {image_id} file_name")
+            ann = self._parse(info)
+            if self.filter_empty and len(ann.boxes) == 0:
+                continue
+            self.image_ids.append(image_id)
+            self._annotations.append(ann)
+
+    def _parse(self, info: dict[str, Any]) -> Annotation:
+        anns = self.coco.imgToAnns.get(info["id"], [])
+        if not self.keep_crowd:
+            anns = [a for a in anns if not a["iscrowd"]]
+        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = np.array([self.cat_id_to_label[a["category_id"]] for a in anns], dtype=np.int64)
+        crowd = np.array([bool(a["iscrowd"]) for a in anns], dtype=bool)
+        keep = clean_boxes(boxes, width=info["width"], height=info["height"], file=self.ann_file,
+                           objects=[f"annotation id {a.get('id')} (image {info['id']})" for a in anns])
+        return Annotation(boxes, labels, {"iscrowd": crowd}).select(keep)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        info = self.coco.imgs[self.image_ids[index]]
+        return {"height": info["height"], "width": info["width"], "file_name": info["file_name"],
+                "image_id": info["id"]}
+
+    def image_path(self, index: int) -> Path:
+        return safe_join(self.image_dir, self.coco.imgs[self.image_ids[index]]["file_name"])
+
+    def annotation(self, index: int) -> Annotation:
+        return self._annotations[index]
