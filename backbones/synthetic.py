@@ -73,17 +73,30 @@ def draw_shape(label: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
-def _write_batch(path: Path, images: np.ndarray, labels: np.ndarray, name: str) -> None:
-    data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CIFAR: R plane, G plane, B plane
-    batch = {
-        b"batch_label": name.encode(),
-        b"labels": labels.tolist(),
-        b"data": np.ascontiguousarray(data),
-        b"filenames": [f"{SHAPES[lab]}_{i:06d}.png".encode() for i, lab in enumerate(labels)],
-    }
-    tmp = path.with_suffix(".tmp")
+def write_cifar_batches(
+    root: str | Path, batches: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[str]
+) -> Path:
+    """Write `{file name: (images [N, 32, 32, 3] uint8 RGB, labels [N])}` and `batches.meta` as CIFAR-10 does."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (images, labels) in batches.items():
+        data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CIFAR: R plane, G plane, B plane
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in labels],
+            b"data": np.ascontiguousarray(data),
+            b"filenames": [f"{classes[lab]}_{i:06d}.png".encode() for i, lab in enumerate(labels)],
+        }
+        _atomic_pickle(root / name, batch)
+    meta = {b"label_names": [c.encode() for c in classes], b"num_vis": 3072}
+    _atomic_pickle(root / "batches.meta", meta)
+    return root
+
+
+def _atomic_pickle(path: Path, obj: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        pickle.dump(batch, f, protocol=2)
+        pickle.dump(obj, f, protocol=2)
     tmp.replace(path)
 
 
@@ -93,13 +106,9 @@ def write_synthetic_cifar(root: str | Path, train_per_batch: int = 2000, test_si
     files = [root / n for n in (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE, "batches.meta")]
     if all(f.exists() for f in files):
         return root
-    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    batches = {}
     for name, n in [(f, train_per_batch) for f in CIFAR_TRAIN_FILES] + [(CIFAR_TEST_FILE, test_size)]:
         labels = rng.permutation(np.arange(n) % len(SHAPES))
-        images = np.stack([draw_shape(int(lab), rng) for lab in labels])
-        _write_batch(root / name, images, labels, name)
-    meta = {b"label_names": [s.encode() for s in SHAPES], b"num_cases_per_batch": train_per_batch, b"num_vis": 3072}
-    with open(root / "batches.meta", "wb") as f:
-        pickle.dump(meta, f, protocol=2)
-    return root
+        batches[name] = (np.stack([draw_shape(int(lab), rng) for lab in labels]), labels)
+    return write_cifar_batches(root, batches, list(SHAPES))
