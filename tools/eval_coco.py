@@ -4,7 +4,7 @@ and the paper's Table 8/9 columns (mAP@.5, mAP@[.5, .95]).
 Results: a JSON list of {"image_id", "category_id" (the dataset's ids), "bbox": [x, y, w, h], "score"}.
 Example::
 
-    python tools/eval_coco.py --annotations annotations/instances_minival2014.json \
+    python tools/eval_coco.py --annotations annotations/instances_minival2014.json \\
         --results dets.json --json out.json
 """
 

@@ -1,8 +1,8 @@
-"""Evaluate PASCAL VOC detection results exactly as the devkit (py-faster-rcnn ``voc_eval``).
+"""Evaluate PASCAL VOC detection results exactly as the devkit (py-faster-rcnn voc_eval).
 
 Example::
 
-    python tools/eval_voc.py --voc-root VOCdevkit/VOC2007 --split test --results output/results \
+    python tools/eval_voc.py --voc-root VOCdevkit/VOC2007 --split test --results output/results \\
         --json voc07.json --plot pr.png
 """
 

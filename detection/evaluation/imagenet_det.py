@@ -84,28 +84,33 @@ def _match_image(
 ) -> list[tuple[str, float, bool]]:
     """Match one image's detections (already in descending confidence); returns (wnid, score, is_tp) for every
     detection that is not blacklisted, in that order."""
-    gt_cls = np.array([g[0] for g in gts], dtype=object)
+    dets = [d for d in dets if d[1] not in blacklisted]
+    if not gts or not dets:
+        return [(wnid, score, False) for _, wnid, score, _ in dets]
     gt_box = np.array([g[1] for g in gts], dtype=np.float64).reshape(-1, 4)
+    det_box = np.array([d[3] for d in dets], dtype=np.float64).reshape(-1, 4)
     thr = np.array([det_threshold(g[1]) for g in gts], dtype=np.float64)
+    # [D, G] IoU with the +1 rule; a pair qualifies when the classes agree, iw > 0, ih > 0 and IoU >= thr.
+    iw = np.minimum(det_box[:, None, 2], gt_box[:, 2]) - np.maximum(det_box[:, None, 0], gt_box[:, 0]) + 1.0
+    ih = np.minimum(det_box[:, None, 3], gt_box[:, 3]) - np.maximum(det_box[:, None, 1], gt_box[:, 1]) + 1.0
+    det_area = (det_box[:, 2] - det_box[:, 0] + 1.0) * (det_box[:, 3] - det_box[:, 1] + 1.0)
+    gt_area = (gt_box[:, 2] - gt_box[:, 0] + 1.0) * (gt_box[:, 3] - gt_box[:, 1] + 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = iw * ih / (det_area[:, None] + gt_area[None, :] - iw * ih)
+    same_class = np.array([d[1] for d in dets], dtype=object)[:, None] == np.array(
+        [g[0] for g in gts], dtype=object
+    )
+    qualifies = same_class & (iw > 0) & (ih > 0) & (iou >= thr)
     matched = np.zeros(len(gts), dtype=bool)
     out = []
-    for _, wnid, score, box in dets:
-        if wnid in blacklisted:
-            continue
-        iw = np.minimum(gt_box[:, 2], box[2]) - np.maximum(gt_box[:, 0], box[0]) + 1.0
-        ih = np.minimum(gt_box[:, 3], box[3]) - np.maximum(gt_box[:, 1], box[1]) + 1.0
-        union = (
-            (box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
-            + (gt_box[:, 2] - gt_box[:, 0] + 1.0) * (gt_box[:, 3] - gt_box[:, 1] + 1.0)
-            - iw * ih
-        )
-        candidate = (gt_cls == wnid) & ~matched & (iw > 0) & (ih > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(candidate, iw * ih / union, -np.inf)
-        candidate &= iou >= thr
-        if candidate.any():
-            matched[int(np.argmax(np.where(candidate, iou, -np.inf)))] = True
-        out.append((wnid, score, bool(candidate.any())))
+    for d, (_, wnid, score, _) in enumerate(dets):
+        is_tp = False
+        if qualifies[d].any():
+            candidate = qualifies[d] & ~matched
+            if candidate.any():
+                matched[int(np.argmax(np.where(candidate, iou[d], -np.inf)))] = True
+                is_tp = True
+        out.append((wnid, score, is_tp))
     return out
 
 
