@@ -259,6 +259,8 @@ class VOCEvaluator:
     ) -> None:
         """Add one image: ``output`` has ``boxes``/``scores``/``labels``, ``target`` has ``boxes``/``labels``
         and optionally ``difficult``; all boxes are divided by ``scale`` first."""
+        if hasattr(image_id, "item"):  # a 0-d tensor/array would hash by identity
+            image_id = image_id.item()
         gt_boxes = _to_numpy(target["boxes"]) / scale
         self.ground_truth[image_id] = ground_truth_from_tensors(
             gt_boxes, target["labels"], self.classes, target.get("difficult")
