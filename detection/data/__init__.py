@@ -9,16 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from detection.data.base import Annotation, DetectionDataset
+from detection.data.base import Annotation, ConcatDetectionDataset, DetectionDataset
 from detection.data.coco import CocoDetection
 from detection.data.collate import TargetList, collate
 from detection.data.errors import DatasetError, UnreadableImageError
+from detection.data.imagenet_det import ImageNetDetDataset, ImageNetDetection
 from detection.data.sampler import GroupedBatchSampler
 from detection.data.shapes import ShapesDataset, generate_shapes, write_crop_dataset
 from detection.data.transforms import DetectionTransform, build_transforms
+from detection.data.voc import VOCDataset, VOCDetection, voc_default_splits
 
-DATASETS: dict[str, type[DetectionDataset]] = {
+DATASETS: dict[str, type[DetectionDataset | ConcatDetectionDataset]] = {
     "coco": CocoDetection,
+    "voc": VOCDataset,
+    "imagenet_det": ImageNetDetDataset,
     "shapes": ShapesDataset,
 }
 
@@ -28,6 +32,10 @@ DEFAULT_SPLITS: dict[tuple[str, bool], str] = {
     ("coco", False): "val2017",
     ("shapes", True): "train",
     ("shapes", False): "val",
+    ("voc", True): "trainval",  # trainval of every year present: "07+12" when both are there
+    ("voc", False): "test",  # VOC2007 test
+    ("imagenet_det", True): "train",
+    ("imagenet_det", False): "val",
 }
 
 
@@ -58,16 +66,22 @@ __all__ = [
     "DEFAULT_SPLITS",
     "Annotation",
     "CocoDetection",
+    "ConcatDetectionDataset",
     "DatasetError",
     "DetectionDataset",
     "DetectionTransform",
     "GroupedBatchSampler",
+    "ImageNetDetDataset",
+    "ImageNetDetection",
     "ShapesDataset",
     "TargetList",
     "UnreadableImageError",
+    "VOCDataset",
+    "VOCDetection",
     "build_dataset",
     "build_transforms",
     "collate",
     "generate_shapes",
+    "voc_default_splits",
     "write_crop_dataset",
 ]

@@ -7,6 +7,7 @@ returned image, labels 1..K, ``image_id``, ``orig_size``, ``scale`` plus the dat
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from detection.data.errors import DatasetError, UnreadableImageError
 from detection.data.io import MAX_SIDE, read_image
@@ -153,3 +154,55 @@ class DetectionDataset(Dataset):
         for key, values in ann.flags.items():
             target[key] = torch.as_tensor(values, dtype=torch.bool)
         return tensor, target
+
+
+class ConcatDetectionDataset(ConcatDataset):
+    """Several detection datasets with the same ``classes`` as one (e.g. VOC "07+12").
+
+    Item ``i`` keeps its part's target but ``image_id`` is offset by the number of items before its part, so ids
+    stay unique; :meth:`locate` maps a global index back to ``(part, local index)``.
+    """
+
+    datasets: list[DetectionDataset]
+
+    def __init__(self, datasets: list[DetectionDataset]) -> None:
+        if not datasets:
+            raise DatasetError("a dataset union needs at least one part")
+        for part in datasets[1:]:
+            if part.classes != datasets[0].classes:
+                raise DatasetError(f"cannot join datasets with different classes: {datasets[0].classes} vs "
+                                   f"{part.classes}")
+        super().__init__(datasets)
+        self.classes = list(datasets[0].classes)
+        self.transforms = datasets[0].transforms
+
+    @property
+    def skipped(self) -> list[str]:
+        return [path for part in self.datasets for path in part.skipped]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def locate(self, index: int) -> tuple[DetectionDataset, int]:
+        if index < 0:
+            index += len(self)
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        offset = self.cumulative_sizes[part - 1] if part else 0
+        return self.datasets[part], index - offset
+
+    def _offset(self, index: int) -> int:
+        return index - self.locate(index)[1]
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        part, local = self.locate(index)
+        info = dict(part.image_info(local))
+        info["image_id"] = int(info["image_id"]) + self._offset(index)
+        return info
+
+    def __getitem__(self, index: int) -> Sample | None:
+        part, local = self.locate(index)
+        sample = part[local]
+        if sample is not None:
+            sample[1]["image_id"] = int(sample[1]["image_id"]) + self._offset(index)
+        return sample

@@ -58,3 +58,79 @@ def coco_root(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+def pascal_xml(width: int, height: int, objects: list[tuple]) -> str:
+    """A PASCAL-style annotation; each object is ``(name, xmin, ymin, xmax, ymax[, difficult])``."""
+    parts = [f"<annotation><filename>x</filename><size><width>{width}</width><height>{height}</height>"
+             "<depth>3</depth></size>"]
+    for name, *coords in objects:
+        difficult = f"<difficult>{coords[4]}</difficult>" if len(coords) > 4 else ""
+        box = "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), coords))
+        parts.append(f"<object><name>{name}</name><truncated>0</truncated>{difficult}<bndbox>{box}</bndbox></object>")
+    return "".join(parts) + "</annotation>"
+
+
+@pytest.fixture(name="pascal_xml")
+def pascal_xml_fixture() -> Callable[..., str]:
+    return pascal_xml
+
+
+VOC_IMAGES = {
+    "2007": {
+        "000001": (60, 80, [("dog", 1, 1, 20, 30, 0), ("person", 11, 21, 50, 40, 1)]),
+        "000002": (40, 30, [("cat", 5, 6, 25, 35)]),  # portrait
+        "000005": (50, 50, [("chair", 2, 3, 40, 45, 1)]),  # only a difficult object
+        "000009": (50, 60, [("car", 10, 10, 30, 30, 0)]),
+    },
+    "2012": {"2008_000001": (45, 70, [("bus", 1, 1, 70, 45)])},
+}
+VOC_SPLITS = {"2007": {"trainval": ["000001", "000002", "000005"], "test": ["000009"]},
+              "2012": {"trainval": ["2008_000001"]}}
+
+
+@pytest.fixture
+def voc_root(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``<tmp>/VOCdevkit/VOC2007`` (trainval 3 images, test 1) and ``VOC2012`` (trainval 1)."""
+
+    def make(years: tuple[str, ...] = ("2007", "2012")) -> Path:
+        for year in years:
+            base = tmp_path / "VOCdevkit" / f"VOC{year}"
+            (base / "Annotations").mkdir(parents=True, exist_ok=True)
+            (base / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+            for i, (name, (h, w, objects)) in enumerate(VOC_IMAGES[year].items()):
+                write_image(base / "JPEGImages" / f"{name}.jpg", h, w, seed=i)
+                (base / "Annotations" / f"{name}.xml").write_text(pascal_xml(w, h, objects))
+            for split, names in VOC_SPLITS[year].items():
+                (base / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        return tmp_path
+
+    return make
+
+
+@pytest.fixture
+def ilsvrc_root(tmp_path: Path) -> Path:
+    """An ``ILSVRC`` folder: 3 classes in map_det.txt, train (2 images, one without objects), val (3), val1/val2."""
+    root = tmp_path / "ILSVRC"
+    (root / "devkit" / "data").mkdir(parents=True)
+    (root / "devkit" / "data" / "map_det.txt").write_text(
+        "n02672831 1 accordion\nn02691156 2 airplane\nn02219486 3 ant\n")
+    sets = root / "ImageSets" / "DET"
+    sets.mkdir(parents=True)
+    images = {
+        "train": {"ILSVRC2013_train/n02672831/n02672831_1": (40, 60, [("n02672831", 1, 2, 30, 40)]),
+                  "ILSVRC2013_train_extra0/ILSVRC2013_train_00000001": (30, 30, [])},
+        "val": {f"ILSVRC2012_val_0000000{i}": (50, 40, [("n02219486", i, i, 20 + i, 30)]) for i in (1, 2, 3)},
+    }
+    for data_split, items in images.items():
+        for i, (name, (h, w, objects)) in enumerate(items.items()):
+            write_image(root / "Data" / "DET" / data_split / f"{name}.JPEG", h, w, seed=i)
+            xml = root / "Annotations" / "DET" / data_split / f"{name}.xml"
+            xml.parent.mkdir(parents=True, exist_ok=True)
+            xml.write_text(pascal_xml(w, h, objects))
+    (sets / "train.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(images["train"], start=1)))
+    val = list(images["val"])
+    (sets / "val.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(val, start=1)))
+    (sets / "val1.txt").write_text(f"{val[0]} 1\n{val[2]} 3\n")
+    (sets / "val2.txt").write_text(f"{val[1]} 2\n")
+    return tmp_path

@@ -1,0 +1,224 @@
+"""PASCAL VOC: ``VOCdevkit/VOC<year>/{Annotations,JPEGImages,ImageSets/Main}``, one year+split or a union.
+
+XML boxes are 1-based inclusive pixels; internally ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``.
+``target["image_id"]`` is the image's index in the split list (offset per part in unions), ``target["difficult"]``
+flags difficult objects; training mode drops them (``keep_difficult``) and images left empty (``filter_empty``).
+
+Split specs accepted by :class:`VOCDataset` (and ``build_dataset("voc", ...)``): ``"2007_test"``,
+``"2012_trainval"``; a bare split (``"trainval"``, ``"train"``, ``"val"``) for every year present under the root,
+``"test"`` for VOC2007 test; the paper's ``"07+12"`` (07 trainval + 12 trainval) and ``"07++12"``
+(07 trainval + 07 test + 12 trainval); and any ``+``-joined list of ``<year>_<split>``.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detection.data.base import (
+    Annotation,
+    ConcatDetectionDataset,
+    DetectionDataset,
+    check_root,
+    clean_boxes,
+    parse_coordinate,
+)
+from detection.data.errors import DatasetError
+from detection.data.io import safe_join
+from detection.data.transforms import DetectionTransform
+
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+PAPER_UNIONS = {"07+12": "2007_trainval+2012_trainval", "07++12": "2007_trainval+2007_test+2012_trainval"}
+
+
+def read_split_file(path: Path) -> list[str]:
+    """First field of each non-empty line; :class:`DatasetError` for a missing or empty file."""
+    if not path.is_file():
+        raise DatasetError(f"split file {path} is missing")
+    names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"split file {path} is empty")
+    return names
+
+
+def _describe(names: list[str], limit: int = 30) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def parse_pascal_xml(path: Path, class_to_label: dict[str, int]) -> tuple[int, int, Annotation]:
+    """``(width, height, annotation)`` of a PASCAL-style XML file (VOC and ILSVRC use the same schema).
+
+    Boxes are converted from 1-based inclusive to internal xyxy, clipped to the image, and degenerate ones dropped
+    with a warning. Flags: ``difficult`` (missing tag = 0). Raises :class:`DatasetError` naming the file (and the
+    object) for malformed XML, a missing size, non-numeric or NaN coordinates and unknown class names.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise DatasetError(f"{path}: malformed XML: {exc}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read annotation file {path}: {exc}") from None
+    try:
+        width, height = (int(root.findtext(f"size/{k}") or "") for k in ("width", "height"))
+    except ValueError:
+        raise DatasetError(f"{path}: missing or invalid <size><width>/<height>") from None
+    boxes, labels, difficult, names = [], [], [], []
+    for i, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        where = f"object {i} ({name})"
+        if name not in class_to_label:
+            known = _describe(list(class_to_label))
+            raise DatasetError(f"{path}: {where}: unknown class name {name!r}; known: {known}")
+        if obj.find("bndbox") is None:
+            raise DatasetError(f"{path}: {where}: no <bndbox>")
+        xmin, ymin, xmax, ymax = (
+            parse_coordinate(obj.findtext(f"bndbox/{k}"), file=path, obj=where, name=k)
+            for k in ("xmin", "ymin", "xmax", "ymax")
+        )
+        boxes.append([xmin - 1, ymin - 1, xmax, ymax])
+        labels.append(class_to_label[name])
+        difficult.append(bool(int(obj.findtext("difficult") or 0)))
+        names.append(where)
+    box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    keep = clean_boxes(box_array, width=width, height=height, file=path, objects=names)
+    ann = Annotation(box_array, np.array(labels, dtype=np.int64), {"difficult": np.array(difficult, dtype=bool)})
+    return width, height, ann.select(keep)
+
+
+def find_devkit(root: str | Path) -> Path:
+    """``root`` itself or ``root/VOCdevkit`` when that exists."""
+    root = Path(root)
+    return root / "VOCdevkit" if (root / "VOCdevkit").is_dir() else root
+
+
+class VOCDetection(DetectionDataset):
+    """One year and split, e.g. ``VOCDetection(root, "2007", "test")``; ``root`` is ``VOCdevkit`` or its parent."""
+
+    classes = VOC_CLASSES
+
+    def __init__(
+        self,
+        root: str | Path,
+        year: str,
+        split: str,
+        transforms: DetectionTransform | None = None,
+        *,
+        train: bool | None = None,
+        keep_difficult: bool | None = None,
+        filter_empty: bool | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(transforms, strict=strict)
+        self.year, self.split = str(year), split
+        self.train = bool(getattr(transforms, "train", False)) if train is None else train
+        self.keep_difficult = not self.train if keep_difficult is None else keep_difficult
+        self.filter_empty = self.train if filter_empty is None else filter_empty
+        self.year_dir = find_devkit(root) / f"VOC{self.year}"
+        check_root(self.year_dir, "Annotations", "JPEGImages", "ImageSets/Main")
+        self.split_file = self.year_dir / "ImageSets" / "Main" / f"{split}.txt"
+        self._names = read_split_file(self.split_file)
+        class_to_label = {name: k for k, name in enumerate(self.classes, start=1)}
+        self._items: list[tuple[int, int, int, Annotation]] = []  # (split index, width, height, annotation)
+        for index, name in enumerate(self._names):
+            xml = safe_join(self.year_dir / "Annotations", f"{name}.xml", what=f"{self.split_file}: image name")
+            if not xml.is_file():
+                raise DatasetError(f"{self.split_file} names {name!r} but its annotation {xml} is missing")
+            image = safe_join(self.year_dir / "JPEGImages", f"{name}.jpg")
+            if not image.is_file():
+                raise DatasetError(f"{self.split_file} names {name!r} but its image {image} is missing")
+            width, height, ann = parse_pascal_xml(xml, class_to_label)
+            if not self.keep_difficult:
+                ann = ann.select(~ann.flags["difficult"])
+            if self.filter_empty and len(ann.boxes) == 0:
+                continue
+            self._items.append((index, width, height, ann))
+
+    def image_names(self) -> list[str]:
+        """Image names of the whole split file, in its order (what the devkit's evaluation iterates)."""
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        split_index, width, height, _ = self._items[index]
+        return {"height": height, "width": width, "file_name": f"{self._names[split_index]}.jpg",
+                "image_id": split_index}
+
+    def image_path(self, index: int) -> Path:
+        return self.year_dir / "JPEGImages" / f"{self._names[self._items[index][0]]}.jpg"
+
+    def annotation(self, index: int) -> Annotation:
+        return self._items[index][3]
+
+
+def years_present(root: str | Path) -> list[str]:
+    """Years with a ``VOC<year>`` folder under the devkit, sorted."""
+    devkit = find_devkit(root)
+    return sorted(p.name[3:] for p in devkit.glob("VOC[0-9][0-9][0-9][0-9]") if p.is_dir())
+
+
+def voc_default_splits(root: str | Path) -> dict[str, list[tuple[str, str]]]:
+    """The default protocol: ``{"train": [(year, "trainval") for every year present], "test": [("2007", "test")]}``
+    (so "07+12" when both VOC2007 and VOC2012 are under ``root``)."""
+    if not Path(root).is_dir():
+        raise DatasetError(f"dataset root {root} does not exist or is not a directory")
+    years = years_present(root)
+    if not years:
+        raise DatasetError(f"no VOC<year> folder under {find_devkit(root)} (expected e.g. {find_devkit(root)}/VOC2007)")
+    return {"train": [(year, "trainval") for year in years], "test": [("2007", "test")]}
+
+
+def parse_split_spec(root: str | Path, spec: str) -> list[tuple[str, str]]:
+    """``(year, split)`` pairs for a split spec (see the module docstring)."""
+    spec = PAPER_UNIONS.get(spec, spec)
+    if spec == "test":
+        return voc_default_splits(root)["test"]
+    if spec in ("trainval", "train", "val"):
+        return [(year, spec) for year, _ in voc_default_splits(root)["train"]]
+    pairs = []
+    for part in spec.split("+"):
+        year, sep, split = part.partition("_")
+        if not sep or not year.isdigit() or not split:
+            raise DatasetError(f"VOC split {part!r} in {spec!r} is not '<year>_<split>' (e.g. 2007_test), "
+                               f"a bare split, '07+12' or '07++12'")
+        pairs.append((year, split))
+    return pairs
+
+
+class VOCDataset(ConcatDetectionDataset):
+    """VOC for a split spec (``"07+12"``, ``"2007_test"``, ...): the union of :class:`VOCDetection` parts.
+
+    ``year_dir`` and :meth:`image_names` (for the devkit evaluation) are those of the single part when there is
+    only one.
+    """
+
+    datasets: list[VOCDetection]
+
+    def __init__(self, root: str | Path, split: str, transforms: DetectionTransform | None = None,
+                 **kwargs: Any) -> None:
+        self.spec = split
+        super().__init__([VOCDetection(root, y, s, transforms, **kwargs) for y, s in parse_split_spec(root, split)])
+
+    def _single(self) -> VOCDetection:
+        if len(self.datasets) != 1:
+            raise DatasetError(f"VOC split {self.spec!r} joins {len(self.datasets)} splits; evaluate one at a time")
+        return self.datasets[0]
+
+    @property
+    def year_dir(self) -> Path:
+        return self._single().year_dir
+
+    @property
+    def split(self) -> str:
+        return self._single().split
+
+    def image_names(self) -> list[str]:
+        return self._single().image_names()
