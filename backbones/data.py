@@ -68,10 +68,18 @@ class ScaleAugment:
         self.crop, self.scale_range, self.lighting = crop, scale_range, lighting
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> Tensor:
-        img = resize_shorter(img, int(rng.integers(self.scale_range[0], self.scale_range[1] + 1)))
+        short = int(rng.integers(self.scale_range[0], self.scale_range[1] + 1))
         h, w = img.shape[:2]
-        top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
-        img = img[top : top + self.crop, left : left + self.crop]
+        scale = short / min(h, w)
+        new_h, new_w = max(short, round(h * scale)), max(short, round(w * scale))
+        top, left = int(rng.integers(0, new_h - self.crop + 1)), int(rng.integers(0, new_w - self.crop + 1))
+        # Crop the matching window of the original, then resize only that: same view, far fewer pixels touched.
+        y0, x0 = int(top / scale), int(left / scale)
+        side = max(1, round(self.crop / scale))
+        y0, x0 = min(y0, h - min(side, h)), min(x0, w - min(side, w))
+        window = img[y0 : y0 + side, x0 : x0 + side]
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        img = cv2.resize(window, (self.crop, self.crop), interpolation=interp)
         if rng.random() < 0.5:
             img = img[:, ::-1]
         if self.lighting > 0:
@@ -235,6 +243,11 @@ class ImageFolderDataset(KeyedDataset):
         if img is None:
             raise OSError(f"cannot read image {path}")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: one OpenCV thread per worker (the workers already run in parallel)."""
+    cv2.setNumThreads(1)
 
 
 def pixel_mean_std(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ from backbones.data import (
     ScaleAugment,
     build_eval_dataset,
     pixel_mean_std,
+    worker_init,
 )
 from backbones.synthetic import write_synthetic_cifar
 
@@ -225,7 +226,8 @@ class TrainBatchSampler:
 def eval_loader(dataset: KeyedDataset, batch_size: int, workers: int, rank: int, world: int) -> DataLoader:
     """This rank's shard (`rank::world`, no padding) of `dataset`, in order."""
     shard = Subset(dataset, range(rank, len(dataset), world))
-    return DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available())
+    return DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=worker_init)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ distributed
@@ -303,7 +305,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     batches = TrainBatchSampler(len(train_set), per_rank, rank=rank, world=world, seed=cfg.seed,
                                 start=start, stop=cfg.iters)  # fmt: skip
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)  # fmt: skip
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init)  # fmt: skip
     val_loader = eval_loader(val_set, per_rank, cfg.workers, rank, world) if val_set is not None else None
 
     bar = tqdm(total=cfg.iters, initial=start, disable=rank != 0, dynamic_ncols=True, desc=cfg.arch)
@@ -331,6 +333,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if world > 1:
                 dist.all_reduce(stats)
             schedule.observe_train_error(100.0 * stats[1].item() / stats[2].item())
+            if not schedule.warming_up and rank == 0:
+                tqdm.write(f"warm-up done at iteration {it + 1}: train error < {cfg.warmup_error}%, lr back to base")
         if rank == 0 and (it % 10 == 0 or it + 1 == cfg.iters):
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
         bar.update(1)
