@@ -55,6 +55,14 @@ def is_cifar_arch(arch: str) -> bool:
     return arch.startswith("cifar_")
 
 
+def arch_depth(arch: str) -> int:
+    """The depth in an arch name: `cifar_resnet110` -> 110."""
+    m = _ARCH.match(arch)
+    if m is None:
+        raise ValueError(f"unknown arch {arch!r}")
+    return int(m.group(3))
+
+
 def center_scores(model: nn.Module, x: Tensor) -> Tensor:
     """`[B, 3, H, W]` normalised -> softmax probabilities `[B, K]`."""
     return model(x).float().softmax(-1)

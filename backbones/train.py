@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from backbones.checkpoint import get_rng_state, latest_good_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from backbones.classify import build_classifier, evaluate, is_cifar_arch
+from backbones.classify import arch_depth, build_classifier, evaluate, is_cifar_arch
 from backbones.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -107,7 +107,7 @@ class TrainConfig:
         c.eval_every = c.eval_every or r["eval_every"] or max(1, c.iters // 10)
         c.ckpt_every = c.ckpt_every or r["ckpt_every"] or max(1, c.iters // 10)
         if c.warmup is None:
-            c.warmup = is_cifar_arch(c.arch) and int(c.arch.rsplit("resnet", 1)[-1] or 0) >= 110
+            c.warmup = is_cifar_arch(c.arch) and arch_depth(c.arch) >= 110
         if c.scale_range is None:
             c.scale_range = (round(c.image_size * 256 / 224), round(c.image_size * 480 / 224))
         return c
