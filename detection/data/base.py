@@ -78,7 +78,7 @@ def check_root(root: Path, *required: str) -> None:
 class DetectionDataset(Dataset):
     """Base class: turns ``image_path`` + ``annotation`` into transformed ``(image, target)`` samples.
 
-    Unreadable images give ``None`` with a warning naming the file and are listed in ``self.skipped`` (per
+    Unreadable images give ``None`` with a warning naming the file and are listed once in ``self.skipped`` (per
     process: with DataLoader workers each worker keeps its own list, the warnings are still logged); with
     ``strict=True`` they raise :class:`UnreadableImageError`.
     """
@@ -120,7 +120,8 @@ class DetectionDataset(Dataset):
             if self.strict:
                 raise
             logger.warning("skipping sample %d: %s", index, exc)
-            self.skipped.append(str(path))
+            if str(path) not in self.skipped:
+                self.skipped.append(str(path))
             return None
 
     def __getitem__(self, index: int) -> Sample | None:

@@ -14,6 +14,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
+import torch.utils.data
 from albumentations.augmentations.geometric.resize import MaxSizeTransform
 
 
@@ -49,6 +50,8 @@ class DetectionTransform:
 
     def __init__(self, transforms: list[A.BasicTransform], *, train: bool, seed: int | None = None) -> None:
         self.train = train
+        self._seeded = seed is not None
+        self._worker_seed: int | None = None
         self.compose: A.Compose | None = None
         if transforms:
             self.compose = A.Compose(
@@ -59,13 +62,22 @@ class DetectionTransform:
 
     def set_random_seed(self, seed: int) -> None:
         """Reseed the augmentation RNG (used by the trainer for exactly reproducible augmentations)."""
+        self._seeded = True
         if self.compose is not None:
             self.compose.set_random_seed(seed)
+
+    def _reseed_in_worker(self) -> None:
+        # Forked DataLoader workers inherit one RNG state; without a seed of our own, take the worker's.
+        info = torch.utils.data.get_worker_info()
+        if info is not None and not self._seeded and self._worker_seed != info.seed and self.compose is not None:
+            self.compose.set_random_seed(info.seed % 2**32)
+            self._worker_seed = info.seed
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if self.compose is None:
             return to_tensor(image), boxes, np.arange(len(boxes))
+        self._reseed_in_worker()
         out = self.compose(image=image, bboxes=boxes, index=np.arange(len(boxes)))
         new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         kept = np.asarray(out["index"], dtype=np.int64).reshape(-1)
