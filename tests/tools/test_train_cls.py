@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -92,3 +95,25 @@ def test_synthetic_default_without_data_root(tmp_path: Path, monkeypatch: pytest
                                        "--arch", "cifar_resnet8", "--workers", "0"])  # fmt: skip
     assert (tmp_path / "data" / "synthetic_cifar" / "data_batch_5").exists()
     assert metrics["config"]["dataset"] == "synthetic" and metrics["final"]["iteration"] == 2
+
+
+def test_torchrun_two_ranks_on_cpu(tiny_cifar: Path, tmp_path: Path) -> None:
+    """DistributedDataParallel over gloo: ranks split each batch, sum the eval counts, rank 0 writes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "tools" / "train_cls.py"),
+        *_args(tiny_cifar, tmp_path, "--iters", "4", "--eval-every", "2"),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["world_size"] == 2
+    assert [h["num_images"] for h in metrics["history"]] == [16, 16]  # the whole test batch, no duplicates
+    assert done.stdout.count("final top-1 error") == 1  # only rank 0 reports
+    load_weights(build_classifier("cifar_resnet8", num_classes=4), tmp_path / "model_final.pth")
