@@ -22,27 +22,46 @@ from backbones.train import DATASETS, TrainConfig, train
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=DATASETS, default=None,
-                   help="default: cifar10-style 'synthetic' when --data-root is absent, else imagenet")
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="default: cifar10-style 'synthetic' when --data-root is absent, else imagenet",
+    )
     p.add_argument("--data-root", default=None, help="CIFAR batches folder, or a folder with train/ and val/")
     p.add_argument("--arch", default=None, help="resnet18..152, plain18.., cifar_resnet20..1202, cifar_plain..")
     p.add_argument("--base-width", type=int, default=64, help="conv1/conv2_x width of ImageNet nets (paper: 64)")
     p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="default: B (ImageNet), A (CIFAR)")
     p.add_argument("--image-size", type=int, default=None, help="training crop (224 ImageNet, 32 CIFAR)")
-    p.add_argument("--scale-range", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
-                   help="random shorter side before cropping (default image_size*[256,480]/224)")
+    p.add_argument(
+        "--scale-range",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="random shorter side before cropping (default image_size*[256,480]/224)",
+    )
     p.add_argument("--lighting", type=float, default=0.1, help="PCA colour noise std (0 disables)")
     p.add_argument("--holdout", type=int, default=0, help="CIFAR: validate on this many held-out train images")
     p.add_argument("--iters", type=int, default=None, help="training iterations (64k CIFAR, 600k ImageNet)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch over all ranks (128 / 256)")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (0.1)")
-    p.add_argument("--lr-steps", type=int, nargs="*", default=None,
-                   help="iterations where lr is divided by 10 (default: the recipe's fractions of --iters)")
+    p.add_argument(
+        "--lr-steps",
+        type=int,
+        nargs="*",
+        default=None,
+        help="iterations where lr is divided by 10 (default: the recipe's fractions of --iters)",
+    )
     p.add_argument("--lr-schedule", choices=("step", "plateau"), default="step")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
-                   help="lr/10 until train error < --warmup-error (default: on for CIFAR depth >= 110)")
+    p.add_argument(
+        "--warmup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lr/10 until train error < --warmup-error (default: on for CIFAR depth >= 110)",
+    )
     p.add_argument("--warmup-error", type=float, default=80.0)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--ckpt-every", type=int, default=None)
@@ -54,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
-    args = p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
 
     fields: dict[str, Any] = vars(args)
     if fields["dataset"] is None:
