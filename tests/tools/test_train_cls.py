@@ -117,3 +117,35 @@ def test_torchrun_two_ranks_on_cpu(tiny_cifar: Path, tmp_path: Path) -> None:
     assert [h["num_images"] for h in metrics["history"]] == [16, 16]  # the whole test batch, no duplicates
     assert done.stdout.count("final top-1 error") == 1  # only rank 0 reports
     load_weights(build_classifier("cifar_resnet8", num_classes=4), tmp_path / "model_final.pth")
+
+
+def test_recipe_schedule_steps_warmup_and_plateau() -> None:
+    from backbones.train import RecipeSchedule, TrainConfig
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = RecipeSchedule(opt, 0.1, [32_000, 48_000], warmup=True, window=3)
+    assert sched.set_lr(0) == pytest.approx(0.01) and opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    for err in (90.0, 85.0, 70.0):  # mean 81.7%: still warming up
+        sched.observe_train_error(err)
+    assert sched.warming_up
+    sched.observe_train_error(70.0)  # mean of the last 3: 75%
+    assert not sched.warming_up and sched.lr_at(400) == pytest.approx(0.1)
+    assert sched.lr_at(32_000) == pytest.approx(0.01) and sched.lr_at(48_000) == pytest.approx(0.001)
+
+    plateau = RecipeSchedule(opt, 0.1, [], plateau_patience=2)
+    for err in (50.0, 40.0, 41.0, 40.5):
+        plateau.observe_eval_error(err)
+    assert plateau.lr_at(10) == pytest.approx(0.01)
+    restored = RecipeSchedule(opt, 0.1, [], plateau_patience=2)
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.lr_at(10) == pytest.approx(0.01)
+
+    cifar110 = TrainConfig(dataset="cifar10", arch="cifar_resnet110").resolve()
+    assert cifar110.warmup and cifar110.lr_steps == [32_000, 48_000] and cifar110.iters == 64_000
+    imagenet = TrainConfig(dataset="imagenet").resolve()
+    assert (imagenet.batch_size, imagenet.lr, imagenet.weight_decay, imagenet.scale_range) == (
+        256,
+        0.1,
+        1e-4,
+        (256, 480),
+    )
