@@ -170,10 +170,10 @@ def build_datasets(cfg: TrainConfig, rank: int = 0) -> tuple[KeyedDataset, Keyed
     assert size is not None and cfg.scale_range is not None
     if cfg.dataset in ("cifar10", "synthetic"):
         root = cfg.data_root
-        if root is None:
-            if cfg.dataset == "cifar10":
-                raise ValueError("--dataset cifar10 needs --data-root (the cifar-10-batches-py folder)")
-            root = str(Path(cfg.output_dir) / "data" / "synthetic_cifar")
+        if cfg.dataset == "cifar10" and root is None:
+            raise ValueError("--dataset cifar10 needs --data-root (the cifar-10-batches-py folder)")
+        if cfg.dataset == "synthetic":  # generated into --data-root, or the output dir; kept if already there
+            root = root or str(Path(cfg.output_dir) / "data" / "synthetic_cifar")
             if rank == 0:
                 write_synthetic_cifar(root)
             if dist.is_initialized():
