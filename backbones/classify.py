@@ -95,8 +95,11 @@ def fullconv_scores(model: nn.Module, views: Iterable[Tensor]) -> Tensor:
     `views`: normalised `[1, 3, h_s, w_s]` tensors (each scale, and flips). Each view's logit map is averaged over
     space, turned into probabilities, and the probabilities are averaged over views: returns `[1, K]`.
     """
-    probs = [score_map(model, v).float().mean((2, 3)).softmax(-1) for v in views]
-    return torch.stack(probs).mean(0)
+    by_size: dict[tuple[int, int], list[Tensor]] = {}
+    for v in views:  # a scale and its flip have the same size: one forward pass for both
+        by_size.setdefault(tuple(v.shape[-2:]), []).append(v)
+    probs = [score_map(model, torch.cat(group)).float().mean((2, 3)).softmax(-1) for group in by_size.values()]
+    return torch.cat(probs).mean(0, keepdim=True)
 
 
 def topk_correct(scores: Tensor, targets: Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
