@@ -1,0 +1,162 @@
+"""Turn a run's predictions into the dataset's own submission files and its official metric.
+
+Every number comes from ``detection.evaluation`` (one implementation per protocol):
+- COCO: results JSON with the dataset's category ids and ``[x, y, w, h]`` → pycocotools' 12 numbers.
+- VOC: ``comp4_det_<split>_<class>.txt`` (1-based) → VOC07 11-point mAP@0.5 (area metric for other years).
+- ImageNet DET: devkit result lines → the ILSVRC DET mAP.
+- shapes (COCO format): both pycocotools and VOC07 mAP@0.5, the latter being the quickstart's headline number.
+
+``metrics["mAP50"]`` is always the headline IoU-0.5 mAP as a fraction; ``metrics["metric"]`` says which one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detection.engine.inference import Predictions
+from detection.evaluation.coco import coco_eval, xyxy_to_coco_results
+from detection.evaluation.imagenet_det import imagenet_det_eval, write_det_results
+from detection.evaluation.tables import ap_table, coco_stats_table, per_class_table
+from detection.evaluation.voc import VOCEvaluator, to_devkit_boxes, write_voc_results
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_predictions(
+    dataset_name: str, dataset: Any, predictions: Predictions, output_dir: Path, split: str
+) -> tuple[dict[str, Any], str]:
+    """Write submission files under ``output_dir`` and evaluate. Returns ``(metrics, markdown table)``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if dataset_name in ("coco", "shapes"):
+        metrics, table = _evaluate_coco(dataset, predictions, output_dir, split, with_voc=dataset_name == "shapes")
+    elif dataset_name == "voc":
+        metrics, table = _evaluate_voc(dataset, predictions, output_dir, split)
+    elif dataset_name == "imagenet_det":
+        metrics, table = _evaluate_imagenet_det(dataset, predictions, output_dir, split)
+    else:
+        raise ValueError(f"no evaluation for dataset {dataset_name!r}")
+    metrics.update(dataset=dataset_name, split=split, images=len(predictions.outputs),
+                   skipped_images=predictions.skipped)
+    return metrics, table
+
+
+def _voc_style(dataset: Any, predictions: Predictions, use_07_metric: bool) -> tuple[VOCEvaluator, Any]:
+    evaluator = VOCEvaluator(dataset.classes)
+    for target, output in zip(predictions.targets, predictions.outputs):
+        # Crowd regions (COCO format) can neither be hit nor missed: VOC's "difficult" rule does exactly that.
+        ignore = target.get("difficult", target.get("iscrowd"))
+        evaluator.add(target["image_id"], output, {"boxes": target["boxes"], "labels": target["labels"],
+                                                   "difficult": ignore})
+    return evaluator, evaluator.evaluate(use_07_metric=use_07_metric)
+
+
+def _evaluate_coco(
+    dataset: Any, predictions: Predictions, output_dir: Path, split: str, with_voc: bool
+) -> tuple[dict[str, Any], str]:
+    results: list[dict[str, Any]] = []
+    for target, output in zip(predictions.targets, predictions.outputs):
+        cat_ids = [dataset.label_to_cat_id[int(label)] for label in output["labels"]]
+        results.extend(xyxy_to_coco_results(target["image_id"], output["boxes"], output["scores"], cat_ids))
+    path = output_dir / f"coco_results_{split}.json"
+    path.write_text(json.dumps(results))
+    evaluated_ids = [int(t["image_id"]) for t in predictions.targets]
+    coco = dataset.coco
+    if len(evaluated_ids) != len(coco.getImgIds()):
+        coco = _subset(coco, evaluated_ids)
+    result = coco_eval(coco, results)
+    metrics: dict[str, Any] = {
+        "mAP50": result.ap50,
+        "mAP": result.ap,
+        "metric": "COCO mAP@0.5 (pycocotools)",
+        "coco_stats": result.stats,
+        "per_class": result.per_class,
+        "results_file": str(path),
+    }
+    table = coco_stats_table(result.stats) + "\n\n" + per_class_table(result.per_class)
+    if with_voc:
+        _, voc = _voc_style(dataset, predictions, use_07_metric=True)
+        metrics.update(mAP50=voc.mAP, metric="VOC07 11-point mAP@0.5", voc07_ap=dict(voc.ap), coco_AP50=result.ap50)
+        table = ap_table(voc.ap, voc.mAP) + "\n\n" + table
+    return metrics, table
+
+
+def _subset(coco: Any, image_ids: list[int]) -> Any:
+    """A COCO object restricted to the images that were actually evaluated (unreadable ones were skipped)."""
+    from pycocotools.coco import COCO
+
+    keep = set(image_ids)
+    sub = COCO()
+    sub.dataset = {
+        "images": [im for im in coco.dataset["images"] if im["id"] in keep],
+        "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in keep],
+        "categories": coco.dataset["categories"],
+    }
+    sub.createIndex()
+    return sub
+
+
+def _evaluate_voc(
+    dataset: Any, predictions: Predictions, output_dir: Path, split: str
+) -> tuple[dict[str, Any], str]:
+    use_07 = "2007" in str(getattr(dataset, "year", "2007"))
+    evaluator, result = _voc_style(dataset, predictions, use_07_metric=use_07)
+    names = dataset.image_names() if hasattr(dataset, "image_names") else None
+    if names is not None:  # devkit files name images ("000001"); targets carry the index in the split list
+        detections = {
+            cls: [(names[int(image_id)], score, box) for image_id, score, box in items]
+            for cls, items in evaluator.detections.items()
+        }
+        write_voc_results(output_dir / "results", split, detections, dataset.classes)
+    metrics = {
+        "mAP50": result.mAP,
+        "metric": "VOC07 11-point mAP@0.5" if use_07 else "VOC area mAP@0.5",
+        "ap": dict(result.ap),
+        "results_dir": str(output_dir / "results"),
+    }
+    return metrics, ap_table(result.ap, result.mAP)
+
+
+def _evaluate_imagenet_det(
+    dataset: Any, predictions: Predictions, output_dir: Path, split: str
+) -> tuple[dict[str, Any], str]:
+    wnids = list(getattr(dataset, "wnids", dataset.classes))
+    detections, ground_truth = [], {}
+    for target, output in zip(predictions.targets, predictions.outputs):
+        image = int(target["image_id"])
+        ground_truth[image] = [
+            (wnids[int(label) - 1], tuple(box)) for box, label in
+            zip(to_devkit_boxes(target["boxes"]).tolist(), target["labels"].tolist())
+        ]
+        for box, score, label in zip(to_devkit_boxes(output["boxes"]).tolist(), output["scores"].tolist(),
+                                     output["labels"].tolist()):
+            detections.append((image, wnids[int(label) - 1], float(score), tuple(box)))
+    to_index = getattr(dataset, "label_to_class_index", {k: k for k in range(1, len(wnids) + 1)})
+    class_index = {wnid: to_index[label] for label, wnid in enumerate(wnids, start=1)}
+    write_det_results(output_dir / f"ilsvrc_det_{split}.txt", detections, class_index)
+    names = dict(zip(wnids, dataset.classes))
+    result = imagenet_det_eval(detections, ground_truth, wnids, names=names)
+    metrics = {"mAP50": result.mAP, "metric": "ILSVRC DET mAP", "ap": dict(result.ap)}
+    return metrics, ap_table(result.ap, result.mAP, names=names)
+
+
+def summarize_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy (numpy/tensor numbers → float)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (np.floating, np.integer)):
+            return v.item()
+        if torch.is_tensor(v):
+            return v.tolist()
+        return v
+
+    return clean(metrics)

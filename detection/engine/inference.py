@@ -1,0 +1,63 @@
+"""Run a detector over a dataset: batched, with a progress bar, skipping unreadable images (counted)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from detection.data import collate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictions:
+    """Per image (dataset order): the target dict (boxes in original-image pixels) and the model output dict
+    (``boxes`` xyxy original-image pixels, ``scores``, ``labels`` 1..K), all on the CPU."""
+
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+@torch.inference_mode()
+def run_inference(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    device: torch.device,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    amp: bool = False,
+    progress: bool = True,
+) -> Predictions:
+    import time
+
+    from tqdm import tqdm
+
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, shuffle=False)
+    result = Predictions()
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    expected = len(dataset)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    for images, targets in tqdm(loader, desc="inference", disable=not progress, dynamic_ncols=True):
+        if not images:
+            continue
+        images = [i.to(device, non_blocking=True) for i in images]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            outputs = model(images)
+        for target, output in zip(targets, outputs):
+            result.targets.append(target)
+            result.outputs.append({k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()})
+    result.seconds = time.perf_counter() - start
+    result.skipped = expected - len(result.outputs)
+    if result.skipped:
+        logger.warning("inference: %d of %d images could not be read and were skipped", result.skipped, expected)
+    return result

@@ -1,0 +1,165 @@
+"""What ``tools/train_det.py`` and ``tools/test_det.py`` do, as functions: build datasets and the model from a
+config, train (resumably, on one or several workers), then run inference, write the dataset's submission files,
+evaluate and write ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backbones.checkpoint import load_checkpoint
+from detection.build import build_detector, load_backbone_weights
+from detection.config import Config, config_from_dict
+from detection.data import DEFAULT_SPLITS, build_dataset
+from detection.data.transforms import build_transforms
+from detection.engine import distributed as dist_utils
+from detection.engine.evaluate import evaluate_predictions, summarize_metrics
+from detection.engine.inference import run_inference
+from detection.engine.trainer import Trainer
+
+logger = logging.getLogger("detection")
+
+
+@dataclass
+class RunOptions:
+    dataset: str
+    data_root: Path
+    output_dir: Path
+    device: str = "auto"
+    amp: bool = False
+    strict: bool = False
+    progress: bool = True
+    resume: bool = False
+    skip_nonfinite: bool = False
+    deterministic: bool = False
+    evaluate: bool = True
+    test_split: str = ""
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_utils.local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist_utils.local_rank())
+    return device
+
+
+def setup_logging(output_dir: Path | None, rank: int = 0) -> None:
+    """Console + ``output_dir/log.txt`` on rank 0; only warnings from other ranks."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    fmt = logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s", "%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_resdet", False) for h in root.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(fmt)
+        console._resdet = True  # type: ignore[attr-defined]
+        root.addHandler(console)
+    if output_dir is not None and rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path = str(output_dir / "log.txt")
+        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in root.handlers):
+            handler = logging.FileHandler(path)
+            handler.setFormatter(fmt)
+            root.addHandler(handler)
+
+
+def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool) -> Any:
+    i = cfg.input
+    transforms = build_transforms(
+        train=train, min_sizes=tuple(i.train_min_sizes), max_size=i.train_max_size, flip_prob=i.flip_prob
+    )
+    return build_dataset(
+        opts.dataset, opts.data_root, split, transforms, strict=opts.strict, **{**cfg.data.extra, **opts.dataset_kwargs}
+    )
+
+
+def check_classes(cfg: Config, classes: list[str], where: str) -> None:
+    if cfg.num_classes != len(classes):
+        raise ValueError(
+            f"the config says num_classes={cfg.num_classes} but {where} has {len(classes)} classes "
+            f"({', '.join(classes[:10])}{', …' if len(classes) > 10 else ''}); set num_classes={len(classes)}"
+        )
+
+
+def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
+    """Train to ``cfg.solver.max_iter`` and (on rank 0) evaluate on the test split. Returns the metrics."""
+    device = pick_device(opts.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rank, world_size = dist_utils.init_distributed(device)
+    setup_logging(opts.output_dir, rank)
+    if opts.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(cfg.seed)
+    train_split = cfg.data.train_split or DEFAULT_SPLITS[(opts.dataset, True)]
+    test_split = opts.test_split or cfg.data.test_split or DEFAULT_SPLITS[(opts.dataset, False)]
+    dataset = make_dataset(opts, cfg, train_split, train=True)
+    check_classes(cfg, dataset.classes, f"{opts.dataset} {train_split}")
+    logger.info("training on %s %s: %d images, %d classes, %d worker(s), device %s",
+                opts.dataset, train_split, len(dataset), len(dataset.classes), world_size, device)
+    if rank == 0:
+        opts.output_dir.mkdir(parents=True, exist_ok=True)
+        (opts.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    model = build_detector(cfg)
+    trainer = Trainer(
+        model=model, cfg=cfg, dataset=dataset, output_dir=opts.output_dir, device=device, classes=dataset.classes,
+        amp=opts.amp, skip_nonfinite=opts.skip_nonfinite, progress=opts.progress,
+    )
+    if not (opts.resume and trainer.resume()):
+        load_backbone_weights(trainer.model, cfg)
+    trainer.run()
+    skipped = len(getattr(dataset, "skipped", []))
+    if skipped:
+        logger.warning("%d unreadable training images were skipped (see the warnings above)", skipped)
+    metrics = None
+    if opts.evaluate and rank == 0:
+        metrics = test(cfg, opts, trainer.model, test_split, device)
+    dist_utils.barrier()
+    dist_utils.cleanup()
+    return metrics
+
+
+def load_detector(weights: Path, cfg: Config | None = None) -> tuple[torch.nn.Module, Config, list[str]]:
+    """A trained detector from a toolkit checkpoint (config and class names stored in it)."""
+    ckpt = load_checkpoint(weights)
+    if cfg is None:
+        if "config" not in ckpt:
+            raise ValueError(f"{weights}: the checkpoint holds no config; pass --config")
+        cfg = config_from_dict(ckpt["config"])
+    model = build_detector(cfg)
+    model.load_state_dict(ckpt["model"])
+    return model, cfg, list(ckpt.get("classes", []))
+
+
+def test(
+    cfg: Config, opts: RunOptions, model: torch.nn.Module, split: str, device: torch.device | None = None
+) -> dict[str, Any]:
+    """Inference on ``split``, submission files and metrics under ``opts.output_dir``; prints the table."""
+    device = device or pick_device(opts.device)
+    dataset = make_dataset(opts, cfg, split, train=False)
+    check_classes(cfg, dataset.classes, f"{opts.dataset} {split}")
+    model.to(device)
+    predictions = run_inference(
+        model, dataset, device=device, batch_size=1, num_workers=cfg.data.num_workers, amp=opts.amp,
+        progress=opts.progress,
+    )
+    metrics, table = evaluate_predictions(opts.dataset, dataset, predictions, opts.output_dir, split)
+    metrics["seconds_per_image"] = predictions.seconds / max(len(predictions.outputs), 1)
+    metrics = summarize_metrics(metrics)
+    (opts.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"\n{opts.dataset} {split}: {metrics['metric']} = {100 * metrics['mAP50']:.1f}  "
+          f"({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
+    print(table)
+    logger.info("metrics written to %s", opts.output_dir / "metrics.json")
+    return metrics

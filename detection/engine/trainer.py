@@ -1,0 +1,316 @@
+"""End-to-end (approximate joint) training of the detector: iteration-based SGD with warm-up and step decay,
+DistributedDataParallel under torchrun, mixed precision, atomic checkpoints and exact resumption.
+
+Exact resumption: the data order is a pure function of (seed, epoch); each sample's augmentation is seeded from
+(seed, epoch, position); the checkpoint stores model, optimizer, scheduler, RNG states and the position in the
+epoch. A resumed run therefore sees the same batches with the same augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from backbones.checkpoint import get_rng_state, latest_good_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from detection.config import Config
+from detection.data import collate
+from detection.data.sampler import GroupedBatchSampler
+from detection.engine import distributed as dist_utils
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainState:
+    iteration: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    skipped_batches: int = 0
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that index ``(i, seed)`` reseeds every RNG the augmentation may use before loading
+    sample ``i``: augmentations then depend only on the sample's position in the run, not on worker timing."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        transforms = getattr(self.dataset, "transforms", None)
+        if transforms is not None and hasattr(transforms, "set_random_seed"):
+            transforms.set_random_seed(seed % 2**32)
+        return self.dataset[index]
+
+
+def epoch_batches(sampler: GroupedBatchSampler, epoch: int, seed: int) -> list[list[tuple[int, int]]]:
+    sampler.set_epoch(epoch)
+    batches = []
+    for position, batch in enumerate(sampler):
+        base = (seed * 1_000_003 + epoch) * 1_000_003 + position
+        batches.append([(int(i), (base * 31 + k) % 2**62) for k, i in enumerate(batch)])
+    return batches
+
+
+def data_stream(
+    dataset: Dataset, sampler: GroupedBatchSampler, state: TrainState, seed: int, num_workers: int
+) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
+    """Endless (images, targets) batches from ``state.epoch`` / ``state.batch_in_epoch`` on; updates ``state``."""
+    wrapped = SeededSamples(dataset)
+    while True:
+        batches = epoch_batches(sampler, state.epoch, seed)[state.batch_in_epoch :]
+        loader = DataLoader(
+            wrapped,
+            batch_sampler=batches,
+            num_workers=num_workers,
+            collate_fn=collate,
+            persistent_workers=False,
+        )
+        for images, targets in loader:
+            state.batch_in_epoch += 1
+            yield images, targets
+        state.epoch += 1
+        state.batch_in_epoch = 0
+
+
+def lr_factor(iteration: int, *, warmup_iters: int, warmup_factor: float, steps: list[int], gamma: float) -> float:
+    """Linear warm-up from ``warmup_factor`` to 1, then × ``gamma`` at each step."""
+    factor = gamma ** sum(1 for s in steps if iteration >= s)
+    if iteration < warmup_iters:
+        alpha = iteration / warmup_iters
+        factor *= warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(
+        params, lr=cfg.solver.base_lr, momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay
+    )
+
+
+def checkpoint_path(output_dir: Path, iteration: int) -> Path:
+    return output_dir / f"model_{iteration:07d}.pth"
+
+
+class Trainer:
+    """Holds the model, optimizer and data for one training run. ``run()`` trains to ``cfg.solver.max_iter``."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        cfg: Config,
+        dataset: Dataset,
+        output_dir: Path,
+        device: torch.device,
+        classes: list[str],
+        amp: bool = False,
+        skip_nonfinite: bool = False,
+        keep_checkpoints: int = 3,
+        progress: bool = True,
+        log_period: int = 20,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.output_dir = output_dir
+        self.classes = classes
+        self.amp = amp
+        self.skip_nonfinite = skip_nonfinite
+        self.keep_checkpoints = keep_checkpoints
+        self.progress = progress
+        self.log_period = log_period
+        self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
+        self.model = model.to(device)
+        self.optimizer = build_optimizer(self.model, cfg)
+        s = cfg.solver
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda it: lr_factor(
+                it, warmup_iters=s.warmup_iters, warmup_factor=s.warmup_factor, steps=s.steps, gamma=s.gamma
+            ),
+        )
+        if self.world_size > 1:
+            self.ddp_model: nn.Module = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        else:
+            self.ddp_model = self.model
+        if s.ims_per_batch % self.world_size:
+            raise ValueError(f"solver.ims_per_batch={s.ims_per_batch} is not divisible by {self.world_size} workers")
+        self.dataset = dataset
+        self.sampler = GroupedBatchSampler(
+            dataset,
+            batch_size=s.ims_per_batch // self.world_size,
+            seed=cfg.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        self.state = TrainState()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+        self.writer = None
+        self.last_checkpoint: Path | None = None
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.state.iteration,
+            "epoch": self.state.epoch,
+            "batch_in_epoch": self.state.batch_in_epoch,
+            "skipped_batches": self.state.skipped_batches,
+            "rng": get_rng_state(),
+            "config": self.cfg.to_dict(),
+            "classes": list(self.classes),
+            "world_size": self.world_size,
+        }
+
+    def save(self, final: bool = False) -> None:
+        if self.rank != 0:
+            return
+        state = self.checkpoint_state()
+        path = checkpoint_path(self.output_dir, self.state.iteration)
+        save_checkpoint(path, state)
+        self.last_checkpoint = path
+        if final:
+            save_checkpoint(self.output_dir / "model_final.pth", {k: state[k] for k in ("model", "config", "classes")})
+        old = sorted(self.output_dir.glob("model_[0-9]*.pth"))[: -self.keep_checkpoints]
+        for stale in old:
+            stale.unlink(missing_ok=True)
+
+    def resume(self) -> bool:
+        path = latest_good_checkpoint(self.output_dir)
+        if path is None:
+            logger.warning("--resume: no usable checkpoint in %s; starting from scratch", self.output_dir)
+            return False
+        ckpt = load_checkpoint(path)
+        if ckpt.get("world_size", 1) != self.world_size:
+            logger.warning("checkpoint was written with %s workers, resuming with %s: the data order will differ",
+                           ckpt.get("world_size"), self.world_size)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(
+            iteration=int(ckpt["iteration"]),
+            epoch=int(ckpt["epoch"]),
+            batch_in_epoch=int(ckpt["batch_in_epoch"]),
+            skipped_batches=int(ckpt.get("skipped_batches", 0)),
+        )
+        set_rng_state(ckpt["rng"])
+        self.last_checkpoint = path
+        logger.info("resumed from %s at iteration %d", path, self.state.iteration)
+        return True
+
+    # --- training -------------------------------------------------------------------------------------------
+    def step(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, float] | None:
+        """One SGD step. Returns the loss values, or None when a non-finite loss was skipped."""
+        images = [i.to(self.device, non_blocking=True) for i in images]
+        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=self.amp):
+            losses = self.ddp_model(images, targets)
+        loss = sum(losses.values())
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        if dist_utils.any_true(not math.isfinite(float(loss.detach()))):
+            message = (
+                f"non-finite loss at iteration {self.state.iteration}: "
+                + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+            )
+            if self.skip_nonfinite:
+                logger.warning("%s; batch skipped", message)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.state.skipped_batches += 1
+                return None
+            raise NonFiniteLossError(f"{message}. Last good checkpoint: {self.last_checkpoint or 'none'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.solver.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.solver.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        values["loss"] = sum(values.values())
+        return values
+
+    def run(self) -> TrainState:
+        from tqdm import tqdm
+
+        s = self.cfg.solver
+        self.model.train()
+        stream = data_stream(self.dataset, self.sampler, self.state, self.cfg.seed, self.cfg.data.num_workers)
+        if self.rank == 0:
+            self.writer = _summary_writer(self.output_dir)
+        bar = tqdm(
+            total=s.max_iter, initial=self.state.iteration, disable=not self.progress or self.rank != 0,
+            desc="train", dynamic_ncols=True,
+        )
+        start = time.perf_counter()
+        while self.state.iteration < s.max_iter:
+            images, targets = next(stream)
+            if not images:
+                continue
+            values = self.step(images, targets)
+            self.state.iteration += 1
+            bar.update(1)
+            if values is not None:
+                self.log(values, bar)
+            if s.checkpoint_period and self.state.iteration % s.checkpoint_period == 0:
+                self.save()
+        bar.close()
+        self.save(final=True)
+        if self.writer is not None:
+            self.writer.close()
+        logger.info("training finished: %d iterations in %.1f s (%d non-finite batches skipped)",
+                    s.max_iter, time.perf_counter() - start, self.state.skipped_batches)
+        return self.state
+
+    def log(self, values: dict[str, float], bar: Any) -> None:
+        it = self.state.iteration
+        lr = self.optimizer.param_groups[0]["lr"]
+        if it % self.log_period and it != self.cfg.solver.max_iter:
+            bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}", refresh=False)
+            return
+        values = dist_utils.all_reduce_mean(values)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}")
+        if self.rank == 0:
+            logger.info("iter %d  lr %.5g  %s", it, lr, "  ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+            if self.writer is not None:
+                for k, v in values.items():
+                    self.writer.add_scalar(f"train/{k}", v, it)
+                self.writer.add_scalar("train/lr", lr, it)
+
+
+def _summary_writer(output_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
+        logger.warning("tensorboard is not importable; scalars go to log.txt only")
+        return None
+    return SummaryWriter(log_dir=str(output_dir / "tensorboard"))
