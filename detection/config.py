@@ -160,11 +160,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         merge_dict(cfg, data, where=str(path))
-    for item in overrides or []:
+    return apply_overrides(cfg, overrides or [])
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to ``cfg`` in place; returns it."""
+    for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
-        set_value(cfg, key.strip(), yaml.safe_load(raw), where="command line")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: invalid value: {exc}") from exc
+        set_value(cfg, key.strip(), value, where="command line")
     return cfg
 
 

@@ -16,7 +16,7 @@ import torch
 
 from backbones.checkpoint import load_checkpoint
 from detection.build import build_detector, load_backbone_weights
-from detection.config import Config, config_from_dict
+from detection.config import Config, apply_overrides, config_from_dict
 from detection.data import DEFAULT_SPLITS, build_dataset
 from detection.data.transforms import build_transforms
 from detection.engine import distributed as dist_utils
@@ -130,13 +130,16 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
     return metrics
 
 
-def load_detector(weights: Path, cfg: Config | None = None) -> tuple[torch.nn.Module, Config, list[str]]:
-    """A trained detector from a toolkit checkpoint (config and class names stored in it)."""
+def load_detector(
+    weights: Path, cfg: Config | None = None, overrides: list[str] | None = None
+) -> tuple[torch.nn.Module, Config, list[str]]:
+    """A trained detector from a toolkit checkpoint. Without ``cfg`` the config stored in the checkpoint is used,
+    with ``overrides`` (``key=value``) applied; returns ``(model, config, class names)``."""
     ckpt = load_checkpoint(weights)
     if cfg is None:
         if "config" not in ckpt:
             raise ValueError(f"{weights}: the checkpoint holds no config; pass --config")
-        cfg = config_from_dict(ckpt["config"])
+        cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
     model = build_detector(cfg)
     model.load_state_dict(ckpt["model"])
     return model, cfg, list(ckpt.get("classes", []))

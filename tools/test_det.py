@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Run a trained detector on a dataset split, write the dataset's submission files, and evaluate them.
+
+    python tools/test_det.py --weights output/quickstart/detector/model_final.pth --dataset shapes \
+        --data-root datasets/shapes --split val --output-dir output/quickstart/test
+    python tools/test_det.py --config configs/voc/faster_rcnn_r101_c4_0712.yaml --weights model_final.pth \
+        --dataset voc --data-root datasets/VOCdevkit --split 2007_test --output-dir output/voc_test
+
+Writes COCO results JSON (dataset category ids, [x, y, w, h]), VOC ``results/comp4_det_<split>_<class>.txt``
+(1-based) or ILSVRC DET result lines, then ``metrics.json``, and prints the per-class table. Trailing
+``key=value`` arguments override the config stored in the checkpoint (e.g. ``test.pyramid_min_sizes=[400,600,800]``
+for multi-scale testing, ``model.roi_heads.box_voting=true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detection.config import ConfigError, load_config  # noqa: E402
+from detection.data import DATASETS, DEFAULT_SPLITS  # noqa: E402
+from detection.engine.run import RunOptions, load_detector, pick_device, setup_logging, test  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, required=True, help="a checkpoint written by tools/train_det.py")
+    p.add_argument("--config", type=Path, default=None, help="YAML config (default: the one in the checkpoint)")
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    p.add_argument("--data-root", type=Path, default=None, help="default datasets/<dataset>")
+    p.add_argument("--split", default="", help="default: the dataset's test split")
+    p.add_argument("--output-dir", type=Path, default=Path("output/test"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.output_dir)
+    try:
+        cfg = load_config(args.config, args.overrides) if args.config is not None else None
+        model, cfg, _ = load_detector(args.weights, cfg, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    opts = RunOptions(
+        dataset=args.dataset,
+        data_root=args.data_root or Path("datasets") / args.dataset,
+        output_dir=args.output_dir,
+        device=args.device,
+        amp=args.amp,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    split = args.split or cfg.data.test_split or DEFAULT_SPLITS[(args.dataset, False)]
+    test(cfg, opts, model, split, pick_device(args.device))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
