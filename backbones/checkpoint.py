@@ -93,7 +93,16 @@ def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"only tensors, numbers, strings and containers are accepted; {_refused_global(e)}). "
             "Do not load it with weights_only=False unless you trust its origin.",
         ) from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as e:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        UnicodeDecodeError,
+        IndexError,
+        KeyError,
+    ) as e:
         raise CheckpointError(path, f"the file is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from e
 
 

@@ -71,7 +71,9 @@ def test_truncated_and_garbage_files_give_checkpoint_error(tmp_path: Path) -> No
     garbage.write_bytes(b"\x00not a checkpoint")
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
-    for path in (truncated, garbage, empty):
+    text = tmp_path / "text.pth"  # plain junk bytes once made the unpickler raise IndexError/KeyError
+    text.write_bytes(b"junk bytes here")
+    for path in (truncated, garbage, empty, text):
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(path)
         assert info.value.path == path and str(path) in str(info.value)
