@@ -89,11 +89,23 @@ class C4RoIHeads(nn.Module):
     # --- features -------------------------------------------------------------------------------------------
     def pool(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
         """RoI pooling of per-image boxes (xyxy, pixels of the batched input) → ``[R, C, P, P]``."""
-        boxes = [b.to(features.dtype) for b in boxes]
         size = (self.pooler_resolution, self.pooler_resolution)
+        # The RoI ops return NCHW; hand a channels-last head (detection/optimize.py) channels-last RoIs, converted
+        # once here rather than once per consumer (conv1 and the shortcut of the first conv5 block).
+        channels_last = features.dim() == 4 and not features.is_contiguous() and features.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        dtype = features.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            # Pool low-precision (autocast) features in float32: box coordinates in bf16 are off by pixels at
+            # 1000 px, and the CPU RoIPool kernel has no bf16 version.
+            features = features.float()
+        boxes = [b.to(features.dtype) for b in boxes]
         if self.pooler == "roipool":
-            return roi_pool(features, boxes, size, self.spatial_scale)
-        return roi_align(features, boxes, size, self.spatial_scale, self.sampling_ratio, aligned=True)
+            pooled = roi_pool(features, boxes, size, self.spatial_scale)
+        else:
+            pooled = roi_align(features, boxes, size, self.spatial_scale, self.sampling_ratio, aligned=True)
+        return pooled.to(dtype=dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     def box_features(self, features: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
         """conv5_x + pool per RoI → ``[R, C]`` (``[R, 2C]`` with global context)."""
