@@ -1,0 +1,102 @@
+"""Speed-ups that leave the detector's outputs unchanged (up to float rounding).
+
+``optimize_for_inference`` folds every frozen BN into the convolution before it (``backbones.fuse_conv_frozen_bn``)
+and stores the convolution weights channels-last, so that oneDNN / cuDNN run NHWC kernels without reordering
+their inputs. The BN's separate multiply and add were about a fifth of the inference time on CPU.
+
+``optimize_for_training`` does the same fold for training without changing the parameters or the state-dict keys:
+each convolution followed by a frozen BN computes ``conv(x, w · s) + b`` with ``(s, b)`` read from the BN's buffers
+at every call, so gradients still reach ``w`` and checkpoints load into the plain model and back.
+
+Both work in place and return the model; wrap inference in ``torch.inference_mode()`` (and ``torch.autocast`` for
+bf16) yourself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from backbones.frozen_bn import FrozenBatchNorm2d, fuse_conv_frozen_bn
+
+__all__ = ["ConvFrozenBN2d", "FoldedFrozenBatchNorm2d", "optimize_for_inference", "optimize_for_training"]
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
+    """Eval mode, frozen BNs folded into convs, no parameter needs a gradient, optionally channels-last weights.
+
+    ``model`` is a ``FasterRCNN`` (or any module built from this toolkit's ResNet blocks). State-dict keys change
+    (the BNs become ``Identity``, the convs gain a bias): load checkpoints before calling this.
+    """
+    model.eval()
+    fuse_conv_frozen_bn(model)
+    model.requires_grad_(False)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+class FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """A frozen BN whose affine map the preceding :class:`ConvFrozenBN2d` applies: same buffers and state-dict
+    keys as ``FrozenBatchNorm2d``, identity forward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class ConvFrozenBN2d(nn.Conv2d):
+    """``bn(conv(x))`` as a single convolution with weight ``w · s`` and bias ``b (+ conv bias · s)``.
+
+    Shares its ``weight`` (and ``bias``) Parameter with the convolution it replaces, and reads the BN's buffers at
+    every call, so optimisers, checkpoints and ``load_state_dict`` see exactly the plain model's tensors. The BN is
+    held outside the module tree (it stays registered, as a ``FoldedFrozenBatchNorm2d``, under its own name).
+    """
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, bn: FoldedFrozenBatchNorm2d) -> ConvFrozenBN2d:
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "transposed",
+                     "output_padding", "groups", "padding_mode", "_reversed_padding_repeated_twice"):
+            setattr(fused, name, getattr(conv, name))
+        fused.weight = conv.weight
+        fused.bias = conv.bias
+        fused.__dict__["frozen_bn"] = bn  # not a submodule: its keys stay where they were
+        fused.train(conv.training)
+        return fused
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, shift = self.__dict__["frozen_bn"].scale_and_shift()
+        weight = self.weight * scale.to(self.weight.dtype).view(-1, 1, 1, 1)
+        bias = shift if self.bias is None else self.bias * scale + shift
+        return self._conv_forward(x, weight, bias.to(self.weight.dtype))
+
+
+def fold_frozen_bn_for_training(module: nn.Module) -> nn.Module:
+    """Replace each (``nn.Conv2d``, ``FrozenBatchNorm2d``) sibling pair, in registration order, by
+    (``ConvFrozenBN2d``, ``FoldedFrozenBatchNorm2d``). In place; returns ``module``."""
+    children = list(module.named_children())
+    for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+        if (
+            type(conv) is nn.Conv2d
+            and type(bn) is FrozenBatchNorm2d
+            and conv.out_channels == bn.num_features
+        ):
+            folded = FoldedFrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+            for name, buffer in bn.named_buffers(recurse=False):
+                setattr(folded, name, buffer)
+            setattr(module, bn_name, folded)
+            setattr(module, conv_name, ConvFrozenBN2d.from_conv(conv, folded))
+    for _, child in module.named_children():
+        fold_frozen_bn_for_training(child)
+    return module
+
+
+def optimize_for_training(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
+    """Fold the frozen BNs into their convs for training (same parameters and state-dict keys) and optionally store
+    the weights channels-last. Build the optimiser before or after: the Parameter objects do not change."""
+    fold_frozen_bn_for_training(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+

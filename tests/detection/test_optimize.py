@@ -1,0 +1,109 @@
+"""detection/optimize.py: the optimised detector computes what the plain one computes (correctness only; speed is
+measured by tools/benchmark.py, never asserted)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from backbones import FrozenBatchNorm2d
+from detection import build_detector, load_config
+from detection.model import FasterRCNN
+from detection.optimize import ConvFrozenBN2d, optimize_for_inference, optimize_for_training
+
+
+def tiny_model() -> FasterRCNN:
+    cfg = load_config(None, [
+        "num_classes=3", "model.backbone.depth=50", "model.backbone.base_width=8", "model.backbone.weights=none",
+        "model.anchors.sizes=[16,32,64]", "model.rpn.pre_nms_top_n_train=200", "model.rpn.post_nms_top_n_train=50",
+        "model.rpn.pre_nms_top_n_test=100", "model.rpn.post_nms_top_n_test=20",
+        "model.roi_heads.batch_size_per_image=16", "model.roi_heads.score_thresh=0.0",
+        "input.test_min_size=64", "input.test_max_size=96",
+    ])
+    torch.manual_seed(0)
+    model = build_detector(cfg)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.25)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        model.roi_heads.predictor.cls_score.weight.normal_(0, 0.5, generator=g)
+    return model
+
+
+def batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    g = torch.Generator().manual_seed(2)
+    images = [torch.rand(3, 64, 80, generator=g), torch.rand(3, 72, 64, generator=g)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0], [30.0, 20.0, 60.0, 70.0]]), "labels": torch.tensor([2, 3])},
+    ]
+    return images, targets
+
+
+def test_inference_gives_the_same_detections() -> None:
+    plain = tiny_model().eval()
+    fast = optimize_for_inference(copy.deepcopy(plain))
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
+    assert fast.trunk.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images, _ = batch()
+    with torch.inference_mode():
+        expected = plain(images)
+        got = fast(images)
+    for e, g in zip(expected, got):
+        assert len(e["boxes"]) > 0
+        assert torch.equal(e["labels"], g["labels"])
+        torch.testing.assert_close(g["boxes"], e["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(g["scores"], e["scores"], atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_autocast_runs_and_keeps_float32_boxes() -> None:
+    fast = optimize_for_inference(tiny_model())
+    images, _ = batch()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fast(images)
+    assert all(o["boxes"].dtype == torch.float32 and torch.isfinite(o["boxes"]).all() for o in out)
+
+
+def test_training_fold_keeps_losses_gradients_and_state_dict() -> None:
+    plain = tiny_model().train()
+    fast = optimize_for_training(copy.deepcopy(plain))
+    assert any(isinstance(m, ConvFrozenBN2d) for m in fast.modules())
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    images, targets = batch()
+    losses = {}
+    for name, model in (("plain", plain), ("fast", fast)):
+        torch.manual_seed(3)  # the RPN and RoI samplers draw random subsets
+        out = model(images, targets)
+        sum(out.values()).backward()
+        losses[name] = out
+    for key in losses["plain"]:
+        torch.testing.assert_close(losses["fast"][key], losses["plain"][key], atol=1e-4, rtol=1e-4)
+    fast_params = dict(fast.named_parameters())
+    for name, p in plain.named_parameters():
+        q = fast_params[name]
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3)
+    frozen = fast.trunk.body.layer1[0].conv1
+    assert isinstance(frozen, ConvFrozenBN2d) and frozen.weight.grad is None
+
+
+def test_training_fold_follows_loaded_weights() -> None:
+    plain = tiny_model()
+    fast = optimize_for_training(tiny_model())
+    with torch.no_grad():
+        for m in plain.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.running_mean.add_(0.3)
+    fast.load_state_dict(plain.state_dict())
+    plain.eval()
+    fast.eval()
+    images, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(fast.trunk(plain.transform(images)[0]), plain.trunk(plain.transform(images)[0]),
+                                   atol=1e-4, rtol=1e-4)
