@@ -193,7 +193,11 @@ def build_variants(args: argparse.Namespace, device: torch.device) -> tuple[Any,
 
 
 def compile_parts(model: nn.Module) -> None:
-    """torch.compile the dense parts (trunk, RPN head, conv5 head); the proposal logic stays eager."""
+    """torch.compile the dense parts (trunk, RPN head, conv5 head); the proposal logic stays eager. Inductor's
+    freezing folds the (inference-only) weights as constants and lets it fuse conv + add + ReLU on CPU."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
     model.trunk.compile()
     model.rpn.head.compile()
     model.roi_heads.head.compile(dynamic=True)
