@@ -2,8 +2,10 @@
 DistributedDataParallel under torchrun, mixed precision, atomic checkpoints and exact resumption.
 
 Exact resumption: the data order is a pure function of (seed, epoch); each sample's augmentation is seeded from
-(seed, epoch, position); the checkpoint stores model, optimizer, scheduler, RNG states and the position in the
-epoch. A resumed run therefore sees the same batches with the same augmentations as an uninterrupted one.
+(seed, epoch, position); the model's own randomness (RPN and RoI sampling) is seeded per step from
+(seed, iteration, rank); the checkpoint stores model, optimizer, scheduler, RNG states and the position in the
+epoch. A resumed run therefore sees the same batches with the same augmentations and the same sampled anchors and
+RoIs as an uninterrupted one, whatever the number of data-loading workers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from backbones.checkpoint import get_rng_state, latest_good_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from backbones.checkpoint import (
+    CheckpointError,
+    get_rng_state,
+    latest_good_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from detection.config import Config
 from detection.data import collate
 from detection.data.sampler import GroupedBatchSampler
@@ -73,6 +82,15 @@ def epoch_batches(sampler: GroupedBatchSampler, epoch: int, seed: int) -> list[l
     return batches
 
 
+def step_seed(seed: int, iteration: int, rank: int) -> int:
+    """The torch seed for training step ``iteration`` on worker ``rank``.
+
+    Reseeding before every step makes the model's sampling independent of how much randomness anything else
+    drew before it (DataLoader iterators draw a base seed when created: at epoch start in a full run, at the
+    resume point in a resumed one)."""
+    return ((seed * 1_000_003 + iteration) * 1_000_003 + rank) % 2**63
+
+
 def data_stream(
     dataset: Dataset, sampler: GroupedBatchSampler, state: TrainState, seed: int, num_workers: int
 ) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
@@ -86,6 +104,8 @@ def data_stream(
             num_workers=num_workers,
             collate_fn=collate,
             persistent_workers=False,
+            # Its own generator: creating the iterator must not draw from (and so shift) the global torch RNG.
+            generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch),
         )
         for images, targets in loader:
             state.batch_in_epoch += 1
@@ -203,11 +223,18 @@ class Trainer:
             stale.unlink(missing_ok=True)
 
     def resume(self) -> bool:
-        path = latest_good_checkpoint(self.output_dir)
+        """Load the newest loadable ``model_<iteration>.pth`` in the output directory (corrupt or truncated ones
+        are skipped with a warning). Returns False when there is none. ``model_final.pth`` holds weights only and
+        is never resumed from."""
+        path = latest_good_checkpoint(self.output_dir, pattern="model_[0-9]*.pth")
         if path is None:
             logger.warning("--resume: no usable checkpoint in %s; starting from scratch", self.output_dir)
             return False
         ckpt = load_checkpoint(path)
+        required = ("optimizer", "scheduler", "iteration", "epoch", "batch_in_epoch", "rng")
+        missing = [k for k in required if k not in ckpt]
+        if missing:
+            raise CheckpointError(path, f"it holds no training state to resume from (missing {', '.join(missing)})")
         if ckpt.get("world_size", 1) != self.world_size:
             logger.warning("checkpoint was written with %s workers, resuming with %s: the data order will differ",
                            ckpt.get("world_size"), self.world_size)
@@ -237,27 +264,40 @@ class Trainer:
             losses = self.ddp_model(images, targets)
         loss = sum(losses.values())
         values = {k: float(v.detach()) for k, v in losses.items()}
-        if dist_utils.any_true(not math.isfinite(float(loss.detach()))):
-            message = (
-                f"non-finite loss at iteration {self.state.iteration}: "
-                + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-            )
-            if self.skip_nonfinite:
-                logger.warning("%s; batch skipped", message)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.state.skipped_batches += 1
-                return None
-            raise NonFiniteLossError(f"{message}. Last good checkpoint: {self.last_checkpoint or 'none'}")
+        local_finite = math.isfinite(float(loss.detach()))
+        if dist_utils.any_true(not local_finite):
+            where = " (on another worker)" if local_finite else ""
+            return self.non_finite(f"non-finite loss at iteration {self.state.iteration}{where}", values)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if self.cfg.solver.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.solver.clip_grad_norm)
+            grad_norm = nn.utils.clip_grad_norm_(params, self.cfg.solver.clip_grad_norm)
+        elif not self.scaler.is_enabled():
+            grad_norm = nn.utils.get_total_norm([p.grad for p in params])
+        else:
+            grad_norm = None  # the scaler skips steps with inf/NaN gradients itself (normal under fp16)
+        # A finite loss can still give inf/NaN gradients; stepping with them would poison the weights and the next
+        # checkpoint. After DDP's all-reduce every worker holds the same gradients, so they all agree here.
+        if grad_norm is not None and not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            return self.non_finite(f"non-finite gradient at iteration {self.state.iteration}", values)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         values["loss"] = sum(values.values())
         return values
+
+    def non_finite(self, message: str, values: dict[str, float]) -> None:
+        """Skip the batch (``skip_nonfinite``) or raise ``NonFiniteLossError``; the weights are left untouched."""
+        message += ": " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self.skip_nonfinite:
+            raise NonFiniteLossError(f"{message}. Last good checkpoint: {self.last_checkpoint or 'none'}")
+        logger.warning("%s; batch skipped", message)
+        self.state.skipped_batches += 1
+        self.scheduler.step()  # the learning rate follows the iteration count, skipped or not
+        return None
 
     def run(self) -> TrainState:
         from tqdm import tqdm
@@ -276,6 +316,7 @@ class Trainer:
             images, targets = next(stream)
             if not images:
                 continue
+            torch.manual_seed(step_seed(self.cfg.seed, self.state.iteration, self.rank))
             values = self.step(images, targets)
             self.state.iteration += 1
             bar.update(1)
