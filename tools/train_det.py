@@ -17,9 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
+
+from backbones.checkpoint import CheckpointError  # noqa: E402
+from backbones.weights import WeightsError  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
-from detection.data import DATASETS  # noqa: E402
+from detection.data import DATASETS, DatasetError  # noqa: E402
 from detection.engine.run import RunOptions, train  # noqa: E402
+from detection.engine.trainer import NonFiniteLossError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@record  # under torchrun, a failing worker's exception becomes the job's "Root Cause" summary
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -62,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         deterministic=args.deterministic,
         evaluate=not args.no_eval,
     )
-    train(cfg, opts)
+    try:
+        train(cfg, opts)
+    except (CheckpointError, WeightsError, DatasetError, NonFiniteLossError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
