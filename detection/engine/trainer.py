@@ -148,6 +148,7 @@ class Trainer:
         classes: list[str],
         amp: bool = False,
         skip_nonfinite: bool = False,
+        max_consecutive_skips: int = 10,
         keep_checkpoints: int = 3,
         progress: bool = True,
         log_period: int = 20,
@@ -158,6 +159,9 @@ class Trainer:
         self.classes = classes
         self.amp = amp
         self.skip_nonfinite = skip_nonfinite
+        # Isolated bad batches are skipped; this many in a row means the weights diverged and skipping is futile.
+        self.max_consecutive_skips = max_consecutive_skips
+        self.consecutive_skips = 0
         self.keep_checkpoints = keep_checkpoints
         self.progress = progress
         self.log_period = log_period
@@ -285,15 +289,24 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        self.consecutive_skips = 0
         values["loss"] = sum(values.values())
         return values
 
     def non_finite(self, message: str, values: dict[str, float]) -> None:
-        """Skip the batch (``skip_nonfinite``) or raise ``NonFiniteLossError``; the weights are left untouched."""
+        """Skip the batch (``skip_nonfinite``, up to ``max_consecutive_skips`` in a row) or raise
+        ``NonFiniteLossError``; the weights are left untouched either way."""
         message += ": " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         self.optimizer.zero_grad(set_to_none=True)
+        last_good = f"Last good checkpoint: {self.last_checkpoint or 'none'}"
         if not self.skip_nonfinite:
-            raise NonFiniteLossError(f"{message}. Last good checkpoint: {self.last_checkpoint or 'none'}")
+            raise NonFiniteLossError(f"{message}. {last_good}")
+        self.consecutive_skips += 1
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            raise NonFiniteLossError(
+                f"{message}. {self.consecutive_skips} non-finite batches in a row: training has diverged (lower "
+                f"solver.base_lr or set solver.clip_grad_norm). {last_good}"
+            )
         logger.warning("%s; batch skipped", message)
         self.state.skipped_batches += 1
         self.scheduler.step()  # the learning rate follows the iteration count, skipped or not

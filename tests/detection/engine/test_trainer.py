@@ -4,7 +4,7 @@ refusing checkpoints that would run code."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,12 @@ class _NaNGradient(torch.autograd.Function):
 
 
 class FaultAt(nn.Module):
-    """Wraps the detector; at ``iteration`` makes every loss NaN (``"loss"``) or the gradient NaN (``"grad"``).
-    Records a copy of the parameters before each call so a test can see what a step changed."""
+    """Wraps the detector; at the iterations ``at`` makes every loss NaN (``"loss"``) or the gradient NaN
+    (``"grad"``). Records a copy of the parameters before each call so a test can see what a step changed."""
 
-    def __init__(self, trainer: Trainer, iteration: int, kind: str) -> None:
+    def __init__(self, trainer: Trainer, at: Container[int], kind: str) -> None:
         super().__init__()
-        self.trainer, self.iteration, self.kind = trainer, iteration, kind
+        self.trainer, self.at, self.kind = trainer, at, kind
         self.model = trainer.model
         self.before: dict[int, dict[str, Tensor]] = {}
 
@@ -54,9 +54,9 @@ class FaultAt(nn.Module):
         it = self.trainer.state.iteration
         self.before[it] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         losses = self.model(images, targets)
-        if it == self.iteration and self.kind == "loss":
+        if it in self.at and self.kind == "loss":
             losses = {k: v * float("nan") for k, v in losses.items()}
-        if it == self.iteration and self.kind == "grad":
+        if it in self.at and self.kind == "grad":
             losses["loss_cls"] = _NaNGradient.apply(losses["loss_cls"])
         return losses
 
@@ -72,7 +72,7 @@ def test_nonfinite_loss_stops_naming_iteration_and_losses_keeping_the_last_check
 ) -> None:
     cfg = tiny_config("solver.max_iter=8", "solver.checkpoint_period=2")
     trainer = make_trainer(cfg, shapes_train, tmp_path)
-    trainer.ddp_model = FaultAt(trainer, iteration=5, kind="loss")
+    trainer.ddp_model = FaultAt(trainer, at={5}, kind="loss")
     with pytest.raises(NonFiniteLossError) as info:
         trainer.run()
     message = str(info.value)
@@ -92,7 +92,7 @@ def test_nonfinite_gradient_is_caught_before_the_weights_change(
 ) -> None:
     cfg = tiny_config("solver.max_iter=6", "solver.checkpoint_period=1")
     trainer = make_trainer(cfg, shapes_train, tmp_path)
-    trainer.ddp_model = FaultAt(trainer, iteration=3, kind="grad")
+    trainer.ddp_model = FaultAt(trainer, at={3}, kind="grad")
     with pytest.raises(NonFiniteLossError, match=r"non-finite gradient at iteration 3: loss_rpn_cls=\d"):
         trainer.run()
     # Without the gradient check the NaN weights would have been saved as model_0000004.pth.
@@ -107,7 +107,7 @@ def test_skip_nonfinite_skips_the_batch_and_finishes(
 ) -> None:
     cfg = tiny_config("solver.max_iter=8", "solver.checkpoint_period=4", "solver.steps=[6]")
     trainer = make_trainer(cfg, shapes_train, tmp_path, skip_nonfinite=True)
-    trainer.ddp_model = FaultAt(trainer, iteration=5, kind=kind)
+    trainer.ddp_model = FaultAt(trainer, at={5}, kind=kind)
     with caplog.at_level(logging.WARNING):
         state = trainer.run()
     assert state.iteration == 8 and state.skipped_batches == 1
@@ -119,6 +119,20 @@ def test_skip_nonfinite_skips_the_batch_and_finishes(
     # The learning rate follows the iteration count through a skipped batch: the decay still lands at step 6.
     assert trainer.scheduler.last_epoch == 8
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.solver.base_lr * cfg.solver.gamma)
+
+
+def test_skipping_stops_when_every_batch_is_nonfinite(
+    shapes_train: Any, tiny_config: ConfigFactory, tmp_path: Path
+) -> None:
+    cfg = tiny_config("solver.max_iter=30", "solver.checkpoint_period=2")
+    trainer = make_trainer(cfg, shapes_train, tmp_path, skip_nonfinite=True, max_consecutive_skips=4)
+    trainer.ddp_model = FaultAt(trainer, at={1, 4, 5, 6, *range(8, 30)}, kind="loss")
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.run()
+    assert "non-finite loss at iteration 11: " in str(info.value)
+    assert "4 non-finite batches in a row: training has diverged" in str(info.value)
+    assert str(info.value).endswith(f"Last good checkpoint: {tmp_path / 'model_0000010.pth'}")
+    assert trainer.state.skipped_batches == 1 + 3 + 3  # isolated and shorter runs of bad batches were skipped
 
 
 def test_resume_falls_back_past_a_truncated_newest_checkpoint(
