@@ -73,4 +73,3 @@ def test_one_train_step(path: Path, tmp_path: Path) -> None:
     for part in ("rpn.head.", "trunk.body.layer3.", "roi_heads.head.", "roi_heads.predictor.cls_score"):
         assert any(name.startswith(part) for name in changed), f"{part} did not learn"
     assert not any(name.startswith("trunk.body.conv1.") for name in changed)  # frozen at every freeze_at ≥ 1
-
