@@ -229,7 +229,11 @@ class Trainer:
     def resume(self) -> bool:
         """Load the newest loadable ``model_<iteration>.pth`` in the output directory (corrupt or truncated ones
         are skipped with a warning). Returns False when there is none. ``model_final.pth`` holds weights only and
-        is never resumed from."""
+        is never resumed from. Half-written temporaries left by a run killed while saving are deleted."""
+        if self.rank == 0:
+            for stale in self.output_dir.glob(".model_*.pth.tmp.*"):
+                logger.info("removing %s, left by a run killed while saving a checkpoint", stale)
+                stale.unlink(missing_ok=True)
         path = latest_good_checkpoint(self.output_dir, pattern="model_[0-9]*.pth")
         if path is None:
             logger.warning("--resume: no usable checkpoint in %s; starting from scratch", self.output_dir)

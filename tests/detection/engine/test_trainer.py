@@ -142,6 +142,8 @@ def test_resume_falls_back_past_a_truncated_newest_checkpoint(
     make_trainer(cfg, shapes_train, tmp_path).run()
     newest = tmp_path / "model_0000006.pth"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    half_written = tmp_path / ".model_0000009.pth.tmp.12345"  # what save_checkpoint leaves when killed mid-write
+    half_written.write_bytes(b"PK\x03\x04")
 
     trainer = make_trainer(cfg, shapes_train, tmp_path)
     with caplog.at_level(logging.WARNING):
@@ -149,6 +151,7 @@ def test_resume_falls_back_past_a_truncated_newest_checkpoint(
     assert trainer.state.iteration == 3 and trainer.last_checkpoint == tmp_path / "model_0000003.pth"
     assert "model_0000006.pth" in caplog.text and "truncated or corrupt" in caplog.text
     assert_same_state(trainer.model.state_dict(), load_checkpoint(tmp_path / "model_0000003.pth")["model"])
+    assert not half_written.exists()
 
 
 def test_resume_never_picks_the_weights_only_final_file(
