@@ -66,7 +66,7 @@ def decode_boxes(deltas: Tensor, references: Tensor, weights: tuple[float, ...] 
     half_w = 0.5 * torch.exp(dw) * rw
     half_h = 0.5 * torch.exp(dh) * rh
     out = torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=2)
-    return out.reshape(deltas.shape[0], -1)
+    return out.reshape(deltas.shape)
 
 
 def match_boxes(iou: Tensor, high: float, low: float, allow_low_quality: bool) -> Tensor:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=Path("datasets/shapes"))
     p.add_argument("--num-train", type=int, default=600, help="generated training images")
     p.add_argument("--num-val", type=int, default=150, help="generated held-out images")
-    p.add_argument("--cls-iters", type=int, default=800, help="classifier pre-training iterations (batch 64)")
+    p.add_argument("--cls-iters", type=int, default=1000, help="classifier pre-training iterations (batch 64)")
     p.add_argument("--det-iters", type=int, default=0, help="detector iterations (default: the config's)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="detector config overrides key=value")
