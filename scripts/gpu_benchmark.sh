@@ -8,16 +8,18 @@
 # Usage: bash scripts/gpu_benchmark.sh            (about 4-6 minutes on an H100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [[ -n "${OUT:-}" ]]; then md="$OUT/benchmarks_gpu.md"; json="$OUT"; else md="docs/benchmarks.md"; json="/tmp"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python - <<'PY'
-import torch, torchvision
-print("torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.cuda.is_available())
-PY
+py="${PYTHON:-python3}"
+echo "$(date -u +%T) importing torch with $py"
+timeout 120 "$py" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.cuda.is_available())'
+echo "$(date -u +%T) start"
 cfg=configs/coco/faster_rcnn_r50_c4.yaml
-timeout 240 python tools/benchmark.py --config "$cfg" --compare torchvision --device cuda --dtype fp32 bf16 \
-  --mode both --batch 2 --warmup 3 --iters 20 --json "$json/gpu_eager.json" --markdown "$md"
-timeout 240 python tools/benchmark.py --config "$cfg" --compare torchvision --device cuda --dtype bf16 \
+timeout 200 "$py" tools/benchmark.py --config "$cfg" --compare torchvision --device cuda --dtype fp32 bf16 \
+  --mode both --batch 2 --warmup 3 --iters 20 --json "$json/gpu_eager.json" --markdown "$md" \
+  || echo "eager benchmark failed" | tee -a "$md"
+timeout 200 "$py" tools/benchmark.py --config "$cfg" --compare torchvision --device cuda --dtype bf16 \
   --mode inference --compile --warmup 3 --iters 20 --json "$json/gpu_compile.json" --markdown "$md" \
   || echo "torch.compile run failed or timed out; the eager table above stands" | tee -a "$md"
-timeout 120 python tools/benchmark_memory.py --config "$cfg" --device cuda --iters 200 --batch 2 | tee -a "$md"
+timeout 100 "$py" tools/benchmark_memory.py --config "$cfg" --device cuda --iters 200 --batch 2 | tee -a "$md"
