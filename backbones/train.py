@@ -90,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     sync_bn: bool = False
     device: str | None = None
+    progress: bool = True  # tqdm bar (False: periodic log lines only)
 
     def resolve(self) -> TrainConfig:
         """A copy with every recipe default filled in."""
@@ -308,7 +309,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                         pin_memory=device.type == "cuda", worker_init_fn=worker_init)  # fmt: skip
     val_loader = eval_loader(val_set, per_rank, cfg.workers, rank, world) if val_set is not None else None
 
-    bar = tqdm(total=cfg.iters, initial=start, disable=rank != 0, dynamic_ncols=True, desc=cfg.arch)
+    bar = tqdm(total=cfg.iters, initial=start, disable=rank != 0 or not cfg.progress, dynamic_ncols=True, desc=cfg.arch)
     window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, errors, images since last eval
     t0 = time.time()
     model.train()

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
          "--arch", "resnet18", "--base-width", "16", "--image-size", "64", "--scale-range", "64", "80",
          "--lighting", "0", "--iters", str(args.cls_iters), "--batch-size", "64", "--lr", "0.05",
          "--lr-steps", str(int(args.cls_iters * 0.7)), str(int(args.cls_iters * 0.9)),
-         "--eval-every", str(args.cls_iters), "--workers", "0", "--output-dir", str(classifier)])
+         "--eval-every", str(args.cls_iters), "--workers", "0", "--output-dir", str(classifier)]
+        + (["--no-progress"] if args.no_progress else []))
 
     print("[3/3] fine-tuning Faster R-CNN (ResNet-18 C4, frozen BN) and evaluating", flush=True)
     detector = out / "detector"

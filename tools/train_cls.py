@@ -72,6 +72,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (paper: per-GPU BN)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (log lines only)")
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
     args = p.parse_args(argv)
 
