@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from backbones.checkpoint import CheckpointError  # noqa: E402
+from detection.config import ConfigError  # noqa: E402
 from detection.data.errors import UnreadableImageError  # noqa: E402
 from detection.data.io import read_image  # noqa: E402
 from detection.data.transforms import to_tensor  # noqa: E402
@@ -42,6 +45,9 @@ def collect_images(paths: list[Path]) -> list[Path]:
     return found
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, required=True)
@@ -51,8 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = p.parse_args(argv)
+    # ``--images a.jpg b.jpg key=value`` : argparse hands trailing overrides to --images; take them back.
+    overrides = [str(x) for x in args.images if OVERRIDE.match(str(x)) and not x.exists()]
+    args.images = [x for x in args.images if str(x) not in overrides]
+    args.overrides = overrides + args.overrides
     setup_logging(None)
-    model, _, classes = load_detector(args.weights, overrides=args.overrides)
+    try:
+        model, _, classes = load_detector(args.weights, overrides=args.overrides)
+    except (ConfigError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     device = pick_device(args.device)
     model.to(device).eval()
     args.output_dir.mkdir(parents=True, exist_ok=True)

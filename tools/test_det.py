@@ -20,8 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backbones.checkpoint import CheckpointError  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import DATASETS, DEFAULT_SPLITS  # noqa: E402
+from detection.data.errors import DatasetError  # noqa: E402
 from detection.engine.run import RunOptions, load_detector, pick_device, setup_logging, test  # noqa: E402
 
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         model, cfg, _ = load_detector(args.weights, cfg, args.overrides)
-    except ConfigError as exc:
+    except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     opts = RunOptions(
@@ -60,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     split = args.split or cfg.data.test_split or DEFAULT_SPLITS[(args.dataset, False)]
-    test(cfg, opts, model, split, pick_device(args.device))
+    try:
+        test(cfg, opts, model, split, pick_device(args.device))
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from backbones.checkpoint import load_checkpoint
+from backbones.checkpoint import CheckpointError, load_checkpoint
 from detection.build import build_detector, load_backbone_weights
 from detection.config import Config, apply_overrides, config_from_dict
 from detection.data import DEFAULT_SPLITS, build_dataset
@@ -147,10 +147,14 @@ def load_detector(
     ckpt = load_checkpoint(weights)
     if cfg is None:
         if "config" not in ckpt:
-            raise ValueError(f"{weights}: the checkpoint holds no config; pass --config")
+            raise CheckpointError(weights, "the checkpoint holds no config; pass --config")
         cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
     model = build_detector(cfg)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:  # shapes or keys that do not fit this config's model
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(weights, "its weights do not fit the configured model: " + " ".join(first[:3])) from exc
     return model, cfg, list(ckpt.get("classes", []))
 
 

@@ -257,3 +257,32 @@ def test_torchrun_skip_nonfinite_on_one_worker_skips_the_batch_on_all(shapes_roo
     assert "(1 non-finite batches skipped)" in (out / "log.txt").read_text()
     assert load_checkpoint(out / "model_0000006.pth")["skipped_batches"] == 1
     assert all(torch.isfinite(v).all() for v in final_weights(out).values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("tool", ["test_det.py", "demo.py"])
+@pytest.mark.parametrize("problem", ["missing", "not-a-checkpoint", "other-model"])
+def test_inference_tools_refuse_unusable_weights_with_a_clear_error(
+    reference: Path, shapes_root: Path, tmp_path: Path, tool: str, problem: str
+) -> None:
+    weights, overrides = reference / "model_final.pth", []
+    if problem == "missing":
+        weights = tmp_path / "nowhere.pth"
+    elif problem == "not-a-checkpoint":
+        weights = tmp_path / "plain.pth"
+        torch.save({"weights": torch.zeros(3)}, weights)
+    else:  # a checkpoint of another architecture than the (overridden) config builds
+        overrides = ["model.backbone.base_width=16"]
+    if tool == "test_det.py":
+        args = ["--dataset", "shapes", "--data-root", str(shapes_root), "--split", "val"]
+    else:
+        args = ["--images", str(shapes_root / "val")]
+    cmd = [sys.executable, str(ROOT / "tools" / tool), "--weights", str(weights), "--output-dir",
+           str(tmp_path / "out"), "--device", "cpu", *args, *overrides]  # fmt: skip
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: cannot load checkpoint {weights}: "), last_line
+    expected = {"missing": "file does not exist", "not-a-checkpoint": "not a toolkit checkpoint",
+                "other-model": "do not fit the configured model"}[problem]  # fmt: skip
+    assert expected in last_line.lower(), last_line
