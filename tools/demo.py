@@ -29,6 +29,7 @@ from detection.data.errors import UnreadableImageError  # noqa: E402
 from detection.data.io import read_image  # noqa: E402
 from detection.data.transforms import to_tensor  # noqa: E402
 from detection.engine.run import load_detector, pick_device, setup_logging  # noqa: E402
+from detection.optimize import optimize_for_inference  # noqa: E402
 from detection.visualize import draw_detections  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = pick_device(args.device)
-    model.to(device).eval()
+    model = optimize_for_inference(model.to(device))  # frozen BN folded into the convs, channels-last
     args.output_dir.mkdir(parents=True, exist_ok=True)
     images = collect_images(args.images)
     if not images:

@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="run the model as built (default: frozen BNs folded into the convs, channels-last)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     return p.parse_args(argv)
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         amp=args.amp,
         strict=args.strict,
         progress=not args.no_progress,
+        optimize=not args.no_optimize,
     )
     split = args.split or cfg.data.test_split or DEFAULT_SPLITS[(args.dataset, False)]
     try:

@@ -4,6 +4,7 @@ evaluate and write ``metrics.json``."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from detection.engine import distributed as dist_utils
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import run_inference
 from detection.engine.trainer import Trainer
+from detection.optimize import optimize_for_inference
 
 logger = logging.getLogger("detection")
 
@@ -40,6 +42,7 @@ class RunOptions:
     skip_nonfinite: bool = False
     deterministic: bool = False
     evaluate: bool = True
+    optimize: bool = True  # test on a copy with frozen BN folded into the convs, channels-last (same outputs)
     test_split: str = ""
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -166,6 +169,8 @@ def test(
     dataset = make_dataset(opts, cfg, split, train=False)
     check_classes(cfg, dataset.classes, f"{opts.dataset} {split}")
     model.to(device)
+    if opts.optimize:
+        model = optimize_for_inference(copy.deepcopy(model))
     share_cpu_with_workers(device, cfg.data.num_workers)
     predictions = run_inference(
         model, dataset, device=device, batch_size=1, num_workers=cfg.data.num_workers, amp=opts.amp,
