@@ -7,6 +7,7 @@ config becomes modules. Modules themselves take plain keyword arguments and neve
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -208,6 +209,9 @@ def set_value(cfg: Config, dotted: str, value: Any, where: str) -> None:
     merge_dict(cfg, nested, where)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -246,6 +250,8 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-4" and "1e30" (no dot) as strings
         raise bad
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

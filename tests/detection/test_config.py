@@ -47,3 +47,13 @@ def test_missing_or_invalid_file(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="broken.yaml: invalid YAML"):
         load_config(bad)
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    # YAML 1.1 (PyYAML) reads 1e-4 and 1e30 as strings; float fields take them as numbers.
+    path = tmp_path / "c.yaml"
+    path.write_text("solver:\n  weight_decay: 1e-4\n")
+    cfg = load_config(path, ["solver.base_lr=1e30", "solver.momentum=.9"])
+    assert cfg.solver.weight_decay == 1e-4 and cfg.solver.base_lr == 1e30 and cfg.solver.momentum == 0.9
+    with pytest.raises(ConfigError, match=r"'solver.base_lr' expects float, got 'fast'"):
+        load_config(None, ["solver.base_lr=fast"])
