@@ -24,36 +24,17 @@ from detection.data.shapes import generate_shapes
 ROOT = Path(__file__).resolve().parents[2]
 FAULT_INJECTION = Path(__file__).parent / "fault_injection"  # sitecustomize.py: RESDET_TEST_FAULT=rank:iter:action
 
-TINY = [
-    "num_classes=5",
-    "model.backbone.depth=18",
-    "model.backbone.base_width=8",
-    "model.backbone.weights=none",
-    "input.train_min_sizes=[64]",
-    "input.train_max_size=96",
-    "input.test_min_size=64",
-    "input.test_max_size=96",
-    "model.rpn.pre_nms_top_n_train=200",
-    "model.rpn.post_nms_top_n_train=50",
-    "model.rpn.pre_nms_top_n_test=100",
-    "model.rpn.post_nms_top_n_test=20",
-    "model.roi_heads.batch_size_per_image=16",
-    "solver.ims_per_batch=2",
-    "solver.max_iter=12",
-    "solver.checkpoint_period=3",
-    "solver.warmup_iters=2",
-    "data.num_workers=0",
-]
+TINY_CONFIG = ROOT / "tests" / "tiny_det.yaml"  # also the engine tests' config
 
 
 def train_args(data_root: Path, output_dir: Path, *extra: str) -> list[str]:
-    """Flags first, then the tiny overrides, then ``extra`` (later ``key=value`` overrides win)."""
+    """The tiny config, flags, then the ``key=value`` overrides in ``extra``."""
     flags = [e for e in extra if e.startswith("--")]
     overrides = [e for e in extra if not e.startswith("--")]
     return [
         str(ROOT / "tools" / "train_det.py"), "--dataset", "shapes", "--data-root", str(data_root),
-        "--output-dir", str(output_dir), "--device", "cpu", "--deterministic", "--no-progress", *flags,
-        *TINY, *overrides,
+        "--output-dir", str(output_dir), "--config", str(TINY_CONFIG), "--device", "cpu", "--deterministic",
+        "--no-progress", *flags, *overrides,
     ]  # fmt: skip
 
 

@@ -12,30 +12,11 @@ from detection.config import Config, load_config
 from detection.data import build_dataset, build_transforms
 from detection.data.shapes import generate_shapes
 
-TINY_OVERRIDES = [
-    "num_classes=5",
-    "model.backbone.depth=18",
-    "model.backbone.base_width=8",
-    "model.backbone.weights=none",
-    "input.train_min_sizes=[64]",
-    "input.train_max_size=96",
-    "input.test_min_size=64",
-    "input.test_max_size=96",
-    "model.rpn.pre_nms_top_n_train=200",
-    "model.rpn.post_nms_top_n_train=50",
-    "model.rpn.pre_nms_top_n_test=100",
-    "model.rpn.post_nms_top_n_test=20",
-    "model.roi_heads.batch_size_per_image=16",
-    "solver.ims_per_batch=2",
-    "solver.max_iter=12",
-    "solver.checkpoint_period=3",
-    "solver.warmup_iters=2",
-    "data.num_workers=0",
-]
+TINY_CONFIG = Path(__file__).resolve().parents[2] / "tiny_det.yaml"
 
 
 def tiny_config(*overrides: str) -> Config:
-    return load_config(None, [*TINY_OVERRIDES, *overrides])
+    return load_config(TINY_CONFIG, list(overrides))
 
 
 @pytest.fixture(name="tiny_config")
