@@ -1,0 +1,50 @@
+"""detection/pooling.py: the gather RoIPool equals torchvision's kernel bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.ops import roi_pool
+
+from detection.pooling import boxes_to_rois, roi_pool_gather
+
+
+def random_rois(generator: torch.Generator, count: int, images: int, extent: float) -> torch.Tensor:
+    xy = torch.rand(count, 2, generator=generator) * extent * 1.2 - 0.1 * extent  # some start off the map
+    wh = torch.rand(count, 2, generator=generator) * extent * 0.8 - 0.05 * extent  # some degenerate / inverted
+    batch = torch.randint(0, images, (count, 1), generator=generator).float()
+    rois = torch.cat((batch, xy, xy + wh), dim=1)
+    rois[:4, 1:] = torch.tensor([[7.5, 8.5, 23.5, 40.5], [8.0, 8.0, 8.0, 8.0], [-40.0, -40.0, -20.0, -20.0],
+                                 [0.5, 1.5, 2.5, 3.5]])  # fmt: skip  # halves, a point, off the map, tiny
+    return rois
+
+
+@pytest.mark.parametrize("output_size,scale", [(7, 1 / 16), (14, 1 / 16), (8, 1 / 8), (3, 1.0)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_equals_torchvision_roi_pool(output_size: int, scale: float, channels_last: bool) -> None:
+    g = torch.Generator().manual_seed(output_size)
+    features = torch.randn(3, 16, 21, 33, generator=g)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    rois = random_rois(g, 300, 3, extent=33 / scale)
+    expected = roi_pool(features, rois, output_size, scale)
+    pooled = roi_pool_gather(features, rois, output_size, scale)
+    assert pooled.shape == expected.shape and pooled.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(pooled, expected)
+    assert (expected == 0).any()  # empty bins (RoIs off the map) were exercised
+
+
+def test_bf16_equals_rounding_the_float32_result_and_empty_input() -> None:
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 8, 19, 25, generator=g)
+    rois = random_rois(g, 100, 2, extent=400)
+    expected = roi_pool(features, rois, 14, 1 / 16).to(torch.bfloat16)
+    assert torch.equal(roi_pool_gather(features.to(torch.bfloat16), rois, 14, 1 / 16), expected)
+    assert roi_pool_gather(features, rois[:0], 14, 1 / 16).shape == (0, 8, 14, 14)
+
+
+def test_boxes_to_rois_numbers_images() -> None:
+    boxes = [torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.zeros((0, 4)), torch.tensor([[5.0, 6, 7, 8], [0, 0, 1, 1]])]
+    rois = boxes_to_rois(boxes)
+    assert rois.tolist() == [[0, 1, 2, 3, 4], [2, 5, 6, 7, 8], [2, 0, 0, 1, 1]]
+    assert boxes_to_rois([]).shape == (0, 5)
