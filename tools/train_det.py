@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (exact resumption on CPU)")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate after training")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="train and test the model as built (default: frozen BNs folded into the convs, channels-last)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     return p.parse_args(argv)
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         skip_nonfinite=args.skip_nonfinite,
         deterministic=args.deterministic,
         evaluate=not args.no_eval,
+        optimize=not args.no_optimize,
     )
     try:
         train(cfg, opts)
