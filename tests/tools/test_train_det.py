@@ -267,3 +267,20 @@ def test_inference_tools_refuse_unusable_weights_with_a_clear_error(
     expected = {"missing": "file does not exist", "not-a-checkpoint": "not a toolkit checkpoint",
                 "other-model": "do not fit the configured model"}[problem]  # fmt: skip
     assert expected in last_line.lower(), last_line
+
+
+def test_bf16_autocast_training_and_testing_run_on_the_cpu(reference: Path, shapes_root: Path, tmp_path: Path) -> None:
+    """``--amp`` end to end on the CPU; its accuracy against fp32 is checked on a trained model in test_quickstart."""
+    out = tmp_path / "amp"
+    done = train(shapes_root, out, "--amp", "solver.max_iter=3", "solver.checkpoint_period=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = final_weights(out)
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())  # master weights
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    assert json.loads((out / "metrics.json").read_text())["images"] == 4
+    cmd = [sys.executable, str(ROOT / "tools" / "test_det.py"), "--weights", str(reference / "model_final.pth"),
+           "--dataset", "shapes", "--data-root", str(shapes_root), "--split", "val", "--output-dir",
+           str(tmp_path / "test"), "--device", "cpu", "--no-progress", "--amp"]  # fmt: skip
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "test" / "metrics.json").read_text())["images"] == 4
