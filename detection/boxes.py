@@ -10,7 +10,7 @@ import math
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
 
 __all__ = [
     "box_iou",
@@ -20,6 +20,7 @@ __all__ = [
     "decode_boxes",
     "match_boxes",
     "box_voting",
+    "nms_first_k",
 ]
 
 # Deltas for width/height are clamped so exp() cannot overflow on an early, badly trained iteration.
@@ -103,3 +104,36 @@ def box_voting(
     total = weights.sum(dim=1, keepdim=True)
     voted = weights @ candidate_boxes / total.clamp(min=1e-12)
     return torch.where(total > 0, voted, kept_boxes)
+
+
+def nms_first_k(boxes: Tensor, scores: Tensor, iou_thresh: float, k: int) -> Tensor:
+    """``torchvision.ops.nms(boxes, scores, iou_thresh)[:k]``, stopping once ``k`` boxes are kept.
+
+    The RPN keeps 300 of 6000 proposals at test time (2000 of 12000 in training); torchvision's CPU kernel
+    compares every kept box with all later ones to the end of the list. Here the greedy pass runs vectorised over
+    the remaining boxes and stops at ``k``: same order (stable descending scores), same float arithmetic and the
+    same strict ``IoU > thresh`` test (in float64, as the kernel's double threshold), so the same indices
+    (tests/detection/test_boxes.py). For few boxes, few to drop, or CUDA, torchvision's kernel is used.
+    """
+    n = boxes.shape[0]
+    if boxes.device.type != "cpu" or n < 4096 or 4 * k > n:
+        return nms(boxes, scores, iou_thresh)[:k]
+    order = scores.sort(descending=True, stable=True).indices
+    x1, y1, x2, y2 = boxes[order].unbind(1)
+    areas = (x2 - x1) * (y2 - y1)
+    alive = torch.ones(n, dtype=torch.bool)
+    keep: list[int] = []
+    i = 0
+    while len(keep) < k:
+        remaining = alive[i:].nonzero()
+        if remaining.numel() == 0:
+            break
+        i += int(remaining[0])
+        keep.append(i)
+        later = slice(i + 1, n)
+        w = (torch.minimum(x2[i], x2[later]) - torch.maximum(x1[i], x1[later])).clamp_(min=0)
+        h = (torch.minimum(y2[i], y2[later]) - torch.maximum(y1[i], y1[later])).clamp_(min=0)
+        inter = w * h
+        alive[later] &= ~((inter / (areas[i] + areas[later] - inter)).double() > iou_thresh)  # NaN IoU keeps
+        i += 1
+    return order[torch.tensor(keep, dtype=torch.int64)]

@@ -5,10 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from detection.anchors import AnchorGenerator
-from detection.boxes import BELOW_LOW, BETWEEN, box_iou, clip_boxes_to_image, decode_boxes, encode_boxes, match_boxes
+from detection.boxes import (
+    BELOW_LOW,
+    BETWEEN,
+    box_iou,
+    clip_boxes_to_image,
+    decode_boxes,
+    encode_boxes,
+    match_boxes,
+    nms_first_k,
+)
 from detection.sampling import sample_labels
 
 # The RPN's deltas are unweighted (Faster R-CNN).
@@ -102,8 +110,7 @@ class RegionProposalNetwork(nn.Module):
             wh = boxes[:, 2:] - boxes[:, :2]
             keep = torch.nonzero((wh > self.min_box_size).all(dim=1) & torch.isfinite(scores)).squeeze(1)
             boxes, scores = boxes[keep], scores[keep]
-            keep = batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.int64), self.nms_thresh)
-            proposals.append(boxes[keep[:post_n]])
+            proposals.append(boxes[nms_first_k(boxes, scores, self.nms_thresh, post_n)])
         return proposals
 
     def losses(

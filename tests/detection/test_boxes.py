@@ -2,8 +2,9 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import nms
 
-from detection.boxes import BELOW_LOW, BETWEEN, box_voting, decode_boxes, encode_boxes, match_boxes
+from detection.boxes import BELOW_LOW, BETWEEN, box_voting, decode_boxes, encode_boxes, match_boxes, nms_first_k
 
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -58,3 +59,21 @@ def test_box_voting_weighted_mean():
     voted = box_voting(kept, cands, scores, 0.5)
     expected = (0.9 * cands[0] + 0.3 * cands[1]) / 1.2
     torch.testing.assert_close(voted[0], expected)
+
+
+@pytest.mark.parametrize("thresh", [0.7, 0.5, 0.3])
+def test_nms_first_k_equals_torchvision_nms_prefix(thresh: float) -> None:
+    g = torch.Generator().manual_seed(int(thresh * 10))
+    for trial in range(12):
+        n = 4096 + int(torch.randint(0, 4000, (), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 600
+        boxes = torch.cat((xy, xy + torch.rand(n, 2, generator=g) * 200), dim=1)
+        scores = torch.rand(n, generator=g)
+        if trial % 2:
+            boxes, scores = boxes.round(), (scores * 8).round()  # exact IoU and score ties
+        if trial % 3 == 0:
+            boxes[:50, 2:] = boxes[:50, :2]  # zero-area boxes: NaN IoU, never suppressed
+        expected = nms(boxes, scores, thresh)
+        for k in (1, 300, n // 4):
+            assert torch.equal(nms_first_k(boxes, scores, thresh, k), expected[:k]), (trial, k)
+    assert nms_first_k(boxes[:10], scores[:10], thresh, 300).tolist() == nms(boxes[:10], scores[:10], thresh).tolist()
