@@ -3,9 +3,10 @@ several times faster on the CPU, in any dtype, and written channels-last for the
 
 RoIPool (Fast R-CNN) splits each RoI, quantised to the feature grid, into ``P × P`` bins and takes the max over
 each bin's cells. A bin is a window of ``kh × kw`` cells at ``(hs, ws)``; every such window maximum is one element
-of ``max_pool2d(x, (kh, kw), stride=1)``. So: compute the stride-1 max pools for the few window shapes the RoIs
-use, stack them in a ``[shapes · N·H·W, C]`` table (channels contiguous) and gather one row per bin. Empty bins
-(RoIs clipped off the map) read a zero row, as torchvision's kernel writes 0 there.
+of ``max_pool2d(x, (kh, kw), stride=1)``. So: name every bin by its window (shape, image, origin), compute the
+stride-1 max pools for the few window shapes in use, read each distinct window once into a ``[U, C]`` row table
+(channels contiguous) and index it per bin (:class:`FactoredRoIPool`). Empty bins (RoIs clipped off the map) read a
+zero row, as torchvision's kernel writes 0 there.
 
 The bin boundaries repeat torchvision's CPU/CUDA kernel arithmetic in float32 (``round`` half away from zero,
 ``floor``/``ceil`` of ``ph · bin_size``, clipping to the map), so the output is bit-identical
@@ -14,6 +15,8 @@ pooling in float32 and rounding. No backward: training uses torchvision's op (it
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,16 +37,39 @@ def _round_half_away(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
-@torch.no_grad()
-def roi_pool_gather(features: Tensor, rois: Tensor, output_size: int, spatial_scale: float) -> Tensor:
-    """``torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)`` without autograd.
+@dataclass(frozen=True)
+class FactoredRoIPool:
+    """RoIPool's output in factored form: bin ``(r, i, j)`` holds ``rows[index[r, i, j]]``.
 
-    ``features``: ``[N, C, H, W]`` (any float dtype, any memory format); ``rois``: ``[R, 5]`` as
-    :func:`boxes_to_rois`. Returns ``[R, C, P, P]`` in ``features.dtype``, channels-last.
+    ``rows``: ``[U, C]`` distinct window maxima (features' dtype); ``index``: ``[R, P, P]`` int64 into ``rows``.
+    Small RoIs repeat cells across bins and overlapping RoIs share windows, so ``U`` is usually a fraction of
+    ``R · P²`` (~19% for 300 proposals on a 600×800 image): a per-position (1×1) layer applied to ``rows`` and then
+    gathered costs that fraction of applying it to the dense output (``detection.factored_head``).
     """
-    n, c, height, width = features.shape
-    p, r = output_size, rois.shape[0]
-    device = features.device
+
+    rows: Tensor
+    index: Tensor
+
+    def dense(self) -> Tensor:
+        """``[R, C, P, P]``, channels-last: ``torchvision.ops.roi_pool``'s output."""
+        r, p = self.index.shape[0], self.index.shape[1]
+        gathered = self.rows.index_select(0, self.index.reshape(-1))
+        return gathered.view(r, p, p, self.rows.shape[1]).permute(0, 3, 1, 2)
+
+    def subsample(self, stride: int) -> FactoredRoIPool:
+        """The bins a stride-``stride`` 1×1 layer reads (``[:, ::stride, ::stride]``), with their own distinct rows."""
+        if stride == 1:
+            return self
+        distinct, index = torch.unique(self.index[:, ::stride, ::stride], return_inverse=True)
+        return FactoredRoIPool(self.rows.index_select(0, distinct), index)
+
+
+def _bin_windows(
+    rois: Tensor, height: int, width: int, output_size: int, spatial_scale: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per RoI and bin: window origin and size on the feature grid. Returns ``hs, kh`` (``[R, P]``, per bin row)
+    and ``ws, kw`` (``[R, P]``, per bin column), with torchvision's kernel arithmetic."""
+    p, device = output_size, rois.device
     scaled = rois[:, 1:].float() * torch.tensor(spatial_scale, dtype=torch.float32, device=device)
     start_w, start_h, end_w, end_h = _round_half_away(scaled).long().unbind(1)
     bin_h = (end_h - start_h + 1).clamp(min=1).float() / p  # malformed RoIs are forced to 1 × 1
@@ -53,27 +79,53 @@ def roi_pool_gather(features: Tensor, rois: Tensor, output_size: int, spatial_sc
     def bounds(bin_size: Tensor, start: Tensor, limit: int) -> tuple[Tensor, Tensor]:
         lo = (torch.floor(grid * bin_size[:, None]).long() + start[:, None]).clamp(0, limit)
         hi = (torch.ceil((grid + 1) * bin_size[:, None]).long() + start[:, None]).clamp(0, limit)
-        return lo, (hi - lo).clamp(min=0)
+        return lo, (hi - lo).clamp(min=0)  # lo + size <= limit: every window lies on the map
 
-    hs, kh = bounds(bin_h, start_h, height)  # [R, P] window origins and sizes per bin row / column
+    hs, kh = bounds(bin_h, start_h, height)
     ws, kw = bounds(bin_w, start_w, width)
+    return hs, kh, ws, kw
+
+
+@torch.no_grad()
+def roi_pool_factored(features: Tensor, rois: Tensor, output_size: int, spatial_scale: float) -> FactoredRoIPool:
+    """``torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)`` as a :class:`FactoredRoIPool`.
+
+    ``features``: ``[N, C, H, W]`` (any float dtype, any memory format); ``rois``: ``[R, 5]`` as
+    :func:`boxes_to_rois`. Each bin is named by its window (shape, image, origin); the distinct windows are
+    computed once, from one stride-1 ``max_pool2d`` per window shape in use.
+    """
+    n, c, height, width = features.shape
+    p, r = output_size, rois.shape[0]
+    hs, kh, ws, kw = _bin_windows(rois, height, width, p, spatial_scale)
     kh, kw = kh[:, :, None].expand(r, p, p), kw[:, None, :].expand(r, p, p)
     keys, shape_of_bin = torch.unique(kh * (width + 1) + kw, return_inverse=True)  # window shapes in use
-    shapes = torch.stack((keys // (width + 1), keys % (width + 1)), dim=1)
+    shapes = torch.stack((keys // (width + 1), keys % (width + 1)), dim=1).tolist()
+    cells = n * height * width
+    window = shape_of_bin.view(r, p, p) * cells + rois[:, 0].long()[:, None, None] * (height * width)
+    window = window + hs[:, :, None] * width + ws[:, None, :]
+    window = torch.where((kh == 0) | (kw == 0), len(shapes) * cells, window)  # empty bins (RoI off the map): 0
+    distinct, index = torch.unique(window, return_inverse=True)  # sorted, so grouped by window shape
 
     x = features.contiguous(memory_format=torch.channels_last)
-    cells = n * height * width
-    # Rows past a window shape's valid origins are never read, so only the last row (empty bins) is zeroed.
-    table = torch.empty((len(shapes) * cells + 1, c), dtype=features.dtype, device=device)
-    table[-1] = 0
-    for t, (a, b) in enumerate(shapes.tolist()):
-        if a == 0 or b == 0:
+    rows = features.new_zeros((distinct.numel(), c))
+    bounds = torch.searchsorted(distinct, torch.arange(len(shapes) + 1, device=distinct.device) * cells).tolist()
+    for t, (a, b) in enumerate(shapes):
+        lo, hi = bounds[t], bounds[t + 1]
+        if lo == hi or a == 0 or b == 0:
             continue
-        pooled = x if (a, b) == (1, 1) else F.max_pool2d(x, (a, b), stride=1)
-        table[t * cells : (t + 1) * cells].view(n, height, width, c)[:, : height - a + 1, : width - b + 1] = (
-            pooled.permute(0, 2, 3, 1)
-        )
-    row = shape_of_bin.view(r, p, p) * cells + rois[:, 0].long()[:, None, None] * (height * width)
-    row = row + hs[:, :, None] * width + ws[:, None, :]
-    row = torch.where((kh == 0) | (kw == 0), len(shapes) * cells, row)
-    return table.index_select(0, row.reshape(-1)).view(r, p, p, c).permute(0, 3, 1, 2)
+        pooled = x if (a, b) == (1, 1) else F.max_pool2d(x, (a, b), stride=1)  # [N, C, H-a+1, W-b+1]
+        cell = distinct[lo:hi] - t * cells
+        image, y, xx = cell // (height * width), cell // width % height, cell % width
+        flat = (image * pooled.shape[2] + y) * pooled.shape[3] + xx
+        rows[lo:hi] = pooled.permute(0, 2, 3, 1).reshape(-1, c).index_select(0, flat)
+    return FactoredRoIPool(rows, index)
+
+
+@torch.no_grad()
+def roi_pool_gather(features: Tensor, rois: Tensor, output_size: int, spatial_scale: float) -> Tensor:
+    """``torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)`` without autograd.
+
+    ``features``: ``[N, C, H, W]`` (any float dtype, any memory format); ``rois``: ``[R, 5]`` as
+    :func:`boxes_to_rois`. Returns ``[R, C, P, P]`` in ``features.dtype``, channels-last.
+    """
+    return roi_pool_factored(features, rois, output_size, spatial_scale).dense()

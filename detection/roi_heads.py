@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, roi_align, roi_pool
 
+from backbones.c4 import C4Head
 from detection.boxes import BELOW_LOW, box_iou, box_voting, clip_boxes_to_image, decode_boxes, encode_boxes
-from detection.pooling import boxes_to_rois, roi_pool_gather
+from detection.factored_head import factored_head_forward
+from detection.pooling import FactoredRoIPool, boxes_to_rois, roi_pool_factored
 from detection.sampling import sample_labels
 
 
@@ -96,9 +98,8 @@ class C4RoIHeads(nn.Module):
         channels_last = features.dim() == 4 and not features.is_contiguous() and features.is_contiguous(
             memory_format=torch.channels_last
         )
-        if self.pooler == "roipool" and features.device.type == "cpu" and not features.requires_grad:
-            # Inference on the CPU: the same numbers as torchvision's kernel, ~4x faster, in the features' dtype.
-            pooled = roi_pool_gather(features, boxes_to_rois(boxes), self.pooler_resolution, self.spatial_scale)
+        if self._pool_factored(features):
+            pooled = self._roi_pool_factored(features, boxes).dense()
             return pooled if channels_last else pooled.contiguous()
         dtype = features.dtype
         if dtype in (torch.float16, torch.bfloat16):
@@ -112,13 +113,28 @@ class C4RoIHeads(nn.Module):
             pooled = roi_align(features, boxes, size, self.spatial_scale, self.sampling_ratio, aligned=True)
         return pooled.to(dtype=dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
+    def _pool_factored(self, features: Tensor) -> bool:
+        # Inference on the CPU: the same numbers as torchvision's kernel, several times faster, in the features'
+        # dtype, and in factored form for the head (detection/factored_head.py). Training keeps torchvision's op
+        # for its gradient; CUDA keeps its kernel until the factored path is measured there.
+        return self.pooler == "roipool" and features.device.type == "cpu" and not features.requires_grad
+
+    def _roi_pool_factored(self, features: Tensor, boxes: list[Tensor]) -> FactoredRoIPool:
+        return roi_pool_factored(features, boxes_to_rois(boxes), self.pooler_resolution, self.spatial_scale)
+
+    def run_head(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        """RoI pooling + conv5 head: ``[R, C]``."""
+        if self._pool_factored(features) and isinstance(self.head, C4Head):
+            return factored_head_forward(self.head, self._roi_pool_factored(features, boxes))
+        return self.head(self.pool(features, boxes))
+
     def box_features(self, features: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
         """conv5_x + pool per RoI → ``[R, C]`` (``[R, 2C]`` with global context)."""
-        roi_features = self.head(self.pool(features, boxes))
+        roi_features = self.run_head(features, boxes)
         if not self.global_context:
             return roi_features
         whole = [torch.tensor([[0.0, 0.0, w, h]], device=features.device) for h, w in image_sizes]
-        context = self.head(self.pool(features, whole))
+        context = self.run_head(features, whole)
         counts = torch.tensor([len(b) for b in boxes], device=features.device)
         return torch.cat((roi_features, context.repeat_interleave(counts, dim=0)), dim=1)
 

@@ -1,4 +1,4 @@
-"""detection/pooling.py: the gather RoIPool equals torchvision's kernel bit for bit."""
+"""detection/pooling.py: the gather RoIPool (dense and factored) equals torchvision's kernel bit for bit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import roi_pool
 
-from detection.pooling import boxes_to_rois, roi_pool_gather
+from detection.pooling import boxes_to_rois, roi_pool_factored, roi_pool_gather
 
 
 def random_rois(generator: torch.Generator, count: int, images: int, extent: float) -> torch.Tensor:
@@ -48,3 +48,19 @@ def test_boxes_to_rois_numbers_images() -> None:
     rois = boxes_to_rois(boxes)
     assert rois.tolist() == [[0, 1, 2, 3, 4], [2, 5, 6, 7, 8], [2, 0, 0, 1, 1]]
     assert boxes_to_rois([]).shape == (0, 5)
+
+
+def test_factored_form_holds_each_window_once_and_subsamples() -> None:
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 16, 19, 25, generator=g)
+    rois = random_rois(g, 200, 2, extent=400)
+    expected = roi_pool(features, rois, 14, 1 / 16)
+    factored = roi_pool_factored(features, rois, 14, 1 / 16)
+    assert torch.equal(factored.dense(), expected)
+    assert factored.index.shape == (200, 14, 14) and factored.index.dtype == torch.int64
+    assert factored.rows.shape[0] < 200 * 14 * 14 / 3  # RoIs of < 14 cells repeat cells; overlaps share windows
+    assert torch.unique(factored.index).numel() == factored.rows.shape[0]  # every row is used
+    half = factored.subsample(2)
+    assert torch.equal(half.dense(), expected[:, :, ::2, ::2])
+    assert half.rows.shape[0] == torch.unique(half.index).numel() <= factored.rows.shape[0]
+    assert factored.subsample(1) is factored
