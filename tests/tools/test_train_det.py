@@ -217,11 +217,15 @@ def test_torchrun_job_fails_fast_when_one_worker_dies(shapes_root: Path, tmp_pat
     assert done.returncode != 0
     assert seconds < 120
     summary = done.stderr[done.stderr.rindex("Root Cause") :]
-    assert "rank      : 1 (local_rank: 1)" in summary
     if action == "raise":
+        assert "rank      : 1 (local_rank: 1)" in summary
         assert "RuntimeError: injected fault on rank 1 at iteration 2" in summary  # the worker's own traceback
     else:
-        assert "Signal 9 (SIGKILL)" in summary
+        # torchrun names whichever failure it observes first: usually rank 1's SIGKILL, but now and then rank 0
+        # has already exited on gloo's broken connection to the killed worker (seen once in ~10 runs).
+        killed = "rank      : 1 (local_rank: 1)" in summary and "Signal 9 (SIGKILL)" in summary
+        peer_lost = "rank      : 0 (local_rank: 0)" in summary and "by peer" in summary
+        assert killed or peer_lost, summary
     assert not (tmp_path / "run" / "model_final.pth").exists()
 
 
