@@ -56,9 +56,10 @@ def _apply_pointwise(layers: list[nn.Module], pooled: FactoredRoIPool) -> Tensor
     conv.stride = (1, 1)
     for layer in [conv, *layers[1:]]:
         x = layer(x)
-    out = x.permute(0, 2, 3, 1).reshape(padded, -1)
+    channels = x.shape[1]
+    out = x.permute(0, 2, 3, 1).reshape(padded, channels)
     r, p = pooled.index.shape[:2]
-    return out.index_select(0, pooled.index.reshape(-1)).view(r, p, p, -1).permute(0, 3, 1, 2)
+    return out.index_select(0, pooled.index.reshape(-1)).view(r, p, p, channels).permute(0, 3, 1, 2)
 
 
 def _first_block(block: Bottleneck, pooled: FactoredRoIPool) -> Tensor:
@@ -82,7 +83,9 @@ def factored_head_forward(head: C4Head, pooled: FactoredRoIPool) -> Tensor:
     """``head(pooled.dense())``, computing conv5_1's 1×1 layers once per distinct pooled vector: ``[R, C_out]``."""
     blocks = list(head.layer4)
     first = blocks[0]
-    if not (isinstance(first, Bottleneck) and _pointwise_stride([first.conv1, first.bn1, first.relu])):
+    if pooled.index.shape[0] == 0 or not (
+        isinstance(first, Bottleneck) and _pointwise_stride([first.conv1, first.bn1, first.relu])
+    ):
         return head(pooled.dense())
     out = _first_block(first, pooled)
     for block in blocks[1:]:

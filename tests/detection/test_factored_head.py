@@ -81,3 +81,11 @@ def test_parameters_are_shared_not_copied() -> None:
     torch.testing.assert_close(factored_head_forward(head, pooled), changed(pooled.dense()), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(before, factored_head_forward(head, pooled))
     assert isinstance(head.layer4[0].conv1, nn.Conv2d) and head.layer4[0].conv1.stride == (1, 1)
+
+
+def test_no_rois() -> None:
+    head = optimize_for_inference(make_head())
+    features, rois = pooled_inputs(head.layer4[0].conv1.in_channels)
+    pooled = roi_pool_factored(features, rois[:0], 14, 1 / 16)
+    with torch.inference_mode():
+        assert factored_head_forward(head, pooled).shape == (0, head.out_channels)

@@ -108,3 +108,45 @@ def test_training_mode_requires_targets():
     model.train()
     with pytest.raises(ValueError, match="targets"):
         model([torch.rand(3, 32, 32)])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"model.roi_heads.global_context": True},
+        {"model.roi_heads.box_refinement": True, "model.roi_heads.box_voting": True},
+        {"test.pyramid_min_sizes": "[48,64,96]"},
+    ],
+)
+def test_bottleneck_detector_factored_head_equals_dense_path(overrides, monkeypatch):
+    """ResNet-50 C4 (narrow): CPU inference runs conv5_1's 1×1 layers on RoIPool's distinct rows
+    (detection/factored_head.py); the detections equal those of the plain pool → head path."""
+    from detection import roi_heads as roi_heads_module
+    from detection.optimize import optimize_for_inference
+
+    torch.manual_seed(0)
+    cfg = tiny_config(**{"model.backbone.depth": 50, "model.roi_heads.score_thresh": 0.0, **overrides})
+    model = optimize_for_inference(build_detector(cfg))
+    images, _ = sample_batch()
+    calls = []
+    real = roi_heads_module.factored_head_forward
+    monkeypatch.setattr(roi_heads_module, "factored_head_forward", lambda *a: calls.append(1) or real(*a))
+    with torch.inference_mode():
+        factored = model(images)
+    assert calls
+    monkeypatch.setattr(type(model.roi_heads), "_pool_factored", lambda self, features: False)
+    with torch.inference_mode():
+        dense = model(images)
+    for a, b in zip(factored, dense):
+        assert len(a["boxes"]) > 0 and torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_image_without_proposals_gives_no_detections():
+    torch.manual_seed(0)
+    model = build_detector(tiny_config(**{"model.backbone.depth": 50, "model.rpn.min_box_size": 1e6})).eval()
+    with torch.inference_mode():
+        out = model([torch.rand(3, 64, 80)])
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["scores"].shape == (0,)
