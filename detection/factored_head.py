@@ -37,11 +37,15 @@ def _pointwise_stride(layers: list[nn.Module]) -> int | None:
     conv, rest = layers[0], layers[1:]
     if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.padding == (0, 0)):
         return None
-    if not all(isinstance(m, _PER_CHANNEL) or (isinstance(m, nn.BatchNorm2d) and not m.training) for m in rest):
+    if not all(isinstance(m, _PER_CHANNEL) or (isinstance(m, nn.BatchNorm2d) and _uses_running_stats(m)) for m in rest):
         return None
     if conv.stride[0] != conv.stride[1]:
         return None
     return conv.stride[0]
+
+
+def _uses_running_stats(bn: nn.BatchNorm2d) -> bool:
+    return not bn.training and bn.track_running_stats and bn.running_mean is not None
 
 
 def _apply_pointwise(layers: list[nn.Module], pooled: FactoredRoIPool) -> Tensor:
@@ -63,6 +67,8 @@ def _apply_pointwise(layers: list[nn.Module], pooled: FactoredRoIPool) -> Tensor
 
 
 def _first_block(block: Bottleneck, pooled: FactoredRoIPool) -> Tensor:
+    """``block(pooled.dense())`` with its 1×1 layers on distinct rows; mirrors ``Bottleneck.forward``
+    (tests/detection/test_factored_head.py holds the two equal)."""
     main = [block.conv1, block.bn1, block.relu]
     out = _apply_pointwise(main, pooled.subsample(block.conv1.stride[0]))
     out = block.relu(block.bn2(block.conv2(out)))
@@ -90,4 +96,4 @@ def factored_head_forward(head: C4Head, pooled: FactoredRoIPool) -> Tensor:
     out = _first_block(first, pooled)
     for block in blocks[1:]:
         out = block(out)
-    return out.mean(dim=(2, 3))
+    return out.mean(dim=(2, 3))  # as C4Head.forward
