@@ -115,8 +115,9 @@ class C4RoIHeads(nn.Module):
 
     def _pool_factored(self, features: Tensor) -> bool:
         # Inference on the CPU: the same numbers as torchvision's kernel, several times faster, in the features'
-        # dtype, and in factored form for the head (detection/factored_head.py). Training keeps torchvision's op
-        # for its gradient; CUDA keeps its kernel until the factored path is measured there.
+        # dtype, and in factored form for the head (detection/factored_head.py). Features that need a gradient
+        # (training a trunk stage) keep torchvision's op for its backward; CUDA keeps its kernel until the factored
+        # path is measured there.
         return self.pooler == "roipool" and features.device.type == "cpu" and not features.requires_grad
 
     def _roi_pool_factored(self, features: Tensor, boxes: list[Tensor]) -> FactoredRoIPool:
