@@ -16,7 +16,7 @@ from torchvision.ops import batched_nms, roi_align, roi_pool
 from backbones.c4 import C4Head
 from detection.boxes import BELOW_LOW, box_iou, box_voting, clip_boxes_to_image, decode_boxes, encode_boxes
 from detection.factored_head import factored_head_forward
-from detection.pooling import FactoredRoIPool, boxes_to_rois, roi_pool_factored
+from detection.pooling import FactoredRoIPool, boxes_to_rois, roi_pool_factored, roi_pool_gather
 from detection.sampling import sample_labels
 
 
@@ -99,7 +99,7 @@ class C4RoIHeads(nn.Module):
             memory_format=torch.channels_last
         )
         if self._pool_factored(features):
-            pooled = self._roi_pool_factored(features, boxes).dense()
+            pooled = roi_pool_gather(features, boxes_to_rois(boxes), self.pooler_resolution, self.spatial_scale)
             return pooled if channels_last else pooled.contiguous()
         dtype = features.dtype
         if dtype in (torch.float16, torch.bfloat16):
