@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FrozenBatchNorm2d", "freeze_bn", "fuse_conv_frozen_bn"]
+__all__ = ["FrozenBatchNorm2d", "conv_bn_pairs", "freeze_bn", "fuse_conv_frozen_bn"]
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -122,19 +122,32 @@ def _fold(conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> nn.Conv2d:
     return fused
 
 
+def conv_bn_pairs(module: nn.Module, *, exact: bool = False) -> list[tuple[nn.Module, str, str]]:
+    """Every ``(parent, conv name, bn name)`` inside ``module`` where a ``FrozenBatchNorm2d`` is registered just
+    after an ``nn.Conv2d`` of its width in the same parent. "Just after" means registration order among siblings,
+    which is the data order in this toolkit's blocks (``conv1, bn1, conv2, bn2, ...``), in the stem, in
+    ``downsample`` Sequentials and in the C4 trunk/head. ``exact``: only those two classes, not subclasses (so an
+    already folded pair is not found again)."""
+    pairs = []
+    for parent in module.modules():
+        children = list(parent.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if exact:
+                kinds = type(conv) is nn.Conv2d and type(bn) is FrozenBatchNorm2d
+            else:
+                kinds = isinstance(conv, nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d)
+            if kinds and conv.out_channels == bn.num_features:
+                pairs.append((parent, conv_name, bn_name))
+    return pairs
+
+
 def fuse_conv_frozen_bn(module: nn.Module) -> nn.Module:
-    """Fold each ``FrozenBatchNorm2d`` into the ``nn.Conv2d`` registered just before it in the same parent.
+    """Fold each ``FrozenBatchNorm2d`` into the ``nn.Conv2d`` registered just before it (:func:`conv_bn_pairs`).
 
     For inference only: outputs are unchanged up to float rounding (~1e-5), the BN becomes ``nn.Identity`` and
-    the conv gains a bias, so the state-dict keys change. "Preceding" means registration order among siblings,
-    which is the data order in this toolkit's blocks (``conv1, bn1, conv2, bn2, ...``), in the stem, in
-    ``downsample`` Sequentials and in the C4 trunk/head. Works in place and returns ``module``.
+    the conv gains a bias, so the state-dict keys change. Works in place and returns ``module``.
     """
-    children = list(module.named_children())
-    for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d) and conv.out_channels == bn.num_features:
-            setattr(module, conv_name, _fold(conv, bn))
-            setattr(module, bn_name, nn.Identity())
-    for _, child in module.named_children():
-        fuse_conv_frozen_bn(child)
+    for parent, conv_name, bn_name in conv_bn_pairs(module):
+        setattr(parent, conv_name, _fold(getattr(parent, conv_name), getattr(parent, bn_name)))
+        setattr(parent, bn_name, nn.Identity())
     return module

@@ -21,6 +21,9 @@ __all__ = [
     "match_boxes",
     "box_voting",
     "nms_first_k",
+    "resize_scale",
+    "resized_shape",
+    "scale_boxes",
 ]
 
 # Deltas for width/height are clamped so exp() cannot overflow on an early, badly trained iteration.
@@ -137,3 +140,24 @@ def nms_first_k(boxes: Tensor, scores: Tensor, iou_thresh: float, k: int) -> Ten
         alive[later] &= ~((inter / (areas[i] + areas[later] - inter)).double() > iou_thresh)  # NaN IoU keeps
         i += 1
     return order[torch.tensor(keep, dtype=torch.int64)]
+
+
+def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
+    """Fast R-CNN's resize rule: the factor that brings the shorter side to ``min_size`` unless the longer side
+    would then exceed ``max_size`` (then the longer side is ``max_size``). Training (the data pipeline) and testing
+    (the model) both use it."""
+    return min(min_size / min(height, width), max_size / max(height, width))
+
+
+def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """``(H', W')`` of an image resized by :func:`resize_scale`, rounded to whole pixels."""
+    scale = resize_scale(height, width, min_size, max_size)
+    return round(height * scale), round(width * scale)
+
+
+def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
+    """Boxes ``[..., 4]`` xyxy in the pixels of an image of ``from_size`` (H, W) → the same boxes in an image of
+    ``to_size`` (x by the width ratio, y by the height ratio)."""
+    (fh, fw), (th, tw) = from_size, to_size
+    factors = torch.tensor([tw / fw, th / fh, tw / fw, th / fh], dtype=boxes.dtype, device=boxes.device)
+    return boxes * factors

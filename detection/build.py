@@ -1,20 +1,30 @@
 """The one place a Config becomes modules. ``build_detector`` never touches the disk or the network (random init);
+``build_test_detector`` wraps a detector for the configured test-time variant (the image pyramid);
 ``load_backbone_weights`` loads the configured ImageNet (or toolkit) weights into a built detector."""
 
 from __future__ import annotations
 
 import logging
 
+from torch import nn
+
 from backbones import build_resnet, load_weights, split_c4
-from detection.config import Config
+from backbones.c4 import C4Head
+from detection.anchors import AnchorGenerator
+from detection.box_head import C4BoxHead, GlobalContextBoxHead, conv5_of
+from detection.config import Config, RoIHeadsConfig
 from detection.model import DetectorTrunk, FasterRCNN, ImageTransform
-from detection.roi_heads import C4RoIHeads
-from detection.rpn import RegionProposalNetwork
+from detection.multiscale import MultiScaleDetector
+from detection.pooling import RoIAlign, RoIPool
+from detection.postprocess import BoxDecoder, BoxVoting, DetectionSelector
+from detection.roi_heads import BoxPredictor, C4RoIHeads
+from detection.rpn import RegionProposalNetwork, RPNHead
 
 logger = logging.getLogger(__name__)
 
 # freeze_at → number of trunk children (conv1, bn1, relu, maxpool, layer1, …) that stay fixed.
 _FROZEN_CHILDREN = {0: 0, 1: 4, 2: 5, 3: 6, 4: 7}
+_STRIDE = 16  # the C4 trunk's
 
 
 def build_detector(cfg: Config) -> FasterRCNN:
@@ -25,11 +35,10 @@ def build_detector(cfg: Config) -> FasterRCNN:
     resnet = build_resnet(m.backbone.depth, frozen_bn=True, base_width=m.backbone.base_width)
     body, head = split_c4(resnet)
     trunk = DetectorTrunk(body, body.out_channels, _FROZEN_CHILDREN[m.backbone.freeze_at])
+    anchor_generator = AnchorGenerator(m.anchors.sizes, m.anchors.aspect_ratios, _STRIDE)
     rpn = RegionProposalNetwork(
-        in_channels=trunk.out_channels,
-        conv_channels=m.rpn.conv_channels or trunk.out_channels,
-        anchor_sizes=m.anchors.sizes,
-        aspect_ratios=m.anchors.aspect_ratios,
+        anchor_generator=anchor_generator,
+        head=RPNHead(trunk.out_channels, m.rpn.conv_channels or trunk.out_channels, anchor_generator.num_anchors),
         fg_iou_thresh=m.rpn.fg_iou_thresh,
         bg_iou_thresh=m.rpn.bg_iou_thresh,
         batch_size_per_image=m.rpn.batch_size_per_image,
@@ -41,30 +50,6 @@ def build_detector(cfg: Config) -> FasterRCNN:
         smooth_l1_beta=m.rpn.smooth_l1_beta,
         loss_weight=m.rpn.loss_weight,
     )
-    r = m.roi_heads
-    roi_heads = C4RoIHeads(
-        head=head,
-        head_channels=head.out_channels,
-        num_classes=cfg.num_classes,
-        pooler=r.pooler,
-        pooler_resolution=r.pooler_resolution,
-        sampling_ratio=r.sampling_ratio,
-        batch_size_per_image=r.batch_size_per_image,
-        positive_fraction=r.positive_fraction,
-        fg_iou_thresh=r.fg_iou_thresh,
-        bg_iou_low=r.bg_iou_low,
-        add_gt_as_proposals=r.add_gt_as_proposals,
-        bbox_reg_weights=tuple(r.bbox_reg_weights),
-        smooth_l1_beta=r.smooth_l1_beta,
-        score_thresh=r.score_thresh,
-        nms_thresh=r.nms_thresh,
-        detections_per_img=r.detections_per_img,
-        global_context=r.global_context,
-        box_refinement=r.box_refinement,
-        box_voting=r.box_voting,
-        voting_iou_thresh=r.voting_iou_thresh,
-        refinement_nms_thresh=r.refinement_nms_thresh,
-    )
     i = cfg.input
     transform = ImageTransform(
         pixel_mean=i.pixel_mean,
@@ -72,17 +57,58 @@ def build_detector(cfg: Config) -> FasterRCNN:
         test_min_size=i.test_min_size,
         test_max_size=i.test_max_size,
         size_divisible=i.size_divisible,
-        train_min_size=i.train_min_sizes[0],
-        train_max_size=i.train_max_size,
     )
-    return FasterRCNN(
-        transform=transform,
-        trunk=trunk,
-        rpn=rpn,
-        roi_heads=roi_heads,
-        pyramid_min_sizes=cfg.test.pyramid_min_sizes,
-        pyramid_max_size=cfg.test.pyramid_max_size,
+    roi_heads = build_roi_heads(m.roi_heads, head, cfg.num_classes)
+    return FasterRCNN(transform=transform, trunk=trunk, rpn=rpn, roi_heads=roi_heads)
+
+
+def build_pooler(r: RoIHeadsConfig) -> nn.Module:
+    """``model.roi_heads.pooler``: "roipool" (the paper's) or "roialign" (``roi_align_aligned``: detectron2's V2)."""
+    if r.pooler == "roipool":
+        return RoIPool(output_size=r.pooler_resolution, spatial_scale=1.0 / _STRIDE)
+    if r.pooler == "roialign":
+        return RoIAlign(
+            output_size=r.pooler_resolution,
+            spatial_scale=1.0 / _STRIDE,
+            sampling_ratio=r.sampling_ratio,
+            aligned=r.roi_align_aligned,
+        )
+    raise ValueError(f"model.roi_heads.pooler must be 'roipool' or 'roialign', got {r.pooler!r}")
+
+
+def build_roi_heads(r: RoIHeadsConfig, conv5: C4Head, num_classes: int) -> C4RoIHeads:
+    """Box head (pooler → conv5_x, wrapped for global context), predictor, decoder and selector (NMS at 0.3 after
+    box refinement, as the paper; voting if configured)."""
+    box_head: nn.Module = C4BoxHead(pooler=build_pooler(r), head=conv5)
+    if r.global_context:
+        box_head = GlobalContextBoxHead(box_head)
+    selector = DetectionSelector(
+        score_thresh=r.score_thresh,
+        nms_thresh=r.refinement_nms_thresh if r.box_refinement else r.nms_thresh,
+        detections_per_img=r.detections_per_img,
+        voting=BoxVoting(iou_thresh=r.voting_iou_thresh) if r.box_voting else None,
     )
+    return C4RoIHeads(
+        box_head=box_head,
+        predictor=BoxPredictor(box_head.out_channels, num_classes),
+        decoder=BoxDecoder(num_classes=num_classes, weights=tuple(r.bbox_reg_weights)),
+        selector=selector,
+        box_refinement=r.box_refinement,
+        batch_size_per_image=r.batch_size_per_image,
+        positive_fraction=r.positive_fraction,
+        fg_iou_thresh=r.fg_iou_thresh,
+        bg_iou_low=r.bg_iou_low,
+        add_gt_as_proposals=r.add_gt_as_proposals,
+        smooth_l1_beta=r.smooth_l1_beta,
+    )
+
+
+def build_test_detector(model: FasterRCNN, cfg: Config) -> nn.Module:
+    """``model`` itself, or wrapped for multi-scale testing when ``test.pyramid_min_sizes`` is set. Call after
+    ``optimize_for_inference`` (the wrapper runs whatever modules the model holds)."""
+    if cfg.test.pyramid_min_sizes:
+        return MultiScaleDetector(model, min_sizes=cfg.test.pyramid_min_sizes, max_size=cfg.test.pyramid_max_size)
+    return model
 
 
 def load_backbone_weights(model: FasterRCNN, cfg: Config) -> None:
@@ -96,5 +122,5 @@ def load_backbone_weights(model: FasterRCNN, cfg: Config) -> None:
     load_weights(resnet, source, ignore=("fc.",))
     body, head = split_c4(resnet)
     model.trunk.body.load_state_dict(body.state_dict())
-    model.roi_heads.head.load_state_dict(head.state_dict())
+    conv5_of(model.roi_heads.box_head).load_state_dict(head.state_dict())
     logger.info("backbone weights loaded from %s", source)

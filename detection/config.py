@@ -73,6 +73,7 @@ class RoIHeadsConfig:
     pooler: str = "roipool"  # "roipool" as the paper, or "roialign"
     pooler_resolution: int = 14
     sampling_ratio: int = 0  # RoIAlign only; 0 = adaptive
+    roi_align_aligned: bool = True  # RoIAlign only; True = half-pixel offset (detectron2's ROIAlignV2)
     batch_size_per_image: int = 128
     positive_fraction: float = 0.25
     fg_iou_thresh: float = 0.5

@@ -12,6 +12,9 @@ The distinct rows are laid out as a channels-last ``[U/64, C, 1, 64]`` map for t
 convolution on ``U`` separate 1×1 maps at a third of its speed on a real spatial map.
 Only bottleneck blocks take this path (the 3×3 conv1 of a basic block is not per-position); others get
 ``head(pooled.dense())``, which is the same computation.
+
+:class:`FactoredC4BoxHead` is the box head that runs it: ``detection.optimize`` swaps it in for a
+``C4BoxHead`` with a RoIPool pooler and a bottleneck conv5 (it shows in ``repr(model)``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from torch import Tensor, nn
 from backbones.c4 import C4Head
 from backbones.frozen_bn import FrozenBatchNorm2d
 from backbones.resnet import Bottleneck
-from detection.pooling import FactoredRoIPool
+from detection.box_head import C4BoxHead
+from detection.pooling import FactoredRoIPool, GatherRoIPool
 
-__all__ = ["factored_head_forward"]
+__all__ = ["FactoredC4BoxHead", "factored_head_forward", "supports_factored_head"]
 
 _GROUP = 64  # distinct rows per row of the channels-last map handed to the convolution
 _PER_CHANNEL = (nn.Identity, nn.ReLU, FrozenBatchNorm2d)
@@ -85,15 +89,34 @@ def _first_block(block: Bottleneck, pooled: FactoredRoIPool) -> Tensor:
     return block.relu(out)
 
 
+def supports_factored_head(head: nn.Module) -> bool:
+    """Whether ``head`` is a C4 conv5 whose first block starts with per-position layers (a bottleneck's 1×1)."""
+    if not isinstance(head, C4Head):
+        return False
+    first = head.layer4[0]
+    return isinstance(first, Bottleneck) and _pointwise_stride([first.conv1, first.bn1, first.relu]) is not None
+
+
 def factored_head_forward(head: C4Head, pooled: FactoredRoIPool) -> Tensor:
     """``head(pooled.dense())``, computing conv5_1's 1×1 layers once per distinct pooled vector: ``[R, C_out]``."""
+    if pooled.index.shape[0] == 0 or not supports_factored_head(head):
+        return head(pooled.dense())
     blocks = list(head.layer4)
     first = blocks[0]
-    if pooled.index.shape[0] == 0 or not (
-        isinstance(first, Bottleneck) and _pointwise_stride([first.conv1, first.bn1, first.relu])
-    ):
-        return head(pooled.dense())
     out = _first_block(first, pooled)
     for block in blocks[1:]:
         out = block(out)
     return out.mean(dim=(2, 3))  # as C4Head.forward
+
+
+class FactoredC4BoxHead(C4BoxHead):
+    """``C4BoxHead`` with :class:`GatherRoIPool` whose output stays factored into conv5_1
+    (:func:`factored_head_forward`). Same parameters and state-dict keys as the box head it replaces."""
+
+    pooler: GatherRoIPool
+
+    def __init__(self, *, pooler: GatherRoIPool, head: C4Head) -> None:
+        super().__init__(pooler=pooler, head=head)
+
+    def forward(self, features: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+        return factored_head_forward(self.head, self.pooler.factored(features, boxes))

@@ -1,19 +1,22 @@
 """Faster R-CNN on the ResNet C4 split, with an API shaped like torchvision's detection models.
 
-    batch, image_sizes, targets = self.transform(images, targets)
-    features = self.trunk(batch)                                   # conv1 … conv4_x, stride 16
-    proposals, rpn_losses = self.rpn(features, image_sizes, targets)
-    detections, roi_losses = self.roi_heads(features, proposals, image_sizes, targets)
+    batch = self.transform(images, targets)                        # normalise, resize (test), pad
+    features = self.trunk(batch.tensor)                            # conv1 … conv4_x, stride 16
+    proposals, rpn_losses = self.rpn(features, batch.image_sizes, batch.targets)
+    detections, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, batch.targets)
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detection.box_head import conv5_of
+from detection.boxes import resized_shape, scale_boxes
 from detection.roi_heads import C4RoIHeads
 from detection.rpn import RegionProposalNetwork
 
@@ -42,14 +45,18 @@ class DetectorTrunk(nn.Module):
         return x
 
 
-def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """Shorter side → ``min_size`` unless the longer side would exceed ``max_size`` (Fast R-CNN's rule)."""
-    scale = min(min_size / min(height, width), max_size / max(height, width))
-    return round(height * scale), round(width * scale)
+class ImageBatch(NamedTuple):
+    """Images normalised, resized and padded into one tensor ``[B, 3, H', W']``; each image's size inside it
+    (H, W); targets with boxes scaled to match (``None`` at test time)."""
+
+    tensor: Tensor
+    image_sizes: list[tuple[int, int]]
+    targets: list[dict[str, Tensor]] | None
 
 
 class ImageTransform(nn.Module):
-    """Normalise, resize (at test time; training images arrive resized by the data pipeline), pad into a batch."""
+    """Normalise, resize (at test time: training images arrive resized by the data pipeline, with the same rule,
+    ``detection.boxes.resize_scale``), pad into a batch; and map detections back to the original pixels."""
 
     def __init__(
         self,
@@ -59,9 +66,6 @@ class ImageTransform(nn.Module):
         test_min_size: int,
         test_max_size: int,
         size_divisible: int = 32,
-        resize_in_train: bool = False,
-        train_min_size: int = 600,
-        train_max_size: int = 1000,
     ) -> None:
         super().__init__()
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
@@ -69,45 +73,32 @@ class ImageTransform(nn.Module):
         self.test_min_size = test_min_size
         self.test_max_size = test_max_size
         self.size_divisible = size_divisible
-        self.resize_in_train = resize_in_train
-        self.train_min_size = train_min_size
-        self.train_max_size = train_max_size
 
     def forward(
         self,
         images: list[Tensor],
         targets: list[dict[str, Tensor]] | None = None,
+        *,
         min_size: int | None = None,
         max_size: int | None = None,
-    ) -> tuple[Tensor, list[tuple[int, int]], list[dict[str, Tensor]] | None]:
-        """``images``: float RGB ``[3, H, W]`` in [0, 1]. Returns the padded batch ``[B, 3, H', W']``, each
-        image's size inside it, and targets with boxes scaled to match."""
-        resize = not self.training or self.resize_in_train
-        if min_size is None:
-            min_size = self.train_min_size if self.training else self.test_min_size
-        if max_size is None:
-            max_size = self.train_max_size if self.training else self.test_max_size
-        out, sizes, new_targets = [], [], []
+    ) -> ImageBatch:
+        """``images``: float RGB ``[3, H, W]`` in [0, 1]. In eval mode each is resized to ``min_size`` /
+        ``max_size`` (default: the test scale); in training mode sizes are kept and targets pass through."""
+        min_size = self.test_min_size if min_size is None else min_size
+        max_size = self.test_max_size if max_size is None else max_size
+        out, sizes = [], []
         for i, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a float tensor [3, H, W], got shape {tuple(image.shape)}")
             image = (image - self.pixel_mean) / self.pixel_std
-            h, w = image.shape[-2:]
-            if resize:
-                nh, nw = resized_shape(h, w, min_size, max_size)
-                if (nh, nw) != (h, w):
-                    image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-                if targets is not None:
-                    target = dict(targets[i])
-                    scale = torch.tensor([nw / w, nh / h, nw / w, nh / h], device=image.device)
-                    target["boxes"] = target["boxes"] * scale
-                    new_targets.append(target)
-                h, w = nh, nw
+            if not self.training:
+                h, w = image.shape[-2:]
+                size = resized_shape(h, w, min_size, max_size)
+                if size != (h, w):
+                    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
             out.append(image)
-            sizes.append((int(h), int(w)))
-        if targets is not None and not new_targets:
-            new_targets = list(targets)
-        return self.batch(out), sizes, (new_targets if targets is not None else None)
+            sizes.append((int(image.shape[-2]), int(image.shape[-1])))
+        return ImageBatch(self.batch(out), sizes, targets)
 
     def batch(self, images: list[Tensor]) -> Tensor:
         d = self.size_divisible
@@ -125,16 +116,19 @@ class ImageTransform(nn.Module):
         original_sizes: list[tuple[int, int]],
     ) -> list[dict[str, Tensor]]:
         """Scale boxes from the resized image back to the original image's pixels."""
-        for det, (h, w), (oh, ow) in zip(detections, image_sizes, original_sizes):
-            scale = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=det["boxes"].device)
-            det["boxes"] = det["boxes"] * scale
+        for det, size, original in zip(detections, image_sizes, original_sizes):
+            det["boxes"] = scale_boxes(det["boxes"], size, original)
         return detections
 
 
 class FasterRCNN(nn.Module):
     """Faster R-CNN, C4 variant. In train mode ``model(images, targets)`` returns a dict of losses; in eval mode
     ``model(images)`` returns per image ``{"boxes": [N, 4] xyxy in original-image pixels, "scores": [N],
-    "labels": [N] in 1..K}`` (0 is background)."""
+    "labels": [N] in 1..K}`` (0 is background).
+
+    Test-time variants (``detection.multiscale.MultiScaleDetector``) wrap a built model and call its parts
+    (``transform``, ``trunk``, ``rpn``, ``roi_heads.box_features / predict / detect``) in their own order.
+    """
 
     def __init__(
         self,
@@ -143,16 +137,12 @@ class FasterRCNN(nn.Module):
         trunk: DetectorTrunk,
         rpn: RegionProposalNetwork,
         roi_heads: C4RoIHeads,
-        pyramid_min_sizes: list[int] | None = None,
-        pyramid_max_size: int = 2000,
     ) -> None:
         super().__init__()
         self.transform = transform
         self.trunk = trunk
         self.rpn = rpn
         self.roi_heads = roi_heads
-        self.pyramid_min_sizes = sorted(pyramid_min_sizes or [])
-        self.pyramid_max_size = pyramid_max_size
 
     @property
     def num_classes(self) -> int:
@@ -164,14 +154,22 @@ class FasterRCNN(nn.Module):
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
-        if not self.training and self.pyramid_min_sizes:
-            from detection.multiscale import multi_scale_detect
-
-            return multi_scale_detect(self, images, self.pyramid_min_sizes, self.pyramid_max_size)
-        batch, image_sizes, targets = self.transform(images, targets)
-        features = self.trunk(batch)
-        proposals, rpn_losses = self.rpn(features, image_sizes, targets)
-        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, targets)
+        batch = self.transform(images, targets)
+        features = self.trunk(batch.tensor)
+        proposals, rpn_losses = self.rpn(features, batch.image_sizes, batch.targets)
+        detections, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, batch.targets)
         if self.training:
             return {**rpn_losses, **roi_losses}
-        return self.transform.postprocess(detections, image_sizes, original_sizes)
+        return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+        # Checkpoints written before the box head was a module keep conv5_x under ``roi_heads.head.``; move those
+        # keys to where conv5_x lives now (``roi_heads.box_head.head.``, or inside the global-context wrapper).
+        # Runs before the children load (tests/detection/test_model.py holds an old-layout checkpoint loading).
+        old = prefix + "roi_heads.head."
+        if any(k.startswith(old) for k in state_dict):
+            conv5 = conv5_of(self.roi_heads.box_head)
+            new = prefix + next(name for name, m in self.named_modules() if m is conv5) + "."
+            for key in [k for k in state_dict if k.startswith(old)]:
+                state_dict[new + key[len(old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)

@@ -1,27 +1,31 @@
-"""Multi-scale testing (ResNet paper, Appendix B, after NoC / Fast R-CNN).
+"""Multi-scale testing (ResNet paper, Appendix B, after NoC / Fast R-CNN) as a wrapper of a built detector.
 
 Proposals come from the single-scale RPN (the model's test scale). The trunk runs on an image pyramid; each RoI is
 pooled at the two adjacent pyramid levels around the one whose scaled RoI area is nearest 224² (Fast R-CNN's
-``_project_im_rois``), both go through conv5_x, and their features are merged by maxout before the cls/reg layers.
+``_project_im_rois``), both go through the box head (conv5_x, and global context at that level), and the two
+features are merged by maxout before the predictor. Box refinement re-pools the refined boxes through the same
+pyramid, and voting and NMS (0.3 after refinement) are the model's own parts: the wrapper only supplies a
+different *scorer* (detection/postprocess.py) to ``roi_heads.detect``.
+
+Everything runs in the test-scale image's pixels, as single-scale inference does, so a pyramid of the one test
+scale gives the single-scale detections exactly (tests/detection/test_multiscale.py).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from detection.model import resized_shape
+from detection.boxes import resized_shape, scale_boxes
+from detection.model import FasterRCNN, ImageBatch
 
-if TYPE_CHECKING:
-    from detection.model import FasterRCNN
+__all__ = ["CANONICAL_AREA", "MultiScaleDetector", "choose_levels"]
 
 CANONICAL_AREA = 224.0 * 224.0
 
 
 def choose_levels(boxes: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
-    """For RoIs ``[R, 4]`` (original-image pixels) and pyramid scale factors ``[L]`` (ascending), return the
+    """For RoIs ``[R, 4]`` and pyramid scale factors ``[L]`` relative to the RoIs' frame (ascending), return the
     level whose scaled area is nearest 224² and its neighbour on the side of 224² (clamped): ``[R]``, ``[R]``."""
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1.0)
     scaled = area[:, None] * scales[None, :] ** 2
@@ -34,45 +38,89 @@ def choose_levels(boxes: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     return first, second
 
 
-@torch.no_grad()
-def multi_scale_detect(
-    model: FasterRCNN, images: list[Tensor], pyramid_min_sizes: list[int], pyramid_max_size: int
-) -> list[dict[str, Tensor]]:
-    transform, heads = model.transform, model.roi_heads
-    original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
-    batch, image_sizes, _ = transform(images)
-    proposals, _ = model.rpn(model.trunk(batch), image_sizes)
-    # Proposals in original-image pixels.
-    proposals = [
-        p * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=p.device)
-        for p, (h, w), (oh, ow) in zip(proposals, image_sizes, original_sizes)
-    ]
-    first_levels, second_levels = [], []
-    for p, (oh, ow) in zip(proposals, original_sizes):
-        scales = torch.tensor(
-            [resized_shape(oh, ow, s, pyramid_max_size)[0] / oh for s in pyramid_min_sizes], device=p.device
-        )
-        a, b = choose_levels(p, scales)
-        first_levels.append(a)
-        second_levels.append(b)
-    num_rois = sum(len(p) for p in proposals)
-    merged: Tensor | None = None
-    for level, min_size in enumerate(pyramid_min_sizes):
-        users = [((a == level) | (b == level)) for a, b in zip(first_levels, second_levels)]
-        if not any(bool(u.any()) for u in users):
-            continue
-        level_batch, level_sizes, _ = transform(images, min_size=min_size, max_size=pyramid_max_size)
-        features = model.trunk(level_batch)
-        level_boxes = [
-            p[u] * torch.tensor([w / ow, h / oh, w / ow, h / oh], device=p.device)
-            for p, u, (h, w), (oh, ow) in zip(proposals, users, level_sizes, original_sizes)
+class MultiScaleDetector(nn.Module):
+    """``MultiScaleDetector(detector, min_sizes=[200, 400, 600, 800, 1000], max_size=2000)(images)``: the same
+    output as ``detector(images)`` (eval mode only), scored over the pyramid. ``min_sizes`` are shorter sides."""
+
+    def __init__(self, detector: FasterRCNN, *, min_sizes: list[int], max_size: int) -> None:
+        super().__init__()
+        if not min_sizes:
+            raise ValueError("MultiScaleDetector needs at least one pyramid scale")
+        self.detector = detector
+        self.min_sizes = sorted(min_sizes)
+        self.max_size = max_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.detector.num_classes
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        model = self.detector
+        if model.training:
+            raise RuntimeError("MultiScaleDetector is for inference: call .eval() (train the wrapped detector)")
+        original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+        batch = model.transform(images)
+        features = model.trunk(batch.tensor)
+        proposals, _ = model.rpn(features, batch.image_sizes)
+        pyramid = _Pyramid(model, images, self.min_sizes, self.max_size, batch, features)
+        detections = model.roi_heads.detect(pyramid.score, proposals)
+        return model.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    def extra_repr(self) -> str:
+        return f"min_sizes={self.min_sizes}, max_size={self.max_size}"
+
+
+class _Pyramid:
+    """The trunk's features at each pyramid level, computed when a RoI first needs that level (the test-scale
+    pass is reused where a level has the same image sizes), and the maxout scorer over them."""
+
+    def __init__(
+        self,
+        model: FasterRCNN,
+        images: list[Tensor],
+        min_sizes: list[int],
+        max_size: int,
+        test_batch: ImageBatch,
+        test_features: Tensor,
+    ) -> None:
+        self.model, self.images, self.min_sizes, self.max_size = model, images, min_sizes, max_size
+        self.test_sizes = test_batch.image_sizes
+        self.test_batch, self.test_features = test_batch, test_features
+        self.levels: dict[int, tuple[Tensor, list[tuple[int, int]]]] = {}
+        # Per image, each level's scale factor relative to the test-scale image (heights: the rule keeps aspect).
+        self.scales = [
+            torch.tensor(
+                [resized_shape(int(i.shape[-2]), int(i.shape[-1]), s, max_size)[0] / th for s in min_sizes],
+                device=test_features.device,
+            )
+            for i, (th, _) in zip(images, self.test_sizes)
         ]
-        feats = heads.box_features(features, level_boxes, level_sizes)
-        if merged is None:
-            merged = feats.new_full((num_rois, feats.shape[1]), float("-inf"))
-        rows = torch.nonzero(torch.cat(users)).squeeze(1)
-        merged[rows] = torch.maximum(merged[rows], feats)
-    assert merged is not None, "no pyramid level was used"
-    logits, deltas = heads.predictor(merged)
-    scores, boxes = heads.decode(logits, deltas, proposals, original_sizes)
-    return [heads.select(s, b, heads.nms_thresh) for s, b in zip(scores, boxes)]
+
+    def level(self, index: int) -> tuple[Tensor, list[tuple[int, int]]]:
+        if index not in self.levels:
+            batch = self.model.transform(self.images, min_size=self.min_sizes[index], max_size=self.max_size)
+            if batch.image_sizes == self.test_sizes and batch.tensor.shape == self.test_batch.tensor.shape:
+                self.levels[index] = (self.test_features, self.test_sizes)
+            else:
+                self.levels[index] = (self.model.trunk(batch.tensor), batch.image_sizes)
+        return self.levels[index]
+
+    def score(self, boxes: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The scorer: per-image boxes in test-scale pixels → probabilities and class boxes in the same pixels."""
+        chosen = [choose_levels(b, s) for b, s in zip(boxes, self.scales)]
+        users_per_level = [[(a == level) | (b == level) for a, b in chosen] for level in range(len(self.min_sizes))]
+        heads = self.model.roi_heads
+        merged: Tensor | None = None
+        for level, users in enumerate(users_per_level):
+            if not any(bool(u.any()) for u in users):
+                continue
+            features, sizes = self.level(level)
+            level_boxes = [scale_boxes(b[u], t, s) for b, u, t, s in zip(boxes, users, self.test_sizes, sizes)]
+            feats = heads.box_features(features, level_boxes, sizes)
+            if merged is None:
+                merged = feats.new_full((sum(len(b) for b in boxes), feats.shape[1]), float("-inf"))
+            rows = torch.nonzero(torch.cat(users)).squeeze(1)
+            merged[rows] = torch.maximum(merged[rows], feats)
+        if merged is None:  # no boxes at all: run the head on none, for the right shapes
+            merged = heads.box_features(self.test_features, boxes, self.test_sizes)
+        return heads.predict(merged, boxes, self.test_sizes)

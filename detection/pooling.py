@@ -1,5 +1,9 @@
-"""RoIPool's forward as one gather from max-pooled copies of the feature map: exactly ``torchvision.ops.roi_pool``,
-several times faster on the CPU, in any dtype, and written channels-last for the conv5 head.
+"""RoI poolers: modules ``(features [N, C, H, W], per-image boxes) -> [R, C, P, P]`` for the C4 box head.
+
+:class:`RoIPool` (the paper's) and :class:`RoIAlign` (``aligned`` false: Mask R-CNN's original; true: detectron2's
+ROIAlignV2) run torchvision's ops. :class:`GatherRoIPool` is RoIPool's inference forward as one gather from
+max-pooled copies of the feature map: exactly ``torchvision.ops.roi_pool``, several times faster on the CPU, in any
+dtype, and written channels-last for the conv5 head. ``detection.optimize.optimize_for_inference`` swaps it in.
 
 RoIPool (Fast R-CNN) splits each RoI, quantised to the feature grid, into ``P × P`` bins and takes the max over
 each bin's cells. A bin is a window of ``kh × kw`` cells at ``(hs, ws)``; every such window maximum is one element
@@ -20,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.ops import roi_align, roi_pool
 
 
 def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
@@ -129,3 +134,69 @@ def roi_pool_gather(features: Tensor, rois: Tensor, output_size: int, spatial_sc
     :func:`boxes_to_rois`. Returns ``[R, C, P, P]`` in ``features.dtype``, channels-last.
     """
     return roi_pool_factored(features, rois, output_size, spatial_scale).dense()
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class RoIPool(nn.Module):
+    """Fast R-CNN's RoIPool (``torchvision.ops.roi_pool``): ``features [N, C, H, W]`` and per-image boxes
+    ``[K_i, 4]`` (xyxy, pixels of the batched input) → ``[sum K_i, C, P, P]`` in the features' dtype and memory
+    format. Low-precision (autocast) features are pooled in float32: box coordinates in bf16 are off by pixels at
+    1000 px, and the CPU kernel has no bf16 version."""
+
+    def __init__(self, *, output_size: int, spatial_scale: float) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+
+    def pool(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        return roi_pool(features, boxes, (self.output_size, self.output_size), self.spatial_scale)
+
+    def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        # The RoI ops return NCHW; a channels-last head (detection/optimize.py) gets channels-last RoIs, converted
+        # once here rather than once per consumer (conv1 and the shortcut of the first conv5 block).
+        layout = torch.channels_last if _is_channels_last(features) else torch.contiguous_format
+        dtype = features.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            features = features.float()
+        pooled = self.pool(features, [b.to(features.dtype) for b in boxes])
+        return pooled.to(dtype=dtype, memory_format=layout)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+
+
+class RoIAlign(RoIPool):
+    """RoIAlign (``torchvision.ops.roi_align``) with ``sampling_ratio`` samples per bin side (0: adaptive) and
+    ``aligned`` (True: pixel centres at +0.5, detectron2's ROIAlignV2; False: Mask R-CNN's original)."""
+
+    def __init__(self, *, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool) -> None:
+        super().__init__(output_size=output_size, spatial_scale=spatial_scale)
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def pool(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        size = (self.output_size, self.output_size)
+        return roi_align(features, boxes, size, self.spatial_scale, self.sampling_ratio, aligned=self.aligned)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+
+
+class GatherRoIPool(RoIPool):
+    """:class:`RoIPool` computed by :func:`roi_pool_factored` (bit-identical, native bf16, channels-last output).
+    No backward to the features: ``optimize_for_inference`` swaps it in, ``optimize_for_training`` only when the
+    whole trunk is frozen. :meth:`factored` hands the factored form to ``detection.factored_head``."""
+
+    def factored(self, features: Tensor, boxes: list[Tensor]) -> FactoredRoIPool:
+        return roi_pool_factored(features, boxes_to_rois(boxes), self.output_size, self.spatial_scale)
+
+    def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        pooled = self.factored(features, boxes).dense()
+        return pooled if _is_channels_last(features) else pooled.contiguous()
+
+    @classmethod
+    def from_roi_pool(cls, pooler: RoIPool) -> GatherRoIPool:
+        return cls(output_size=pooler.output_size, spatial_scale=pooler.spatial_scale)

@@ -24,8 +24,11 @@ RPN_DELTA_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 
 
 class RPNHead(nn.Module):
+    """3×3 conv + ReLU, then sibling 1×1 convolutions: objectness (A per position) and deltas (4A)."""
+
     def __init__(self, in_channels: int, conv_channels: int, num_anchors: int) -> None:
         super().__init__()
+        self.num_anchors = num_anchors
         self.conv = nn.Conv2d(in_channels, conv_channels, 3, padding=1)
         self.objectness = nn.Conv2d(conv_channels, num_anchors, 1)
         self.deltas = nn.Conv2d(conv_channels, 4 * num_anchors, 1)
@@ -50,11 +53,8 @@ class RegionProposalNetwork(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int,
-        conv_channels: int,
-        anchor_sizes: list[float],
-        aspect_ratios: list[float],
-        stride: int = 16,
+        anchor_generator: AnchorGenerator,
+        head: RPNHead,
         fg_iou_thresh: float = 0.7,
         bg_iou_thresh: float = 0.3,
         batch_size_per_image: int = 256,
@@ -67,8 +67,13 @@ class RegionProposalNetwork(nn.Module):
         loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.anchors = AnchorGenerator(anchor_sizes, aspect_ratios, stride)
-        self.head = RPNHead(in_channels, conv_channels, self.anchors.num_anchors)
+        if head.num_anchors != anchor_generator.num_anchors:
+            raise ValueError(
+                f"the RPN head predicts {head.num_anchors} anchors per position, the generator makes "
+                f"{anchor_generator.num_anchors}"
+            )
+        self.anchors = anchor_generator
+        self.head = head
         self.fg_iou_thresh = fg_iou_thresh
         self.bg_iou_thresh = bg_iou_thresh
         self.batch_size_per_image = batch_size_per_image

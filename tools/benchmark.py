@@ -44,6 +44,7 @@ from benchmark_models import (  # noqa: E402
     copy_weights,
 )
 
+from detection.box_head import conv5_of  # noqa: E402
 from detection.build import build_detector  # noqa: E402
 from detection.config import load_config  # noqa: E402
 from detection.optimize import optimize_for_inference, optimize_for_training  # noqa: E402
@@ -214,7 +215,7 @@ def compile_parts(model: nn.Module) -> None:
     inductor_config.freezing = True
     model.trunk.compile()
     model.rpn.head.compile()
-    model.roi_heads.head.compile(dynamic=True)
+    conv5_of(model.roi_heads.box_head).compile(dynamic=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align, roi_pool
 from torchvision.ops.misc import FrozenBatchNorm2d as TVFrozenBatchNorm2d
 
 from backbones.frozen_bn import FrozenBatchNorm2d
+from detection.box_head import conv5_of
 from detection.config import Config
 from detection.data.shapes import render_image
 from detection.model import FasterRCNN
@@ -115,7 +116,7 @@ def copy_weights(ours: FasterRCNN, theirs: TVFasterRCNN) -> None:
     """Load our (plain, unfused) model's weights into torchvision's. Background is class 0 in both; torchvision's
     box regressor also has rows for the background class, which its post-processing drops: they are set to 0."""
     theirs.backbone.load_state_dict(ours.trunk.body.state_dict())
-    theirs.roi_heads.box_head.layer4.load_state_dict(ours.roi_heads.head.layer4.state_dict())
+    theirs.roi_heads.box_head.layer4.load_state_dict(conv5_of(ours.roi_heads.box_head).layer4.state_dict())
     ours_rpn, their_rpn = ours.rpn.head, theirs.rpn.head
     their_rpn.conv[0][0].load_state_dict(ours_rpn.conv.state_dict())
     their_rpn.cls_logits.load_state_dict(ours_rpn.objectness.state_dict())

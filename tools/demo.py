@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from backbones.checkpoint import CheckpointError  # noqa: E402
+from detection.build import build_test_detector  # noqa: E402
 from detection.config import ConfigError  # noqa: E402
 from detection.data.errors import UnreadableImageError  # noqa: E402
 from detection.data.io import read_image  # noqa: E402
@@ -64,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = overrides + args.overrides
     setup_logging(None)
     try:
-        model, _, classes = load_detector(args.weights, overrides=args.overrides)
+        model, cfg, classes = load_detector(args.weights, overrides=args.overrides)
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = pick_device(args.device)
     model = optimize_for_inference(model.to(device))  # frozen BN folded into the convs, channels-last
+    model = build_test_detector(model, cfg)  # the image pyramid, if configured
     args.output_dir.mkdir(parents=True, exist_ok=True)
     images = collect_images(args.images)
     if not images:

@@ -17,9 +17,12 @@ import torch
 import torch.utils.data
 from albumentations.augmentations.geometric.resize import MaxSizeTransform
 
+from detection.boxes import resize_scale
+
 
 class ShortestEdgeResize(MaxSizeTransform):
-    """Scale by ``min(s / shorter_side, max_size / longer_side)`` with ``s`` chosen at random from ``min_sizes``.
+    """Scale by :func:`detection.boxes.resize_scale` (the model's test-time rule) with the shorter side ``s`` drawn
+    at random from ``min_sizes``.
 
     One resize (the library's ``SmallestMaxSize`` + ``LongestMaxSize`` would interpolate twice, and the latter
     also enlarges small images).
@@ -33,7 +36,7 @@ class ShortestEdgeResize(MaxSizeTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
         shorter = self.py_random.choice(self.min_sizes)
-        return {"scale": min(shorter / min(height, width), self.longest / max(height, width))}
+        return {"scale": resize_scale(height, width, shorter, self.longest)}
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

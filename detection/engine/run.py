@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from backbones.checkpoint import CheckpointError, load_checkpoint
-from detection.build import build_detector, load_backbone_weights
+from detection.build import build_detector, build_test_detector, load_backbone_weights
 from detection.config import Config, apply_overrides, config_from_dict
 from detection.data import DEFAULT_SPLITS, build_dataset
 from detection.data.transforms import build_transforms
@@ -173,6 +173,7 @@ def test(
     model.to(device)
     if opts.optimize:
         model = optimize_for_inference(copy.deepcopy(model))
+    model = build_test_detector(model, cfg)  # the image pyramid, if configured
     share_cpu_with_workers(device, cfg.data.num_workers)
     predictions = run_inference(
         model, dataset, device=device, batch_size=1, num_workers=cfg.data.num_workers, amp=opts.amp,

@@ -4,7 +4,18 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from detection.boxes import BELOW_LOW, BETWEEN, box_voting, decode_boxes, encode_boxes, match_boxes, nms_first_k
+from detection.boxes import (
+    BELOW_LOW,
+    BETWEEN,
+    box_voting,
+    decode_boxes,
+    encode_boxes,
+    match_boxes,
+    nms_first_k,
+    resize_scale,
+    resized_shape,
+    scale_boxes,
+)
 
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -77,3 +88,16 @@ def test_nms_first_k_equals_torchvision_nms_prefix(thresh: float) -> None:
         for k in (1, 300, n // 4):
             assert torch.equal(nms_first_k(boxes, scores, thresh, k), expected[:k]), (trial, k)
     assert nms_first_k(boxes[:10], scores[:10], thresh, 300).tolist() == nms(boxes[:10], scores[:10], thresh).tolist()
+
+
+def test_resized_shape_rule():
+    assert resized_shape(375, 500, 600, 1000) == (600, 800)
+    assert resized_shape(300, 900, 600, 1000) == (333, 1000)  # the longer side caps the scale
+    assert resize_scale(300, 900, 600, 1000) == 1000 / 900
+
+
+def test_scale_boxes_per_axis():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    out = scale_boxes(boxes, (100, 200), (50, 400))  # heights halve, widths double
+    torch.testing.assert_close(out, torch.tensor([[20.0, 10.0, 60.0, 20.0]]))
+    torch.testing.assert_close(scale_boxes(out, (50, 400), (100, 200)), boxes)

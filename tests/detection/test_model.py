@@ -1,8 +1,14 @@
+import copy
+
 import pytest
 import torch
 
 from detection import build_detector, load_config
-from detection.model import ImageTransform, resized_shape
+from detection.build import build_test_detector
+from detection.factored_head import FactoredC4BoxHead
+from detection.model import ImageTransform
+from detection.optimize import optimize_for_inference
+from detection.pooling import GatherRoIPool
 
 
 def tiny_config(**overrides):
@@ -32,11 +38,6 @@ def sample_batch():
     return images, targets
 
 
-def test_resized_shape_rule():
-    assert resized_shape(375, 500, 600, 1000) == (600, 800)
-    assert resized_shape(300, 900, 600, 1000) == (333, 1000)  # the longer side caps the scale
-
-
 def test_transform_pads_to_divisible_and_maps_boxes_back():
     t = ImageTransform(pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3, test_min_size=32, test_max_size=64,
                        size_divisible=32)
@@ -62,7 +63,7 @@ def test_train_step_returns_finite_losses_and_frozen_parts_get_no_grad():
     body = model.trunk.body
     assert body.conv1.weight.grad is None and body.layer1[0].conv1.weight.grad is None  # freeze_at=2
     assert body.layer2[0].conv1.weight.grad is not None
-    assert model.roi_heads.head.layer4[0].conv1.weight.grad is not None
+    assert model.roi_heads.box_head.head.layer4[0].conv1.weight.grad is not None
     assert not any(p.requires_grad for n, p in model.named_parameters() if "bn" in n or "downsample.1" in n)
 
 
@@ -93,13 +94,14 @@ def test_eval_output_format_in_original_pixels():
 )
 def test_variants_run(overrides):
     torch.manual_seed(0)
-    model = build_detector(tiny_config(**{"model.roi_heads.score_thresh": 0.0, **overrides}))
+    cfg = tiny_config(**{"model.roi_heads.score_thresh": 0.0, **overrides})
+    model = build_detector(cfg)
     images, targets = sample_batch()
     model.train()
     assert torch.isfinite(sum(model(images, targets).values()))
     model.eval()
     with torch.no_grad():
-        out = model(images)
+        out = build_test_detector(model, cfg)(images)
     assert all(len(d["boxes"]) > 0 for d in out)
 
 
@@ -119,29 +121,45 @@ def test_training_mode_requires_targets():
         {"test.pyramid_min_sizes": "[48,64,96]"},
     ],
 )
-def test_bottleneck_detector_factored_head_equals_dense_path(overrides, monkeypatch):
-    """ResNet-50 C4 (narrow): CPU inference runs conv5_1's 1×1 layers on RoIPool's distinct rows
-    (detection/factored_head.py); the detections equal those of the plain pool → head path."""
-    from detection import roi_heads as roi_heads_module
-    from detection.optimize import optimize_for_inference
-
+def test_bottleneck_detector_factored_head_equals_dense_path(overrides):
+    """ResNet-50 C4 (narrow): optimize_for_inference swaps in the factored box head (conv5_1's 1×1 layers on
+    RoIPool's distinct rows, detection/factored_head.py); the detections equal those of the plain pool → head."""
     torch.manual_seed(0)
     cfg = tiny_config(**{"model.backbone.depth": 50, "model.roi_heads.score_thresh": 0.0, **overrides})
-    model = optimize_for_inference(build_detector(cfg))
+    model = build_detector(cfg)
+    fast = build_test_detector(optimize_for_inference(copy.deepcopy(model)), cfg)
+    dense = build_test_detector(optimize_for_inference(model, fast_box_heads=False), cfg)
+    assert "FactoredC4BoxHead" in repr(fast) and "GatherRoIPool" in repr(fast)
+    assert "FactoredC4BoxHead" not in repr(dense)
     images, _ = sample_batch()
-    calls = []
-    real = roi_heads_module.factored_head_forward
-    monkeypatch.setattr(roi_heads_module, "factored_head_forward", lambda *a: calls.append(1) or real(*a))
     with torch.inference_mode():
-        factored = model(images)
-    assert calls
-    monkeypatch.setattr(type(model.roi_heads), "_pool_factored", lambda self, features: False)
-    with torch.inference_mode():
-        dense = model(images)
-    for a, b in zip(factored, dense):
+        factored, plain = fast(images), dense(images)
+    for a, b in zip(factored, plain):
         assert len(a["boxes"]) > 0 and torch.equal(a["labels"], b["labels"])
         torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_basic_block_detector_gets_the_gather_pooler_only():
+    model = optimize_for_inference(build_detector(tiny_config()))
+    assert isinstance(model.roi_heads.box_head.pooler, GatherRoIPool)
+    assert not isinstance(model.roi_heads.box_head, FactoredC4BoxHead)  # a 3×3 conv5_1 is not per-position
+
+
+@pytest.mark.parametrize("global_context", [False, True])
+def test_checkpoints_of_the_old_layout_load(global_context):
+    """Checkpoints written before the box head was a module keep conv5_x under ``roi_heads.head.``."""
+    cfg = tiny_config(**{"model.roi_heads.global_context": global_context})
+    torch.manual_seed(0)
+    source = build_detector(cfg)
+    prefix = "roi_heads.box_head.box_head.head." if global_context else "roi_heads.box_head.head."
+    old = {k.replace(prefix, "roi_heads.head."): v for k, v in source.state_dict().items()}
+    assert any(k.startswith("roi_heads.head.layer4.") for k in old)
+    torch.manual_seed(1)
+    target = build_detector(cfg)
+    target.load_state_dict(old)  # strict
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
 
 
 def test_image_without_proposals_gives_no_detections():

@@ -1,9 +1,13 @@
 import math
 
+import pytest
 import torch
 from torch import nn
 
-from detection.roi_heads import C4RoIHeads
+from detection.box_head import C4BoxHead, GlobalContextBoxHead
+from detection.pooling import RoIPool
+from detection.postprocess import BoxDecoder, DetectionSelector
+from detection.roi_heads import BoxPredictor, C4RoIHeads
 
 
 class MeanHead(nn.Module):
@@ -15,10 +19,19 @@ class MeanHead(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def make_heads(**kw):
-    args = dict(head=MeanHead(), head_channels=4, num_classes=3, pooler_resolution=2, spatial_scale=1.0)
-    args.update(kw)
-    return C4RoIHeads(**args)
+def make_heads(global_context=False, box_refinement=False, **kw):
+    box_head = C4BoxHead(pooler=RoIPool(output_size=2, spatial_scale=1.0), head=MeanHead())
+    if global_context:
+        box_head = GlobalContextBoxHead(box_head)
+    selector = DetectionSelector(score_thresh=0.05, nms_thresh=0.5, detections_per_img=100)
+    return C4RoIHeads(
+        box_head=box_head,
+        predictor=BoxPredictor(box_head.out_channels, 3),
+        decoder=BoxDecoder(num_classes=3, weights=(10.0, 10.0, 5.0, 5.0)),
+        selector=selector,
+        box_refinement=box_refinement,
+        **kw,
+    )
 
 
 def test_sampling_labels_and_regression_targets():
@@ -49,34 +62,38 @@ def test_losses_hand_made():
     torch.testing.assert_close(losses["loss_box"], torch.tensor(0.5 / 2))  # smooth-L1(1, β=1) = 0.5, /2 RoIs
 
 
-def test_select_thresholds_nms_and_topk():
-    heads = make_heads(score_thresh=0.1, nms_thresh=0.5, detections_per_img=2)
-    scores = torch.tensor([[0.9, 0.05, 0.0], [0.8, 0.0, 0.7], [0.3, 0.0, 0.0]])
-    box = torch.tensor([0.0, 0.0, 10.0, 10.0])
-    boxes = torch.stack([box.repeat(3, 1), box.repeat(3, 1), (box + 100).repeat(3, 1)])
-    out = heads.select(scores, boxes, 0.5)
-    # class 1: RoI0 (0.9) suppresses RoI1 (0.8) at IoU 1; RoI2 (0.3) survives; class 3: 0.7 kept → top-2 by score
-    assert out["labels"].tolist() == [1, 3]
-    torch.testing.assert_close(out["scores"], torch.tensor([0.9, 0.7]))
-
-
 def test_global_context_doubles_features():
     heads = make_heads(global_context=True)
     feats = torch.randn(1, 4, 8, 8)
     out = heads.box_features(feats, [torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 6.0, 6.0]])], [(8, 8)])
     assert out.shape == (2, 8)
     torch.testing.assert_close(out[0, 4:], out[1, 4:])  # the same whole-image context for both RoIs
-    whole = heads.head(heads.pool(feats, [torch.tensor([[0.0, 0.0, 8.0, 8.0]])]))
+    inner = heads.box_head.box_head
+    whole = inner.head(inner.pooler(feats, [torch.tensor([[0.0, 0.0, 8.0, 8.0]])]))
     torch.testing.assert_close(out[0, 4:], whole[0])
 
 
-def test_box_refinement_unions_predictions():
+def test_box_refinement_scores_the_refined_boxes_again_and_unions():
     heads = make_heads(box_refinement=True)
     heads.eval()
     feats = torch.randn(1, 4, 16, 16)
     proposals = [torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 4.0, 12.0, 12.0]])]
-    logits, deltas = heads.predictor(heads.box_features(feats, proposals, [(16, 16)]))
-    scores, boxes = heads.decode(logits, deltas, proposals, [(16, 16)])
-    s2, b2 = heads.refine(feats, scores, boxes, [(16, 16)])
-    assert s2[0].shape == (4, 3) and b2[0].shape == (4, 3, 4)
-    torch.testing.assert_close(s2[0][:2], scores[0])
+    calls = []
+
+    def scorer(boxes):
+        calls.append([b.clone() for b in boxes])
+        return heads.score(feats, boxes, [(16, 16)])
+
+    scores, boxes = heads.score(feats, proposals, [(16, 16)])
+    detections = heads.detect(scorer, proposals)
+    assert len(calls) == 2 and torch.equal(calls[0][0], proposals[0])
+    best = scores[0].argmax(dim=1)
+    torch.testing.assert_close(calls[1][0], boxes[0][torch.arange(2), best])  # each RoI's box for its best class
+    assert set(detections[0]) == {"boxes", "scores", "labels"}
+
+
+def test_training_forward_needs_targets():
+    heads = make_heads()
+    heads.train()
+    with pytest.raises(ValueError, match="targets"):
+        heads(torch.randn(1, 4, 8, 8), [torch.tensor([[0.0, 0.0, 4.0, 4.0]])], [(8, 8)])

@@ -1,14 +1,19 @@
 import math
 
+import pytest
 import torch
 
-from detection.rpn import RegionProposalNetwork
+from detection.anchors import AnchorGenerator
+from detection.rpn import RegionProposalNetwork, RPNHead
 
 
 def make_rpn(**kw):
-    args = dict(in_channels=8, conv_channels=8, anchor_sizes=[32.0], aspect_ratios=[1.0], stride=16)
-    args.update(kw)
-    return RegionProposalNetwork(**args)
+    return RegionProposalNetwork(anchor_generator=AnchorGenerator([32.0], [1.0], 16), head=RPNHead(8, 8, 1), **kw)
+
+
+def test_head_and_generator_must_agree_on_anchors_per_position():
+    with pytest.raises(ValueError, match="anchors per position"):
+        RegionProposalNetwork(anchor_generator=AnchorGenerator([32.0, 64.0], [1.0], 16), head=RPNHead(8, 8, 1))
 
 
 def test_rpn_loss_on_hand_made_case():

@@ -48,6 +48,6 @@ def test_two_gloo_workers_take_the_same_step_as_one_process_on_the_combined_batc
         biggest_update = max(biggest_update, (param - before[name]).abs().max().item())
     assert biggest_update > 1e-2  # the step is far larger than the tolerance: the comparison means something
     # Every trainable part learned: RPN, conv4_x trunk, conv5 head, classifier and box regressor.
-    for prefix in ("rpn.", "trunk.body.layer3.", "roi_heads.head.", "roi_heads.predictor."):
+    for prefix in ("rpn.", "trunk.body.layer3.", "roi_heads.box_head.head.", "roi_heads.predictor."):
         moved = [not torch.equal(single["params"][k], before[k]) for k in before if k.startswith(prefix)]
         assert moved and all(moved), prefix
