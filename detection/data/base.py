@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,17 +37,6 @@ class Annotation:
 
     def select(self, keep: np.ndarray) -> Annotation:
         return Annotation(self.boxes[keep], self.labels[keep], {k: v[keep] for k, v in self.flags.items()})
-
-
-def parse_coordinate(value: Any, *, file: str | Path, obj: str, name: str) -> float:
-    """``float(value)``, or a :class:`DatasetError` naming the file, the object and the field for text or NaN."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{file}: {obj}: coordinate {name}={value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise DatasetError(f"{file}: {obj}: coordinate {name}={value!r} is not finite")
-    return number
 
 
 def clean_boxes(boxes: np.ndarray, *, width: float, height: float, file: str | Path, objects: list[str]) -> np.ndarray:

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from detection.data.base import Annotation, DetectionDataset, check_root, clean_boxes, parse_coordinate
+from detection.data.base import Annotation, DetectionDataset, check_root, clean_boxes
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
+from detection.devkit import parse_coordinate
 
 
 def load_coco_json(path: Path) -> COCO:

@@ -12,7 +12,7 @@ Split specs accepted by :class:`VOCDataset` (and ``build_dataset("voc", ...)``):
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,72 +24,29 @@ from detection.data.base import (
     DetectionDataset,
     check_root,
     clean_boxes,
-    parse_coordinate,
 )
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
+from detection.devkit import VOC_CLASSES, from_devkit_boxes, read_pascal_xml, read_voc_split
 
-VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
 PAPER_UNIONS = {"07+12": "2007_trainval+2012_trainval", "07++12": "2007_trainval+2007_test+2012_trainval"}
 
 
-def read_split_file(path: Path) -> list[str]:
-    """First field of each non-empty line; :class:`DatasetError` for a missing or empty file."""
-    if not path.is_file():
-        raise DatasetError(f"split file {path} is missing")
-    names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise DatasetError(f"split file {path} is empty")
-    return names
+def load_pascal_annotation(path: Path, class_to_label: Mapping[str, int]) -> tuple[int, int, Annotation]:
+    """``(width, height, annotation)`` of a PASCAL XML file (VOC and ILSVRC) in the toolkit's conventions.
 
-
-def _describe(names: list[str], limit: int = 30) -> str:
-    shown = ", ".join(sorted(names)[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def parse_pascal_xml(path: Path, class_to_label: dict[str, int]) -> tuple[int, int, Annotation]:
-    """``(width, height, annotation)`` of a PASCAL-style XML file (VOC and ILSVRC use the same schema).
-
-    Boxes are converted from 1-based inclusive to internal xyxy, clipped to the image, and degenerate ones dropped
-    with a warning. Flags: ``difficult`` (missing tag = 0). Raises :class:`DatasetError` naming the file (and the
-    object) for malformed XML, a missing size, non-numeric or NaN coordinates and unknown class names.
+    Boxes are converted from the devkit's 1-based inclusive pixels to internal xyxy, clipped to the image, and
+    degenerate ones dropped with a warning; labels come from ``class_to_label`` (another class name is a
+    :class:`DatasetError` listing the known ones); flags: ``difficult``.
     """
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise DatasetError(f"{path}: malformed XML: {exc}") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read annotation file {path}: {exc}") from None
-    try:
-        width, height = (int(root.findtext(f"size/{k}") or "") for k in ("width", "height"))
-    except ValueError:
-        raise DatasetError(f"{path}: missing or invalid <size><width>/<height>") from None
-    boxes, labels, difficult, names = [], [], [], []
-    for i, obj in enumerate(root.iter("object")):
-        name = (obj.findtext("name") or "").strip()
-        where = f"object {i} ({name})"
-        if name not in class_to_label:
-            known = _describe(list(class_to_label))
-            raise DatasetError(f"{path}: {where}: unknown class name {name!r}; known: {known}")
-        if obj.find("bndbox") is None:
-            raise DatasetError(f"{path}: {where}: no <bndbox>")
-        xmin, ymin, xmax, ymax = (
-            parse_coordinate(obj.findtext(f"bndbox/{k}"), file=path, obj=where, name=k)
-            for k in ("xmin", "ymin", "xmax", "ymax")
-        )
-        boxes.append([xmin - 1, ymin - 1, xmax, ymax])
-        labels.append(class_to_label[name])
-        difficult.append(bool(int(obj.findtext("difficult") or 0)))
-        names.append(where)
-    box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-    keep = clean_boxes(box_array, width=width, height=height, file=path, objects=names)
-    ann = Annotation(box_array, np.array(labels, dtype=np.int64), {"difficult": np.array(difficult, dtype=bool)})
-    return width, height, ann.select(keep)
+    xml = read_pascal_xml(path, classes=class_to_label)
+    boxes = from_devkit_boxes([o.box for o in xml.objects])
+    labels = np.array([class_to_label[o.name] for o in xml.objects], dtype=np.int64)
+    difficult = np.array([o.difficult for o in xml.objects], dtype=bool)
+    names = [f"object {i} ({o.name})" for i, o in enumerate(xml.objects)]
+    keep = clean_boxes(boxes, width=xml.width, height=xml.height, file=path, objects=names)
+    return xml.width, xml.height, Annotation(boxes, labels, {"difficult": difficult}).select(keep)
 
 
 def find_devkit(root: str | Path) -> Path:
@@ -101,7 +58,7 @@ def find_devkit(root: str | Path) -> Path:
 class VOCDetection(DetectionDataset):
     """One year and split, e.g. ``VOCDetection(root, "2007", "test")``; ``root`` is ``VOCdevkit`` or its parent."""
 
-    classes = VOC_CLASSES
+    classes = list(VOC_CLASSES)
 
     def __init__(
         self,
@@ -123,7 +80,7 @@ class VOCDetection(DetectionDataset):
         self.year_dir = find_devkit(root) / f"VOC{self.year}"
         check_root(self.year_dir, "Annotations", "JPEGImages", "ImageSets/Main")
         self.split_file = self.year_dir / "ImageSets" / "Main" / f"{split}.txt"
-        self._names = read_split_file(self.split_file)
+        self._names = read_voc_split(self.split_file)
         class_to_label = {name: k for k, name in enumerate(self.classes, start=1)}
         self._items: list[tuple[int, int, int, Annotation]] = []  # (split index, width, height, annotation)
         for index, name in enumerate(self._names):
@@ -133,7 +90,7 @@ class VOCDetection(DetectionDataset):
             image = safe_join(self.year_dir / "JPEGImages", f"{name}.jpg")
             if not image.is_file():
                 raise DatasetError(f"{self.split_file} names {name!r} but its image {image} is missing")
-            width, height, ann = parse_pascal_xml(xml, class_to_label)
+            width, height, ann = load_pascal_annotation(xml, class_to_label)
             if not self.keep_difficult:
                 ann = ann.select(~ann.flags["difficult"])
             if self.filter_empty and len(ann.boxes) == 0:

@@ -43,7 +43,7 @@ def test_bad_inputs(ilsvrc_root):
     with pytest.raises(DatasetError, match=r"names 'ILSVRC2012_val_00000099' but its annotation .* is missing"):
         ImageNetDetection(ilsvrc_root, "val2")
     (sets / "val2.txt").write_text("")
-    with pytest.raises(DatasetError, match=r"val2.txt is empty"):
+    with pytest.raises(DatasetError, match=r"val2.txt: split file is empty"):
         ImageNetDetection(ilsvrc_root, "val2")
     (sets / "val2.txt").write_text("../../../../../etc/passwd 1\n")
     with pytest.raises(DatasetError, match="escapes the dataset root"):

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from detection.data import DatasetError, VOCDataset, VOCDetection, build_dataset, build_transforms, voc_default_splits
-from detection.data.voc import VOC_CLASSES
+from detection.devkit import VOC_CLASSES
 
 
 def test_eval_split_converts_one_based_boxes_and_keeps_difficult(voc_root):
     ds = VOCDetection(voc_root(), "2007", "trainval", train=False)
-    assert ds.classes == VOC_CLASSES and len(ds) == 3
+    assert ds.classes == list(VOC_CLASSES) and len(ds) == 3
     assert ds.image_names() == ["000001", "000002", "000005"]
     assert ds.year_dir == voc_root() / "VOCdevkit" / "VOC2007"
     image, target = ds[0]
@@ -35,7 +35,7 @@ def test_train_mode_drops_difficult_and_emptied_images(voc_root):
 def test_paper_unions(voc_root):
     root = voc_root()
     u = VOCDataset(root, "07+12", train=False)
-    assert len(u) == 4 and u.classes == VOC_CLASSES
+    assert len(u) == 4 and u.classes == list(VOC_CLASSES)
     assert [(d.year, d.split) for d in u.datasets] == [("2007", "trainval"), ("2012", "trainval")]
     assert [u.image_info(i)["image_id"] for i in range(4)] == [0, 1, 2, 3]  # unique across parts
     _, target = u[3]
@@ -78,7 +78,7 @@ def test_bad_split_specs_and_layouts(tmp_path, voc_root):
         VOCDataset(root, "2007test")
     with pytest.raises(DatasetError, match="VOC2012 does not exist"):
         VOCDataset(root, "2012_trainval")
-    with pytest.raises(DatasetError, match=r"split file .*val.txt is missing"):
+    with pytest.raises(DatasetError, match=r"val.txt: split file not found"):
         VOCDetection(root, "2007", "val")
     (root / "VOCdevkit/VOC2007/JPEGImages").rename(root / "VOCdevkit/VOC2007/images")
     with pytest.raises(DatasetError, match=r"expected path .*VOC2007/JPEGImages is missing"):
@@ -88,7 +88,7 @@ def test_bad_split_specs_and_layouts(tmp_path, voc_root):
 @pytest.mark.parametrize(
     "split_text, match",
     [
-        ("\n\n", r"split file .*trainval.txt is empty"),
+        ("\n\n", r"trainval.txt: split file is empty"),
         ("000001\n000404\n", r"names '000404' but its annotation .*000404.xml is missing"),
         ("../../../../etc/passwd\n", "escapes the dataset root"),
     ],
@@ -110,7 +110,7 @@ def test_split_naming_missing_image(voc_root):
 @pytest.mark.parametrize(
     "xml, match",
     [
-        ("<annotation><size><width>5", r"000001.xml: malformed XML: .*line 1"),
+        ("<annotation><size><width>5", r"000001.xml:1: malformed XML \(.*line 1"),
         ("<annotation><object/></annotation>", r"000001.xml: missing or invalid <size>"),
         ('<annotation><size><width>80</width><height>60</height></size><object><name>unicorn</name>'
          "<bndbox><xmin>1</xmin></bndbox></object></annotation>",
