@@ -44,21 +44,21 @@ def build_dataset(
     root: str | Path,
     split: str,
     transforms: DetectionTransform | None,
+    *,
+    train: bool = False,
     strict: bool = False,
     **kw: Any,
-) -> DetectionDataset:
+) -> DetectionDataset | ConcatDetectionDataset:
     """The dataset ``name`` (a key of :data:`DATASETS`) at ``root``.
 
-    ``split`` is the dataset's own split name; ``""`` picks the default training or test split
-    (:data:`DEFAULT_SPLITS`), training when ``transforms.train`` is true. Training-mode defaults (drop crowd and
-    difficult objects, drop empty images) follow ``transforms.train`` unless ``train=`` is passed in ``kw``.
-    Other keyword arguments go to the dataset class.
+    ``train`` selects training mode (drop crowd and difficult objects, drop images left empty) and, when ``split``
+    is ``""``, the default training split instead of the test one (:data:`DEFAULT_SPLITS`); the transforms do not
+    decide it. Other keyword arguments go to the dataset class.
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    train = kw.setdefault("train", bool(getattr(transforms, "train", False)))
     split = split or DEFAULT_SPLITS[(name, train)]
-    return DATASETS[name](root, split, transforms, strict=strict, **kw)
+    return DATASETS[name](root, split, transforms, train=train, strict=strict, **kw)
 
 
 __all__ = [

@@ -66,6 +66,8 @@ def check_root(root: Path, *required: str) -> None:
 class DetectionDataset(Dataset):
     """Base class: turns ``image_path`` + ``annotation`` into transformed ``(image, target)`` samples.
 
+    ``train`` selects training mode, whatever the transforms: subclasses then drop what cannot be a positive
+    (crowd regions, difficult objects) and, with ``filter_empty`` (default: ``train``), images left without objects.
     Unreadable images give ``None`` with a warning naming the file and are listed once in ``self.skipped`` (per
     process: with DataLoader workers each worker keeps its own list, the warnings are still logged); with
     ``strict=True`` they raise :class:`UnreadableImageError`.
@@ -73,9 +75,11 @@ class DetectionDataset(Dataset):
 
     classes: list[str]
 
-    def __init__(self, transforms: DetectionTransform | None = None, *, strict: bool = False,
-                 max_side: int = MAX_SIDE) -> None:
+    def __init__(self, transforms: DetectionTransform | None = None, *, train: bool = False,
+                 filter_empty: bool | None = None, strict: bool = False, max_side: int = MAX_SIDE) -> None:
         self.transforms = transforms
+        self.train = train
+        self.filter_empty = train if filter_empty is None else filter_empty
         self.strict = strict
         self.max_side = max_side
         self.skipped: list[str] = []

@@ -4,9 +4,9 @@ Category ids (1..90 with gaps in COCO) map to contiguous labels 1..K in increasi
 ``label_to_cat_id[k]`` / ``cat_id_to_label[cat_id]``. ``image_id`` in targets is the COCO image id. Boxes
 ``[x, y, w, h]`` become xyxy ``[x, y, x + w, y + h]``.
 
-Training mode (``train=True``, the default when the transform was built for training): crowd regions are removed
-from ``boxes`` (they are not positives) and images left without objects are dropped (``filter_empty``).
-Evaluation mode keeps every image and every box, crowd ones flagged in ``target["iscrowd"]``.
+Training mode (``train=True``): crowd regions are removed from ``boxes`` (they are not positives) and images left
+without objects are dropped (``filter_empty``). Evaluation mode (the default) keeps every image and every box, crowd
+ones flagged in ``target["iscrowd"]``.
 """
 
 from __future__ import annotations
@@ -85,18 +85,16 @@ class CocoDetection(DetectionDataset):
         split: str,
         transforms: DetectionTransform | None = None,
         *,
-        train: bool | None = None,
+        train: bool = False,
         filter_empty: bool | None = None,
         keep_crowd: bool | None = None,
         strict: bool = False,
         ann_file: str | Path | None = None,
         image_dir: str | Path | None = None,
     ) -> None:
-        super().__init__(transforms, strict=strict)
+        super().__init__(transforms, train=train, filter_empty=filter_empty, strict=strict)
         self.root = Path(root)
         self.split = split
-        self.train = bool(getattr(transforms, "train", False)) if train is None else train
-        self.filter_empty = self.train if filter_empty is None else filter_empty
         self.keep_crowd = not self.train if keep_crowd is None else keep_crowd
         if ann_file is None:
             check_root(self.root, f"annotations/instances_{split}.json", split)

@@ -45,7 +45,7 @@ class ImageNetDetection(DetectionDataset):
         split: str,
         transforms: DetectionTransform | None = None,
         *,
-        train: bool | None = None,
+        train: bool = False,
         filter_empty: bool | None = None,
         strict: bool = False,
         split_file: str | Path | None = None,
@@ -53,12 +53,10 @@ class ImageNetDetection(DetectionDataset):
         val2_file: str | Path | None = None,
         data_split: str | None = None,
     ) -> None:
-        super().__init__(transforms, strict=strict)
+        super().__init__(transforms, train=train, filter_empty=filter_empty, strict=strict)
         self.root = find_ilsvrc(root)
         self.split = split
         self.data_split = data_split or ("train" if split.startswith("train") else "val")
-        self.train = bool(getattr(transforms, "train", False)) if train is None else train
-        self.filter_empty = self.train if filter_empty is None else filter_empty
         check_root(self.root, MAP_FILE, f"Data/DET/{self.data_split}", f"Annotations/DET/{self.data_split}")
         split_file = split_file or {"val1": val1_file, "val2": val2_file}.get(split)
         if split_file is None:

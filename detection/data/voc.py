@@ -67,16 +67,14 @@ class VOCDetection(DetectionDataset):
         split: str,
         transforms: DetectionTransform | None = None,
         *,
-        train: bool | None = None,
+        train: bool = False,
         keep_difficult: bool | None = None,
         filter_empty: bool | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transforms, strict=strict)
+        super().__init__(transforms, train=train, filter_empty=filter_empty, strict=strict)
         self.year, self.split = str(year), split
-        self.train = bool(getattr(transforms, "train", False)) if train is None else train
         self.keep_difficult = not self.train if keep_difficult is None else keep_difficult
-        self.filter_empty = self.train if filter_empty is None else filter_empty
         self.year_dir = find_devkit(root) / f"VOC{self.year}"
         check_root(self.year_dir, "Annotations", "JPEGImages", "ImageSets/Main")
         self.split_file = self.year_dir / "ImageSets" / "Main" / f"{split}.txt"

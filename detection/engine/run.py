@@ -91,7 +91,8 @@ def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool) -> Any:
         train=train, min_sizes=tuple(i.train_min_sizes), max_size=i.train_max_size, flip_prob=i.flip_prob
     )
     return build_dataset(
-        opts.dataset, opts.data_root, split, transforms, strict=opts.strict, **{**cfg.data.extra, **opts.dataset_kwargs}
+        opts.dataset, opts.data_root, split, transforms, train=train, strict=opts.strict,
+        **{**cfg.data.extra, **opts.dataset_kwargs},
     )
 
 

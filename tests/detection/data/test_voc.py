@@ -52,7 +52,7 @@ def test_paper_unions(voc_root):
 def test_default_splits(voc_root):
     assert voc_default_splits(voc_root()) == {"train": [("2007", "trainval"), ("2012", "trainval")],
                                               "test": [("2007", "test")]}
-    train = build_dataset("voc", voc_root(), "", build_transforms(True, (32,), 100))
+    train = build_dataset("voc", voc_root(), "", build_transforms(True, (32,), 100), train=True)
     assert [(d.year, d.split) for d in train.datasets] == [("2007", "trainval"), ("2012", "trainval")]
     assert len(train) == 3  # difficult-only image dropped in training
     test = build_dataset("voc", voc_root(), "", build_transforms(False))
@@ -64,6 +64,11 @@ def test_default_splits_single_year(tmp_path, voc_root):
     root = voc_root(years=("2007",))
     assert voc_default_splits(root)["train"] == [("2007", "trainval")]
     assert len(build_dataset("voc", root / "VOCdevkit", "2007_test", None)) == 1
+
+
+def test_train_mode_is_an_argument_not_read_from_the_transforms(voc_root):
+    assert len(build_dataset("voc", voc_root(), "2007_trainval", build_transforms(True, (32,), 100))) == 3
+    assert len(build_dataset("voc", voc_root(), "2007_trainval", None, train=True)) == 2
 
 
 def _write(root: Path, rel: str, text: str) -> None:
