@@ -11,7 +11,7 @@ import bisect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from detection.data.transforms import DetectionTransform, to_tensor
 logger = logging.getLogger(__name__)
 
 Sample = tuple[torch.Tensor, dict[str, Any]]
+
+# The official metric a dataset is scored with (detection/engine/evaluate.py).
+EvalProtocol = Literal["coco", "voc", "imagenet_det"]
 
 
 @dataclass
@@ -71,9 +74,14 @@ class DetectionDataset(Dataset):
     Unreadable images give ``None`` with a warning naming the file and are listed once in ``self.skipped`` (per
     process: with DataLoader workers each worker keeps its own list, the warnings are still logged); with
     ``strict=True`` they raise :class:`UnreadableImageError`.
+
+    ``protocol`` names the official metric the dataset is scored with; each protocol reads its own typed
+    attributes (COCO: ``coco``, ``label_to_cat_id``, ``headline_voc07``; VOC: ``use_07_metric``, ``image_names()``;
+    ILSVRC DET: ``wnids``, ``label_to_class_index``).
     """
 
     classes: list[str]
+    protocol: ClassVar[EvalProtocol]
 
     def __init__(self, transforms: DetectionTransform | None = None, *, train: bool = False,
                  filter_empty: bool | None = None, strict: bool = False, max_side: int = MAX_SIDE) -> None:
@@ -157,6 +165,7 @@ class ConcatDetectionDataset(ConcatDataset):
     """
 
     datasets: list[DetectionDataset]
+    protocol: ClassVar[EvalProtocol]
 
     def __init__(self, datasets: list[DetectionDataset]) -> None:
         if not datasets:

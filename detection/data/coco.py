@@ -6,7 +6,7 @@ Category ids (1..90 with gaps in COCO) map to contiguous labels 1..K in increasi
 
 Training mode (``train=True``): crowd regions are removed from ``boxes`` (they are not positives) and images left
 without objects are dropped (``filter_empty``). Evaluation mode (the default) keeps every image and every box, crowd
-ones flagged in ``target["iscrowd"]``.
+ones flagged in ``target["iscrowd"]``; it is scored with pycocotools (``protocol = "coco"``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from detection.data.base import Annotation, DetectionDataset, check_root, clean_boxes
+from detection.data.base import Annotation, DetectionDataset, EvalProtocol, check_root, clean_boxes
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
@@ -77,7 +77,14 @@ def load_coco_json(path: Path) -> COCO:
 
 
 class CocoDetection(DetectionDataset):
-    """One COCO split. ``classes`` are the category names in increasing category-id order."""
+    """One COCO split. ``classes`` are the category names in increasing category-id order.
+
+    ``headline_voc07``: also score VOC07 11-point mAP@0.5 and report it as the headline number (the generated
+    ``shapes`` set does, for the quickstart).
+    """
+
+    protocol: ClassVar[EvalProtocol] = "coco"
+    headline_voc07: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -19,9 +19,9 @@ back for the devkit. Boxes are converted as in docs/DESIGN.md (``x1 = xmin - 1``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from detection.data.base import Annotation, ConcatDetectionDataset, DetectionDataset, check_root
+from detection.data.base import Annotation, ConcatDetectionDataset, DetectionDataset, EvalProtocol, check_root
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
@@ -37,7 +37,10 @@ def find_ilsvrc(root: str | Path) -> Path:
 
 
 class ImageNetDetection(DetectionDataset):
-    """One ILSVRC DET split. ``classes`` are the human-readable names, ``wnids`` the WordNet ids (same order)."""
+    """One ILSVRC DET split. ``classes`` are the human-readable names, ``wnids`` the WordNet ids (same order),
+    ``label_to_class_index`` maps labels to the devkit's class index of ``map_det.txt``."""
+
+    protocol: ClassVar[EvalProtocol] = "imagenet_det"
 
     def __init__(
         self,
@@ -101,13 +104,14 @@ class ImageNetDetection(DetectionDataset):
 
 class ImageNetDetDataset(ConcatDetectionDataset):
     """ImageNet DET for a split or a ``+``-joined list of splits (``"val2"``, ``"train+val1"``); keyword arguments
-    go to each :class:`ImageNetDetection` part. With one part, its attributes (``wnids``, ``label_to_class_index``,
-    ``split_file``) are reachable as ``dataset.datasets[0]``."""
+    go to each :class:`ImageNetDetection` part. ``wnids`` and ``label_to_class_index`` are the parts' (one class
+    map); other attributes of a single part (``split_file``) are ``dataset.datasets[0]``'s."""
 
     datasets: list[ImageNetDetection]
+    protocol: ClassVar[EvalProtocol] = "imagenet_det"
 
     def __init__(self, root: str | Path, split: str, transforms: DetectionTransform | None = None,
                  **kwargs: Any) -> None:
         super().__init__([ImageNetDetection(root, s, transforms, **kwargs) for s in split.split("+")])
-        self.wnids = self.datasets[0].wnids
-        self.label_to_class_index = self.datasets[0].label_to_class_index
+        self.wnids: list[str] = self.datasets[0].wnids
+        self.label_to_class_index: dict[int, int] = self.datasets[0].label_to_class_index

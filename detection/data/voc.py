@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,13 +22,14 @@ from detection.data.base import (
     Annotation,
     ConcatDetectionDataset,
     DetectionDataset,
+    EvalProtocol,
     check_root,
     clean_boxes,
 )
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
-from detection.devkit import VOC_CLASSES, from_devkit_boxes, read_pascal_xml, read_voc_split
+from detection.devkit import VOC_CLASSES, from_devkit_boxes, read_pascal_xml, read_voc_split, voc_uses_07_metric
 
 PAPER_UNIONS = {"07+12": "2007_trainval+2012_trainval", "07++12": "2007_trainval+2007_test+2012_trainval"}
 
@@ -56,9 +57,13 @@ def find_devkit(root: str | Path) -> Path:
 
 
 class VOCDetection(DetectionDataset):
-    """One year and split, e.g. ``VOCDetection(root, "2007", "test")``; ``root`` is ``VOCdevkit`` or its parent."""
+    """One year and split, e.g. ``VOCDetection(root, "2007", "test")``; ``root`` is ``VOCdevkit`` or its parent.
+
+    Scored with the devkit's AP for ``year``: ``use_07_metric`` (11-point for VOC2007, area for VOC2010 on).
+    """
 
     classes = list(VOC_CLASSES)
+    protocol: ClassVar[EvalProtocol] = "voc"
 
     def __init__(
         self,
@@ -94,6 +99,10 @@ class VOCDetection(DetectionDataset):
             if self.filter_empty and len(ann.boxes) == 0:
                 continue
             self._items.append((index, width, height, ann))
+
+    @property
+    def use_07_metric(self) -> bool:
+        return voc_uses_07_metric(self.year)
 
     def image_names(self) -> list[str]:
         """Image names of the whole split file, in its order (what the devkit's evaluation iterates)."""
@@ -151,11 +160,12 @@ def parse_split_spec(root: str | Path, spec: str) -> list[tuple[str, str]]:
 class VOCDataset(ConcatDetectionDataset):
     """VOC for a split spec (``"07+12"``, ``"2007_test"``, ...): the union of :class:`VOCDetection` parts.
 
-    ``year_dir`` and :meth:`image_names` (for the devkit evaluation) are those of the single part when there is
-    only one.
+    What the devkit evaluation needs (``year``, ``split``, ``year_dir``, ``use_07_metric``, :meth:`image_names`)
+    is that of the single part; a union raises :class:`DatasetError` (evaluate one split at a time).
     """
 
     datasets: list[VOCDetection]
+    protocol: ClassVar[EvalProtocol] = "voc"
 
     def __init__(self, root: str | Path, split: str, transforms: DetectionTransform | None = None,
                  **kwargs: Any) -> None:
@@ -168,12 +178,20 @@ class VOCDataset(ConcatDetectionDataset):
         return self.datasets[0]
 
     @property
-    def year_dir(self) -> Path:
-        return self._single().year_dir
+    def year(self) -> str:
+        return self._single().year
 
     @property
     def split(self) -> str:
         return self._single().split
+
+    @property
+    def year_dir(self) -> Path:
+        return self._single().year_dir
+
+    @property
+    def use_07_metric(self) -> bool:
+        return self._single().use_07_metric
 
     def image_names(self) -> list[str]:
         return self._single().image_names()

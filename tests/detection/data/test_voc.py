@@ -45,8 +45,16 @@ def test_paper_unions(voc_root):
     uu = VOCDataset(root, "07++12", train=False)
     assert [(d.year, d.split) for d in uu.datasets] == [("2007", "trainval"), ("2007", "test"), ("2012", "trainval")]
     assert len(uu) == 5
-    with pytest.raises(DatasetError, match="evaluate one at a time"):
-        uu.image_names()
+    for evaluated_alone in (uu.image_names, lambda: uu.use_07_metric):
+        with pytest.raises(DatasetError, match="evaluate one at a time"):
+            evaluated_alone()
+
+
+def test_metric_follows_the_devkit_year(voc_root):
+    root = voc_root()
+    assert VOCDataset(root, "2007_test").use_07_metric  # 11-point AP
+    assert not VOCDataset(root, "2012_trainval").use_07_metric  # VOC2010 on: area AP
+    assert VOCDetection(root, "2012", "trainval").use_07_metric is False
 
 
 def test_default_splits(voc_root):
