@@ -17,7 +17,7 @@ from detection.data.imagenet_det import ImageNetDetDataset, ImageNetDetection
 from detection.data.sampler import GroupedBatchSampler
 from detection.data.shapes import ShapesDataset, generate_shapes, write_crop_dataset
 from detection.data.transforms import DetectionTransform, build_transforms
-from detection.data.voc import VOCDataset, VOCDetection, voc_default_splits
+from detection.data.voc import VOCDataset, VOCDetection
 
 DATASETS: dict[str, type[DetectionDataset | ConcatDetectionDataset]] = {
     "coco": CocoDetection,
@@ -26,7 +26,7 @@ DATASETS: dict[str, type[DetectionDataset | ConcatDetectionDataset]] = {
     "shapes": ShapesDataset,
 }
 
-# Split used when ``split`` is empty, by (dataset name, training?).
+# The split used when none is given, by (dataset name, training?).
 DEFAULT_SPLITS: dict[tuple[str, bool], str] = {
     ("coco", True): "train2017",
     ("coco", False): "val2017",
@@ -37,6 +37,14 @@ DEFAULT_SPLITS: dict[tuple[str, bool], str] = {
     ("imagenet_det", True): "train",
     ("imagenet_det", False): "val",
 }
+
+
+def resolve_split(name: str, *splits: str, train: bool) -> str:
+    """The first non-empty of ``splits`` (e.g. the command line's, then the config's), else the default training
+    or test split of dataset ``name`` (:data:`DEFAULT_SPLITS`)."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    return next((split for split in splits if split), DEFAULT_SPLITS[(name, train)])
 
 
 def build_dataset(
@@ -52,12 +60,10 @@ def build_dataset(
     """The dataset ``name`` (a key of :data:`DATASETS`) at ``root``.
 
     ``train`` selects training mode (drop crowd and difficult objects, drop images left empty) and, when ``split``
-    is ``""``, the default training split instead of the test one (:data:`DEFAULT_SPLITS`); the transforms do not
+    is ``""``, the default training split instead of the test one (:func:`resolve_split`); the transforms do not
     decide it. Other keyword arguments go to the dataset class.
     """
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    split = split or DEFAULT_SPLITS[(name, train)]
+    split = resolve_split(name, split, train=train)
     return DATASETS[name](root, split, transforms, train=train, strict=strict, **kw)
 
 
@@ -82,6 +88,6 @@ __all__ = [
     "build_transforms",
     "collate",
     "generate_shapes",
-    "voc_default_splits",
+    "resolve_split",
     "write_crop_dataset",
 ]

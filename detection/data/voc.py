@@ -124,29 +124,22 @@ class VOCDetection(DetectionDataset):
 
 
 def years_present(root: str | Path) -> list[str]:
-    """Years with a ``VOC<year>`` folder under the devkit, sorted."""
+    """Years with a ``VOC<year>`` folder under the devkit, sorted; :class:`DatasetError` when there is none."""
+    check_root(Path(root))
     devkit = find_devkit(root)
-    return sorted(p.name[3:] for p in devkit.glob("VOC[0-9][0-9][0-9][0-9]") if p.is_dir())
-
-
-def voc_default_splits(root: str | Path) -> dict[str, list[tuple[str, str]]]:
-    """The default protocol: ``{"train": [(year, "trainval") for every year present], "test": [("2007", "test")]}``
-    (so "07+12" when both VOC2007 and VOC2012 are under ``root``)."""
-    if not Path(root).is_dir():
-        raise DatasetError(f"dataset root {root} does not exist or is not a directory")
-    years = years_present(root)
+    years = sorted(p.name[3:] for p in devkit.glob("VOC[0-9][0-9][0-9][0-9]") if p.is_dir())
     if not years:
-        raise DatasetError(f"no VOC<year> folder under {find_devkit(root)} (expected e.g. {find_devkit(root)}/VOC2007)")
-    return {"train": [(year, "trainval") for year in years], "test": [("2007", "test")]}
+        raise DatasetError(f"no VOC<year> folder under {devkit} (expected e.g. {devkit}/VOC2007)")
+    return years
 
 
 def parse_split_spec(root: str | Path, spec: str) -> list[tuple[str, str]]:
     """``(year, split)`` pairs for a split spec (see the module docstring)."""
     spec = PAPER_UNIONS.get(spec, spec)
-    if spec == "test":
-        return voc_default_splits(root)["test"]
+    if spec == "test":  # VOC2007 is the only year whose test annotations were released
+        return [("2007", "test")]
     if spec in ("trainval", "train", "val"):
-        return [(year, spec) for year, _ in voc_default_splits(root)["train"]]
+        return [(year, spec) for year in years_present(root)]
     pairs = []
     for part in spec.split("+"):
         year, sep, split = part.partition("_")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from detection.data import DatasetError, VOCDataset, VOCDetection, build_dataset, build_transforms, voc_default_splits
+from detection.data import DatasetError, VOCDataset, VOCDetection, build_dataset, build_transforms, resolve_split
+from detection.data.voc import parse_split_spec
 from detection.devkit import VOC_CLASSES
 
 
@@ -58,8 +59,10 @@ def test_metric_follows_the_devkit_year(voc_root):
 
 
 def test_default_splits(voc_root):
-    assert voc_default_splits(voc_root()) == {"train": [("2007", "trainval"), ("2012", "trainval")],
-                                              "test": [("2007", "test")]}
+    assert resolve_split("voc", "", train=True) == "trainval" and resolve_split("voc", train=False) == "test"
+    assert resolve_split("voc", "", "2007_val", "2012_val", train=False) == "2007_val"  # first non-empty one
+    assert parse_split_spec(voc_root(), "trainval") == [("2007", "trainval"), ("2012", "trainval")]
+    assert parse_split_spec(voc_root(), "test") == [("2007", "test")]
     train = build_dataset("voc", voc_root(), "", build_transforms(True, (32,), 100), train=True)
     assert [(d.year, d.split) for d in train.datasets] == [("2007", "trainval"), ("2012", "trainval")]
     assert len(train) == 3  # difficult-only image dropped in training
@@ -70,7 +73,7 @@ def test_default_splits(voc_root):
 
 def test_default_splits_single_year(tmp_path, voc_root):
     root = voc_root(years=("2007",))
-    assert voc_default_splits(root)["train"] == [("2007", "trainval")]
+    assert parse_split_spec(root, "trainval") == [("2007", "trainval")]
     assert len(build_dataset("voc", root / "VOCdevkit", "2007_test", None)) == 1
 
 
