@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from detection.data.base import Annotation, ConcatDetectionDataset, DetectionDataset
+from detection.data.base import ConcatDetectionDataset, DetectionDataset
 from detection.data.coco import CocoDetection
-from detection.data.collate import TargetList, collate
-from detection.data.errors import DatasetError, UnreadableImageError
+from detection.data.collate import collate
+from detection.data.errors import DatasetError
 from detection.data.imagenet_det import ImageNetDetDataset, ImageNetDetection
 from detection.data.sampler import GroupedBatchSampler
 from detection.data.shapes import ShapesDataset, generate_shapes, write_crop_dataset
@@ -70,18 +70,12 @@ def build_dataset(
 __all__ = [
     "DATASETS",
     "DEFAULT_SPLITS",
-    "Annotation",
     "CocoDetection",
-    "ConcatDetectionDataset",
     "DatasetError",
-    "DetectionDataset",
-    "DetectionTransform",
     "GroupedBatchSampler",
     "ImageNetDetDataset",
     "ImageNetDetection",
     "ShapesDataset",
-    "TargetList",
-    "UnreadableImageError",
     "VOCDataset",
     "VOCDetection",
     "build_dataset",

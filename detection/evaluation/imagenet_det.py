@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from detection.devkit import Box, numbered_lines, read_class_map, read_ilsvrc_split, read_pascal_xml
 from detection.errors import EvaluationInputError
-from detection.evaluation.voc import voc_ap
+from detection.evaluation.voc import APResult, voc_ap
 
 __all__ = [
     "DETResult",
@@ -53,19 +53,10 @@ DETDetection = tuple[ImageId, str, float, Box]  # (image, wnid, confidence, box)
 
 
 @dataclass
-class DETResult:
-    """Per-class (wnid) AP, mean, curves and positives; ``names`` maps wnid → readable name."""
+class DETResult(APResult):
+    """:class:`APResult` per wnid; ``names`` maps wnid → readable name."""
 
-    classes: list[str]
-    ap: dict[str, float]
-    precision: dict[str, np.ndarray]
-    recall: dict[str, np.ndarray]
-    npos: dict[str, int]
     names: dict[str, str] = field(default_factory=dict)
-    mAP: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.mAP = float(np.mean([self.ap[c] for c in self.classes])) if self.classes else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form ``{"mAP": …, "ap": {wnid: …}}``."""

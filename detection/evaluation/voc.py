@@ -34,6 +34,7 @@ __all__ = [
     "VOC_CLASSES",
     "Box",
     "EvaluationInputError",
+    "APResult",
     "VOCResult",
     "VOCEvaluator",
     "voc_ap",
@@ -53,19 +54,26 @@ GroundTruth = dict[ImageId, list[tuple[str, Box, bool]]]
 
 
 @dataclass
-class VOCResult:
-    """Per-class AP, the mean, and the precision/recall curves (in the sorted-detection order)."""
+class APResult:
+    """Per-class AP, the mean over ``classes``, the precision/recall curves (in the sorted-detection order) and
+    the number of positives; the VOC and ILSVRC DET results share this form."""
 
     classes: list[str]
     ap: dict[str, float]
     precision: dict[str, np.ndarray]
     recall: dict[str, np.ndarray]
     npos: dict[str, int]
-    use_07_metric: bool
     mAP: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.mAP = float(np.mean([self.ap[c] for c in self.classes])) if self.classes else 0.0
+
+
+@dataclass
+class VOCResult(APResult):
+    """:class:`APResult` plus the AP form used: ``use_07_metric`` (11-point) or the area one."""
+
+    use_07_metric: bool
 
     @property
     def metric(self) -> str:
