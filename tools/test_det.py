@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones.checkpoint import CheckpointError  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
-from detection.data import DATASETS, DEFAULT_SPLITS  # noqa: E402
+from detection.data import DATASETS, resolve_split  # noqa: E402
 from detection.data.errors import DatasetError  # noqa: E402
 from detection.engine.run import RunOptions, load_detector, pick_device, setup_logging, test  # noqa: E402
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         optimize=not args.no_optimize,
     )
-    split = args.split or cfg.data.test_split or DEFAULT_SPLITS[(args.dataset, False)]
+    split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
     try:
         test(cfg, opts, model, split, pick_device(args.device))
     except DatasetError as exc:

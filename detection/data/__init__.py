@@ -9,15 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from detection.data.base import Annotation, ConcatDetectionDataset, DetectionDataset
+from detection.data.base import ConcatDetectionDataset, DetectionDataset
 from detection.data.coco import CocoDetection
-from detection.data.collate import TargetList, collate
-from detection.data.errors import DatasetError, UnreadableImageError
+from detection.data.collate import collate
+from detection.data.errors import DatasetError
 from detection.data.imagenet_det import ImageNetDetDataset, ImageNetDetection
 from detection.data.sampler import GroupedBatchSampler
 from detection.data.shapes import ShapesDataset, generate_shapes, write_crop_dataset
 from detection.data.transforms import DetectionTransform, build_transforms
-from detection.data.voc import VOCDataset, VOCDetection, voc_default_splits
+from detection.data.voc import VOCDataset, VOCDetection
 
 DATASETS: dict[str, type[DetectionDataset | ConcatDetectionDataset]] = {
     "coco": CocoDetection,
@@ -26,7 +26,7 @@ DATASETS: dict[str, type[DetectionDataset | ConcatDetectionDataset]] = {
     "shapes": ShapesDataset,
 }
 
-# Split used when ``split`` is empty, by (dataset name, training?).
+# The split used when none is given, by (dataset name, training?).
 DEFAULT_SPLITS: dict[tuple[str, bool], str] = {
     ("coco", True): "train2017",
     ("coco", False): "val2017",
@@ -39,49 +39,49 @@ DEFAULT_SPLITS: dict[tuple[str, bool], str] = {
 }
 
 
+def resolve_split(name: str, *splits: str, train: bool) -> str:
+    """The first non-empty of ``splits`` (e.g. the command line's, then the config's), else the default training
+    or test split of dataset ``name`` (:data:`DEFAULT_SPLITS`)."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    return next((split for split in splits if split), DEFAULT_SPLITS[(name, train)])
+
+
 def build_dataset(
     name: str,
     root: str | Path,
     split: str,
     transforms: DetectionTransform | None,
+    *,
+    train: bool = False,
     strict: bool = False,
     **kw: Any,
-) -> DetectionDataset:
+) -> DetectionDataset | ConcatDetectionDataset:
     """The dataset ``name`` (a key of :data:`DATASETS`) at ``root``.
 
-    ``split`` is the dataset's own split name; ``""`` picks the default training or test split
-    (:data:`DEFAULT_SPLITS`), training when ``transforms.train`` is true. Training-mode defaults (drop crowd and
-    difficult objects, drop empty images) follow ``transforms.train`` unless ``train=`` is passed in ``kw``.
-    Other keyword arguments go to the dataset class.
+    ``train`` selects training mode (drop crowd and difficult objects, drop images left empty) and, when ``split``
+    is ``""``, the default training split instead of the test one (:func:`resolve_split`); the transforms do not
+    decide it. Other keyword arguments go to the dataset class.
     """
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    train = kw.setdefault("train", bool(getattr(transforms, "train", False)))
-    split = split or DEFAULT_SPLITS[(name, train)]
-    return DATASETS[name](root, split, transforms, strict=strict, **kw)
+    split = resolve_split(name, split, train=train)
+    return DATASETS[name](root, split, transforms, train=train, strict=strict, **kw)
 
 
 __all__ = [
     "DATASETS",
     "DEFAULT_SPLITS",
-    "Annotation",
     "CocoDetection",
-    "ConcatDetectionDataset",
     "DatasetError",
-    "DetectionDataset",
-    "DetectionTransform",
     "GroupedBatchSampler",
     "ImageNetDetDataset",
     "ImageNetDetection",
     "ShapesDataset",
-    "TargetList",
-    "UnreadableImageError",
     "VOCDataset",
     "VOCDetection",
     "build_dataset",
     "build_transforms",
     "collate",
     "generate_shapes",
-    "voc_default_splits",
+    "resolve_split",
     "write_crop_dataset",
 ]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import bisect
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -26,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 Sample = tuple[torch.Tensor, dict[str, Any]]
 
+# The official metric a dataset is scored with (detection/engine/evaluate.py).
+EvalProtocol = Literal["coco", "voc", "imagenet_det"]
+
 
 @dataclass
 class Annotation:
@@ -38,17 +40,6 @@ class Annotation:
 
     def select(self, keep: np.ndarray) -> Annotation:
         return Annotation(self.boxes[keep], self.labels[keep], {k: v[keep] for k, v in self.flags.items()})
-
-
-def parse_coordinate(value: Any, *, file: str | Path, obj: str, name: str) -> float:
-    """``float(value)``, or a :class:`DatasetError` naming the file, the object and the field for text or NaN."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{file}: {obj}: coordinate {name}={value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise DatasetError(f"{file}: {obj}: coordinate {name}={value!r} is not finite")
-    return number
 
 
 def clean_boxes(boxes: np.ndarray, *, width: float, height: float, file: str | Path, objects: list[str]) -> np.ndarray:
@@ -78,16 +69,25 @@ def check_root(root: Path, *required: str) -> None:
 class DetectionDataset(Dataset):
     """Base class: turns ``image_path`` + ``annotation`` into transformed ``(image, target)`` samples.
 
+    ``train`` selects training mode, whatever the transforms: subclasses then drop what cannot be a positive
+    (crowd regions, difficult objects) and, with ``filter_empty`` (default: ``train``), images left without objects.
     Unreadable images give ``None`` with a warning naming the file and are listed once in ``self.skipped`` (per
     process: with DataLoader workers each worker keeps its own list, the warnings are still logged); with
     ``strict=True`` they raise :class:`UnreadableImageError`.
+
+    ``protocol`` names the official metric the dataset is scored with; each protocol reads its own typed
+    attributes (COCO: ``coco``, ``label_to_cat_id``, ``headline_voc07``; VOC: ``use_07_metric``, ``image_names()``;
+    ILSVRC DET: ``wnids``, ``label_to_class_index``).
     """
 
     classes: list[str]
+    protocol: ClassVar[EvalProtocol]
 
-    def __init__(self, transforms: DetectionTransform | None = None, *, strict: bool = False,
-                 max_side: int = MAX_SIDE) -> None:
+    def __init__(self, transforms: DetectionTransform | None = None, *, train: bool = False,
+                 filter_empty: bool | None = None, strict: bool = False, max_side: int = MAX_SIDE) -> None:
         self.transforms = transforms
+        self.train = train
+        self.filter_empty = train if filter_empty is None else filter_empty
         self.strict = strict
         self.max_side = max_side
         self.skipped: list[str] = []
@@ -165,6 +165,7 @@ class ConcatDetectionDataset(ConcatDataset):
     """
 
     datasets: list[DetectionDataset]
+    protocol: ClassVar[EvalProtocol]
 
     def __init__(self, datasets: list[DetectionDataset]) -> None:
         if not datasets:

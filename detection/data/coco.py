@@ -4,9 +4,9 @@ Category ids (1..90 with gaps in COCO) map to contiguous labels 1..K in increasi
 ``label_to_cat_id[k]`` / ``cat_id_to_label[cat_id]``. ``image_id`` in targets is the COCO image id. Boxes
 ``[x, y, w, h]`` become xyxy ``[x, y, x + w, y + h]``.
 
-Training mode (``train=True``, the default when the transform was built for training): crowd regions are removed
-from ``boxes`` (they are not positives) and images left without objects are dropped (``filter_empty``).
-Evaluation mode keeps every image and every box, crowd ones flagged in ``target["iscrowd"]``.
+Training mode (``train=True``): crowd regions are removed from ``boxes`` (they are not positives) and images left
+without objects are dropped (``filter_empty``). Evaluation mode (the default) keeps every image and every box, crowd
+ones flagged in ``target["iscrowd"]``; it is scored with pycocotools (``protocol = "coco"``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from detection.data.base import Annotation, DetectionDataset, check_root, clean_boxes, parse_coordinate
+from detection.data.base import Annotation, DetectionDataset, EvalProtocol, check_root, clean_boxes
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
+from detection.devkit import parse_coordinate
 
 
 def load_coco_json(path: Path) -> COCO:
@@ -76,7 +77,14 @@ def load_coco_json(path: Path) -> COCO:
 
 
 class CocoDetection(DetectionDataset):
-    """One COCO split. ``classes`` are the category names in increasing category-id order."""
+    """One COCO split. ``classes`` are the category names in increasing category-id order.
+
+    ``headline_voc07``: also score VOC07 11-point mAP@0.5 and report it as the headline number (the generated
+    ``shapes`` set does, for the quickstart).
+    """
+
+    protocol: ClassVar[EvalProtocol] = "coco"
+    headline_voc07: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -84,18 +92,16 @@ class CocoDetection(DetectionDataset):
         split: str,
         transforms: DetectionTransform | None = None,
         *,
-        train: bool | None = None,
+        train: bool = False,
         filter_empty: bool | None = None,
         keep_crowd: bool | None = None,
         strict: bool = False,
         ann_file: str | Path | None = None,
         image_dir: str | Path | None = None,
     ) -> None:
-        super().__init__(transforms, strict=strict)
+        super().__init__(transforms, train=train, filter_empty=filter_empty, strict=strict)
         self.root = Path(root)
         self.split = split
-        self.train = bool(getattr(transforms, "train", False)) if train is None else train
-        self.filter_empty = self.train if filter_empty is None else filter_empty
         self.keep_crowd = not self.train if keep_crowd is None else keep_crowd
         if ann_file is None:
             check_root(self.root, f"annotations/instances_{split}.json", split)

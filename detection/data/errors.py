@@ -1,10 +1,11 @@
-"""Errors raised by the dataset loaders."""
+"""Errors raised by the dataset loaders. ``DatasetError`` is defined in :mod:`detection.errors` (shared with the
+devkit readers of :mod:`detection.devkit`, whose errors are dataset errors too)."""
 
 from __future__ import annotations
 
+from detection.errors import DatasetError
 
-class DatasetError(ValueError):
-    """A dataset's files are missing, malformed or inconsistent. The message names the file (and object)."""
+__all__ = ["DatasetError", "UnreadableImageError"]
 
 
 class UnreadableImageError(DatasetError):

@@ -19,49 +19,16 @@ back for the devkit. Boxes are converted as in docs/DESIGN.md (``x1 = xmin - 1``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from detection.data.base import Annotation, ConcatDetectionDataset, DetectionDataset, check_root
+from detection.data.base import Annotation, ConcatDetectionDataset, DetectionDataset, EvalProtocol, check_root
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
-from detection.data.voc import parse_pascal_xml
+from detection.data.voc import load_pascal_annotation
+from detection.devkit import read_class_map, read_ilsvrc_split
 
 MAP_FILE = "devkit/data/map_det.txt"
-
-
-def read_class_map(path: Path) -> list[tuple[str, int, str]]:
-    """``[(wnid, class_index, name)]`` sorted by class index, from ``map_det.txt``."""
-    if not path.is_file():
-        raise DatasetError(f"class map {path} is missing")
-    entries = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split(maxsplit=2)
-        if not fields:
-            continue
-        if len(fields) != 3 or not fields[1].isdigit():
-            raise DatasetError(f"{path}:{lineno}: expected '<wnid> <class_index> <name>', got {line!r}")
-        entries.append((fields[0], int(fields[1]), fields[2].strip()))
-    if not entries:
-        raise DatasetError(f"class map {path} is empty")
-    return sorted(entries, key=lambda e: e[1])
-
-
-def read_det_split(path: Path) -> list[tuple[str, int]]:
-    """``[(image_name, image_index)]``; the index defaults to the 1-based line number when absent."""
-    if not path.is_file():
-        raise DatasetError(f"split file {path} is missing")
-    items = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) > 2 or (len(fields) == 2 and not fields[1].lstrip("-").isdigit()):
-            raise DatasetError(f"{path}:{lineno}: expected '<image_name> <image_index>', got {line!r}")
-        items.append((fields[0], int(fields[1]) if len(fields) == 2 else lineno))
-    if not items:
-        raise DatasetError(f"split file {path} is empty")
-    return items
 
 
 def find_ilsvrc(root: str | Path) -> Path:
@@ -70,7 +37,10 @@ def find_ilsvrc(root: str | Path) -> Path:
 
 
 class ImageNetDetection(DetectionDataset):
-    """One ILSVRC DET split. ``classes`` are the human-readable names, ``wnids`` the WordNet ids (same order)."""
+    """One ILSVRC DET split. ``classes`` are the human-readable names, ``wnids`` the WordNet ids (same order),
+    ``label_to_class_index`` maps labels to the devkit's class index of ``map_det.txt``."""
+
+    protocol: ClassVar[EvalProtocol] = "imagenet_det"
 
     def __init__(
         self,
@@ -78,7 +48,7 @@ class ImageNetDetection(DetectionDataset):
         split: str,
         transforms: DetectionTransform | None = None,
         *,
-        train: bool | None = None,
+        train: bool = False,
         filter_empty: bool | None = None,
         strict: bool = False,
         split_file: str | Path | None = None,
@@ -86,12 +56,10 @@ class ImageNetDetection(DetectionDataset):
         val2_file: str | Path | None = None,
         data_split: str | None = None,
     ) -> None:
-        super().__init__(transforms, strict=strict)
+        super().__init__(transforms, train=train, filter_empty=filter_empty, strict=strict)
         self.root = find_ilsvrc(root)
         self.split = split
         self.data_split = data_split or ("train" if split.startswith("train") else "val")
-        self.train = bool(getattr(transforms, "train", False)) if train is None else train
-        self.filter_empty = self.train if filter_empty is None else filter_empty
         check_root(self.root, MAP_FILE, f"Data/DET/{self.data_split}", f"Annotations/DET/{self.data_split}")
         split_file = split_file or {"val1": val1_file, "val2": val2_file}.get(split)
         if split_file is None:
@@ -99,24 +67,22 @@ class ImageNetDetection(DetectionDataset):
         self.split_file = Path(split_file) if split_file else self.root / "ImageSets" / "DET" / f"{split}.txt"
 
         class_map = read_class_map(self.root / MAP_FILE)
-        self.wnids = [wnid for wnid, _, _ in class_map]
-        self.classes = [name for _, _, name in class_map]
-        self.label_to_class_index = {label: index for label, (_, index, _) in enumerate(class_map, start=1)}
+        self.wnids: list[str] = [synset.wnid for synset in class_map]
+        self.classes = [synset.name for synset in class_map]
+        self.label_to_class_index: dict[int, int] = {
+            label: synset.index for label, synset in enumerate(class_map, start=1)
+        }
         wnid_to_label = {wnid: label for label, wnid in enumerate(self.wnids, start=1)}
 
         self._items: list[tuple[str, int, int, int, Annotation]] = []  # (name, image_index, w, h, annotation)
-        seen: set[int] = set()
-        for name, image_index in read_det_split(self.split_file):
-            if image_index in seen:
-                raise DatasetError(f"{self.split_file}: duplicate image index {image_index} ({name})")
-            seen.add(image_index)
+        for name, image_index in read_ilsvrc_split(self.split_file):
             what = f"{self.split_file}: image name"
             xml = safe_join(self.root / "Annotations" / "DET" / self.data_split, f"{name}.xml", what=what)
             image = safe_join(self.root / "Data" / "DET" / self.data_split, f"{name}.JPEG", what=what)
             for path, kind in ((xml, "annotation"), (image, "image")):
                 if not path.is_file():
                     raise DatasetError(f"{self.split_file} names {name!r} but its {kind} {path} is missing")
-            width, height, ann = parse_pascal_xml(xml, wnid_to_label)
+            width, height, ann = load_pascal_annotation(xml, wnid_to_label)
             ann.flags.pop("difficult")  # ILSVRC has no difficult flag
             if self.filter_empty and len(ann.boxes) == 0:
                 continue
@@ -138,13 +104,14 @@ class ImageNetDetection(DetectionDataset):
 
 class ImageNetDetDataset(ConcatDetectionDataset):
     """ImageNet DET for a split or a ``+``-joined list of splits (``"val2"``, ``"train+val1"``); keyword arguments
-    go to each :class:`ImageNetDetection` part. With one part, its attributes (``wnids``, ``label_to_class_index``,
-    ``split_file``) are reachable as ``dataset.datasets[0]``."""
+    go to each :class:`ImageNetDetection` part. ``wnids`` and ``label_to_class_index`` are the parts' (one class
+    map); other attributes of a single part (``split_file``) are ``dataset.datasets[0]``'s."""
 
     datasets: list[ImageNetDetection]
+    protocol: ClassVar[EvalProtocol] = "imagenet_det"
 
     def __init__(self, root: str | Path, split: str, transforms: DetectionTransform | None = None,
                  **kwargs: Any) -> None:
         super().__init__([ImageNetDetection(root, s, transforms, **kwargs) for s in split.split("+")])
-        self.wnids = self.datasets[0].wnids
-        self.label_to_class_index = self.datasets[0].label_to_class_index
+        self.wnids: list[str] = self.datasets[0].wnids
+        self.label_to_class_index: dict[int, int] = self.datasets[0].label_to_class_index

@@ -12,9 +12,9 @@ Split specs accepted by :class:`VOCDataset` (and ``build_dataset("voc", ...)``):
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,74 +22,32 @@ from detection.data.base import (
     Annotation,
     ConcatDetectionDataset,
     DetectionDataset,
+    EvalProtocol,
     check_root,
     clean_boxes,
-    parse_coordinate,
 )
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
+from detection.devkit import VOC_CLASSES, from_devkit_boxes, read_pascal_xml, read_voc_split, voc_uses_07_metric
 
-VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
 PAPER_UNIONS = {"07+12": "2007_trainval+2012_trainval", "07++12": "2007_trainval+2007_test+2012_trainval"}
 
 
-def read_split_file(path: Path) -> list[str]:
-    """First field of each non-empty line; :class:`DatasetError` for a missing or empty file."""
-    if not path.is_file():
-        raise DatasetError(f"split file {path} is missing")
-    names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise DatasetError(f"split file {path} is empty")
-    return names
+def load_pascal_annotation(path: Path, class_to_label: Mapping[str, int]) -> tuple[int, int, Annotation]:
+    """``(width, height, annotation)`` of a PASCAL XML file (VOC and ILSVRC) in the toolkit's conventions.
 
-
-def _describe(names: list[str], limit: int = 30) -> str:
-    shown = ", ".join(sorted(names)[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def parse_pascal_xml(path: Path, class_to_label: dict[str, int]) -> tuple[int, int, Annotation]:
-    """``(width, height, annotation)`` of a PASCAL-style XML file (VOC and ILSVRC use the same schema).
-
-    Boxes are converted from 1-based inclusive to internal xyxy, clipped to the image, and degenerate ones dropped
-    with a warning. Flags: ``difficult`` (missing tag = 0). Raises :class:`DatasetError` naming the file (and the
-    object) for malformed XML, a missing size, non-numeric or NaN coordinates and unknown class names.
+    Boxes are converted from the devkit's 1-based inclusive pixels to internal xyxy, clipped to the image, and
+    degenerate ones dropped with a warning; labels come from ``class_to_label`` (another class name is a
+    :class:`DatasetError` listing the known ones); flags: ``difficult``.
     """
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise DatasetError(f"{path}: malformed XML: {exc}") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read annotation file {path}: {exc}") from None
-    try:
-        width, height = (int(root.findtext(f"size/{k}") or "") for k in ("width", "height"))
-    except ValueError:
-        raise DatasetError(f"{path}: missing or invalid <size><width>/<height>") from None
-    boxes, labels, difficult, names = [], [], [], []
-    for i, obj in enumerate(root.iter("object")):
-        name = (obj.findtext("name") or "").strip()
-        where = f"object {i} ({name})"
-        if name not in class_to_label:
-            known = _describe(list(class_to_label))
-            raise DatasetError(f"{path}: {where}: unknown class name {name!r}; known: {known}")
-        if obj.find("bndbox") is None:
-            raise DatasetError(f"{path}: {where}: no <bndbox>")
-        xmin, ymin, xmax, ymax = (
-            parse_coordinate(obj.findtext(f"bndbox/{k}"), file=path, obj=where, name=k)
-            for k in ("xmin", "ymin", "xmax", "ymax")
-        )
-        boxes.append([xmin - 1, ymin - 1, xmax, ymax])
-        labels.append(class_to_label[name])
-        difficult.append(bool(int(obj.findtext("difficult") or 0)))
-        names.append(where)
-    box_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-    keep = clean_boxes(box_array, width=width, height=height, file=path, objects=names)
-    ann = Annotation(box_array, np.array(labels, dtype=np.int64), {"difficult": np.array(difficult, dtype=bool)})
-    return width, height, ann.select(keep)
+    xml = read_pascal_xml(path, classes=class_to_label)
+    boxes = from_devkit_boxes([o.box for o in xml.objects])
+    labels = np.array([class_to_label[o.name] for o in xml.objects], dtype=np.int64)
+    difficult = np.array([o.difficult for o in xml.objects], dtype=bool)
+    names = [f"object {i} ({o.name})" for i, o in enumerate(xml.objects)]
+    keep = clean_boxes(boxes, width=xml.width, height=xml.height, file=path, objects=names)
+    return xml.width, xml.height, Annotation(boxes, labels, {"difficult": difficult}).select(keep)
 
 
 def find_devkit(root: str | Path) -> Path:
@@ -99,9 +57,13 @@ def find_devkit(root: str | Path) -> Path:
 
 
 class VOCDetection(DetectionDataset):
-    """One year and split, e.g. ``VOCDetection(root, "2007", "test")``; ``root`` is ``VOCdevkit`` or its parent."""
+    """One year and split, e.g. ``VOCDetection(root, "2007", "test")``; ``root`` is ``VOCdevkit`` or its parent.
 
-    classes = VOC_CLASSES
+    Scored with the devkit's AP for ``year``: ``use_07_metric`` (11-point for VOC2007, area for VOC2010 on).
+    """
+
+    classes = list(VOC_CLASSES)
+    protocol: ClassVar[EvalProtocol] = "voc"
 
     def __init__(
         self,
@@ -110,20 +72,18 @@ class VOCDetection(DetectionDataset):
         split: str,
         transforms: DetectionTransform | None = None,
         *,
-        train: bool | None = None,
+        train: bool = False,
         keep_difficult: bool | None = None,
         filter_empty: bool | None = None,
         strict: bool = False,
     ) -> None:
-        super().__init__(transforms, strict=strict)
+        super().__init__(transforms, train=train, filter_empty=filter_empty, strict=strict)
         self.year, self.split = str(year), split
-        self.train = bool(getattr(transforms, "train", False)) if train is None else train
         self.keep_difficult = not self.train if keep_difficult is None else keep_difficult
-        self.filter_empty = self.train if filter_empty is None else filter_empty
         self.year_dir = find_devkit(root) / f"VOC{self.year}"
         check_root(self.year_dir, "Annotations", "JPEGImages", "ImageSets/Main")
         self.split_file = self.year_dir / "ImageSets" / "Main" / f"{split}.txt"
-        self._names = read_split_file(self.split_file)
+        self._names = read_voc_split(self.split_file)
         class_to_label = {name: k for k, name in enumerate(self.classes, start=1)}
         self._items: list[tuple[int, int, int, Annotation]] = []  # (split index, width, height, annotation)
         for index, name in enumerate(self._names):
@@ -133,12 +93,16 @@ class VOCDetection(DetectionDataset):
             image = safe_join(self.year_dir / "JPEGImages", f"{name}.jpg")
             if not image.is_file():
                 raise DatasetError(f"{self.split_file} names {name!r} but its image {image} is missing")
-            width, height, ann = parse_pascal_xml(xml, class_to_label)
+            width, height, ann = load_pascal_annotation(xml, class_to_label)
             if not self.keep_difficult:
                 ann = ann.select(~ann.flags["difficult"])
             if self.filter_empty and len(ann.boxes) == 0:
                 continue
             self._items.append((index, width, height, ann))
+
+    @property
+    def use_07_metric(self) -> bool:
+        return voc_uses_07_metric(self.year)
 
     def image_names(self) -> list[str]:
         """Image names of the whole split file, in its order (what the devkit's evaluation iterates)."""
@@ -160,29 +124,22 @@ class VOCDetection(DetectionDataset):
 
 
 def years_present(root: str | Path) -> list[str]:
-    """Years with a ``VOC<year>`` folder under the devkit, sorted."""
+    """Years with a ``VOC<year>`` folder under the devkit, sorted; :class:`DatasetError` when there is none."""
+    check_root(Path(root))
     devkit = find_devkit(root)
-    return sorted(p.name[3:] for p in devkit.glob("VOC[0-9][0-9][0-9][0-9]") if p.is_dir())
-
-
-def voc_default_splits(root: str | Path) -> dict[str, list[tuple[str, str]]]:
-    """The default protocol: ``{"train": [(year, "trainval") for every year present], "test": [("2007", "test")]}``
-    (so "07+12" when both VOC2007 and VOC2012 are under ``root``)."""
-    if not Path(root).is_dir():
-        raise DatasetError(f"dataset root {root} does not exist or is not a directory")
-    years = years_present(root)
+    years = sorted(p.name[3:] for p in devkit.glob("VOC[0-9][0-9][0-9][0-9]") if p.is_dir())
     if not years:
-        raise DatasetError(f"no VOC<year> folder under {find_devkit(root)} (expected e.g. {find_devkit(root)}/VOC2007)")
-    return {"train": [(year, "trainval") for year in years], "test": [("2007", "test")]}
+        raise DatasetError(f"no VOC<year> folder under {devkit} (expected e.g. {devkit}/VOC2007)")
+    return years
 
 
 def parse_split_spec(root: str | Path, spec: str) -> list[tuple[str, str]]:
     """``(year, split)`` pairs for a split spec (see the module docstring)."""
     spec = PAPER_UNIONS.get(spec, spec)
-    if spec == "test":
-        return voc_default_splits(root)["test"]
+    if spec == "test":  # VOC2007 is the only year whose test annotations were released
+        return [("2007", "test")]
     if spec in ("trainval", "train", "val"):
-        return [(year, spec) for year, _ in voc_default_splits(root)["train"]]
+        return [(year, spec) for year in years_present(root)]
     pairs = []
     for part in spec.split("+"):
         year, sep, split = part.partition("_")
@@ -196,11 +153,12 @@ def parse_split_spec(root: str | Path, spec: str) -> list[tuple[str, str]]:
 class VOCDataset(ConcatDetectionDataset):
     """VOC for a split spec (``"07+12"``, ``"2007_test"``, ...): the union of :class:`VOCDetection` parts.
 
-    ``year_dir`` and :meth:`image_names` (for the devkit evaluation) are those of the single part when there is
-    only one.
+    What the devkit evaluation needs (``year``, ``split``, ``year_dir``, ``use_07_metric``, :meth:`image_names`)
+    is that of the single part; a union raises :class:`DatasetError` (evaluate one split at a time).
     """
 
     datasets: list[VOCDetection]
+    protocol: ClassVar[EvalProtocol] = "voc"
 
     def __init__(self, root: str | Path, split: str, transforms: DetectionTransform | None = None,
                  **kwargs: Any) -> None:
@@ -213,12 +171,20 @@ class VOCDataset(ConcatDetectionDataset):
         return self.datasets[0]
 
     @property
-    def year_dir(self) -> Path:
-        return self._single().year_dir
+    def year(self) -> str:
+        return self._single().year
 
     @property
     def split(self) -> str:
         return self._single().split
+
+    @property
+    def year_dir(self) -> Path:
+        return self._single().year_dir
+
+    @property
+    def use_07_metric(self) -> bool:
+        return self._single().use_07_metric
 
     def image_names(self) -> list[str]:
         return self._single().image_names()

@@ -1,10 +1,13 @@
 """Turn a run's predictions into the dataset's own submission files and its official metric.
 
-Every number comes from ``detection.evaluation`` (one implementation per protocol):
-- COCO: results JSON with the dataset's category ids and ``[x, y, w, h]`` → pycocotools' 12 numbers.
-- VOC: ``comp4_det_<split>_<class>.txt`` (1-based) → VOC07 11-point mAP@0.5 (area metric for other years).
-- ImageNet DET: devkit result lines → the ILSVRC DET mAP.
-- shapes (COCO format): both pycocotools and VOC07 mAP@0.5, the latter being the quickstart's headline number.
+The dataset says which metric (``dataset.protocol``) and provides what that metric needs as typed attributes;
+every number comes from ``detection.evaluation`` (one implementation per protocol):
+- ``"coco"``: results JSON with the dataset's category ids (``label_to_cat_id``) and ``[x, y, w, h]`` →
+  pycocotools' 12 numbers against ``dataset.coco``; with ``headline_voc07`` (the generated shapes set) VOC07
+  11-point mAP@0.5 too, as the headline number.
+- ``"voc"``: ``comp4_det_<split>_<class>.txt`` (1-based, ``image_names()``) → mAP@0.5 with the devkit's AP of the
+  dataset's year (``use_07_metric``: 11-point for VOC2007, area for VOC2010 on).
+- ``"imagenet_det"``: devkit result lines (``wnids``, ``label_to_class_index``) → the ILSVRC DET mAP.
 
 ``metrics["mAP50"]`` is always the headline IoU-0.5 mAP as a fraction; ``metrics["metric"]`` says which one.
 """
@@ -19,35 +22,47 @@ from typing import Any
 import numpy as np
 import torch
 
+from detection.data import CocoDetection, ImageNetDetDataset, ImageNetDetection, VOCDataset, VOCDetection
+from detection.data.base import ConcatDetectionDataset, DetectionDataset
+from detection.devkit import to_devkit_boxes
 from detection.engine.inference import Predictions
 from detection.evaluation.coco import coco_eval, xyxy_to_coco_results
 from detection.evaluation.imagenet_det import imagenet_det_eval, write_det_results
 from detection.evaluation.tables import ap_table, coco_stats_table, per_class_table
-from detection.evaluation.voc import VOCEvaluator, to_devkit_boxes, write_voc_results
+from detection.evaluation.voc import VOCEvaluator, VOCResult, write_voc_results
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate_predictions(
-    dataset_name: str, dataset: Any, predictions: Predictions, output_dir: Path, split: str
+    dataset_name: str,
+    dataset: DetectionDataset | ConcatDetectionDataset,
+    predictions: Predictions,
+    output_dir: Path,
+    split: str,
 ) -> tuple[dict[str, Any], str]:
-    """Write submission files under ``output_dir`` and evaluate. Returns ``(metrics, markdown table)``."""
+    """Write submission files under ``output_dir`` and score them with ``dataset.protocol``.
+
+    Returns ``(metrics, markdown table)``; ``dataset_name`` and ``split`` label the metrics and the files.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
-    if dataset_name in ("coco", "shapes"):
-        metrics, table = _evaluate_coco(dataset, predictions, output_dir, split, with_voc=dataset_name == "shapes")
-    elif dataset_name == "voc":
+    if dataset.protocol == "coco":
+        metrics, table = _evaluate_coco(dataset, predictions, output_dir, split)
+    elif dataset.protocol == "voc":
         metrics, table = _evaluate_voc(dataset, predictions, output_dir, split)
-    elif dataset_name == "imagenet_det":
+    elif dataset.protocol == "imagenet_det":
         metrics, table = _evaluate_imagenet_det(dataset, predictions, output_dir, split)
     else:
-        raise ValueError(f"no evaluation for dataset {dataset_name!r}")
+        raise ValueError(f"{type(dataset).__name__} has no known evaluation protocol: {dataset.protocol!r}")
     metrics.update(dataset=dataset_name, split=split, images=len(predictions.outputs),
                    skipped_images=predictions.skipped)
     return metrics, table
 
 
-def _voc_style(dataset: Any, predictions: Predictions, use_07_metric: bool) -> tuple[VOCEvaluator, Any]:
-    evaluator = VOCEvaluator(dataset.classes)
+def _voc_style(
+    classes: list[str], predictions: Predictions, use_07_metric: bool
+) -> tuple[VOCEvaluator, VOCResult]:
+    evaluator = VOCEvaluator(classes)
     for target, output in zip(predictions.targets, predictions.outputs):
         # Crowd regions (COCO format) can neither be hit nor missed: VOC's "difficult" rule does exactly that.
         ignore = target.get("difficult", target.get("iscrowd"))
@@ -57,7 +72,7 @@ def _voc_style(dataset: Any, predictions: Predictions, use_07_metric: bool) -> t
 
 
 def _evaluate_coco(
-    dataset: Any, predictions: Predictions, output_dir: Path, split: str, with_voc: bool
+    dataset: CocoDetection, predictions: Predictions, output_dir: Path, split: str
 ) -> tuple[dict[str, Any], str]:
     results: list[dict[str, Any]] = []
     for target, output in zip(predictions.targets, predictions.outputs):
@@ -79,8 +94,8 @@ def _evaluate_coco(
         "results_file": str(path),
     }
     table = coco_stats_table(result.stats) + "\n\n" + per_class_table(result.per_class)
-    if with_voc:
-        _, voc = _voc_style(dataset, predictions, use_07_metric=True)
+    if dataset.headline_voc07:
+        _, voc = _voc_style(dataset.classes, predictions, use_07_metric=True)
         metrics.update(mAP50=voc.mAP, metric="VOC07 11-point mAP@0.5", voc07_ap=dict(voc.ap), coco_AP50=result.ap50)
         table = ap_table(voc.ap, voc.mAP) + "\n\n" + table
     return metrics, table
@@ -102,20 +117,18 @@ def _subset(coco: Any, image_ids: list[int]) -> Any:
 
 
 def _evaluate_voc(
-    dataset: Any, predictions: Predictions, output_dir: Path, split: str
+    dataset: VOCDataset | VOCDetection, predictions: Predictions, output_dir: Path, split: str
 ) -> tuple[dict[str, Any], str]:
-    use_07 = "2007" in str(getattr(dataset, "year", "2007"))
-    evaluator, result = _voc_style(dataset, predictions, use_07_metric=use_07)
-    names = dataset.image_names() if hasattr(dataset, "image_names") else None
-    if names is not None:  # devkit files name images ("000001"); targets carry the index in the split list
-        detections = {
-            cls: [(names[int(image_id)], score, box) for image_id, score, box in items]
-            for cls, items in evaluator.detections.items()
-        }
-        write_voc_results(output_dir / "results", split, detections, dataset.classes)
+    evaluator, result = _voc_style(dataset.classes, predictions, use_07_metric=dataset.use_07_metric)
+    names = dataset.image_names()  # devkit files name images ("000001"); targets carry the index in the split list
+    detections = {
+        cls: [(names[int(image_id)], score, box) for image_id, score, box in items]
+        for cls, items in evaluator.detections.items()
+    }
+    write_voc_results(output_dir / "results", split, detections, dataset.classes)
     metrics = {
         "mAP50": result.mAP,
-        "metric": "VOC07 11-point mAP@0.5" if use_07 else "VOC area mAP@0.5",
+        "metric": "VOC07 11-point mAP@0.5" if result.use_07_metric else "VOC area mAP@0.5",
         "ap": dict(result.ap),
         "results_dir": str(output_dir / "results"),
     }
@@ -123,9 +136,9 @@ def _evaluate_voc(
 
 
 def _evaluate_imagenet_det(
-    dataset: Any, predictions: Predictions, output_dir: Path, split: str
+    dataset: ImageNetDetDataset | ImageNetDetection, predictions: Predictions, output_dir: Path, split: str
 ) -> tuple[dict[str, Any], str]:
-    wnids = list(getattr(dataset, "wnids", dataset.classes))
+    wnids = dataset.wnids
     detections, ground_truth = [], {}
     for target, output in zip(predictions.targets, predictions.outputs):
         image = int(target["image_id"])
@@ -136,8 +149,7 @@ def _evaluate_imagenet_det(
         for box, score, label in zip(to_devkit_boxes(output["boxes"]).tolist(), output["scores"].tolist(),
                                      output["labels"].tolist()):
             detections.append((image, wnids[int(label) - 1], float(score), tuple(box)))
-    to_index = getattr(dataset, "label_to_class_index", {k: k for k in range(1, len(wnids) + 1)})
-    class_index = {wnid: to_index[label] for label, wnid in enumerate(wnids, start=1)}
+    class_index = {wnid: dataset.label_to_class_index[label] for label, wnid in enumerate(wnids, start=1)}
     write_det_results(output_dir / f"ilsvrc_det_{split}.txt", detections, class_index)
     names = dict(zip(wnids, dataset.classes))
     result = imagenet_det_eval(detections, ground_truth, wnids, names=names)

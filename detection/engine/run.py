@@ -18,7 +18,7 @@ import torch
 from backbones.checkpoint import CheckpointError, load_checkpoint
 from detection.build import build_detector, build_test_detector, load_backbone_weights
 from detection.config import Config, apply_overrides, config_from_dict
-from detection.data import DEFAULT_SPLITS, build_dataset
+from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
 from detection.engine import distributed as dist_utils
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
@@ -91,7 +91,8 @@ def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool) -> Any:
         train=train, min_sizes=tuple(i.train_min_sizes), max_size=i.train_max_size, flip_prob=i.flip_prob
     )
     return build_dataset(
-        opts.dataset, opts.data_root, split, transforms, strict=opts.strict, **{**cfg.data.extra, **opts.dataset_kwargs}
+        opts.dataset, opts.data_root, split, transforms, train=train, strict=opts.strict,
+        **{**cfg.data.extra, **opts.dataset_kwargs},
     )
 
 
@@ -114,8 +115,8 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
     share_cpu_with_workers(device, cfg.data.num_workers)
-    train_split = cfg.data.train_split or DEFAULT_SPLITS[(opts.dataset, True)]
-    test_split = opts.test_split or cfg.data.test_split or DEFAULT_SPLITS[(opts.dataset, False)]
+    train_split = resolve_split(opts.dataset, cfg.data.train_split, train=True)
+    test_split = resolve_split(opts.dataset, opts.test_split, cfg.data.test_split, train=False)
     dataset = make_dataset(opts, cfg, train_split, train=True)
     check_classes(cfg, dataset.classes, f"{opts.dataset} {train_split}")
     logger.info("training on %s %s: %d images, %d classes, %d worker(s), device %s",

@@ -7,51 +7,8 @@
 - :mod:`~detection.evaluation.tables` — the paper's tables in markdown.
 
 Each has an in-memory function (used by training and testing) and file readers (used by ``tools/eval_*.py``)
-that share one implementation. VOC and ILSVRC boxes are the devkit's 1-based inclusive pixels
-(:func:`to_devkit_boxes` converts internal xyxy); COCO boxes are ``[x, y, w, h]``.
+that share one implementation. The devkits' annotation, split and class-map files are read by
+:mod:`detection.devkit`, as the datasets read them. VOC and ILSVRC boxes are the devkit's 1-based inclusive pixels
+(:func:`detection.devkit.to_devkit_boxes` converts internal xyxy); COCO boxes are ``[x, y, w, h]``.
+Import from the modules (``from detection.evaluation.voc import voc_eval``).
 """
-
-from detection.evaluation.coco import COCOResult, coco_eval, coco_eval_files, xyxy_to_coco_results
-from detection.evaluation.imagenet_det import DETResult, evaluate_det_files, imagenet_det_eval
-from detection.evaluation.imagenet_loc import LOCResult, evaluate_loc_files, imagenet_loc_eval
-from detection.evaluation.tables import coco_table, comparison_tables, voc_table
-from detection.evaluation.voc import (
-    VOC_CLASSES,
-    EvaluationInputError,
-    VOCEvaluator,
-    VOCResult,
-    detections_from_tensors,
-    ground_truth_from_tensors,
-    load_voc_ground_truth,
-    read_voc_results,
-    to_devkit_boxes,
-    voc_eval,
-    write_voc_results,
-)
-
-__all__ = [
-    "VOC_CLASSES",
-    "COCOResult",
-    "DETResult",
-    "EvaluationInputError",
-    "LOCResult",
-    "VOCEvaluator",
-    "VOCResult",
-    "coco_eval",
-    "coco_eval_files",
-    "coco_table",
-    "comparison_tables",
-    "detections_from_tensors",
-    "evaluate_det_files",
-    "evaluate_loc_files",
-    "ground_truth_from_tensors",
-    "imagenet_det_eval",
-    "imagenet_loc_eval",
-    "load_voc_ground_truth",
-    "read_voc_results",
-    "to_devkit_boxes",
-    "voc_eval",
-    "voc_table",
-    "write_voc_results",
-    "xyxy_to_coco_results",
-]

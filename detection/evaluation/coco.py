@@ -26,7 +26,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detection.evaluation.voc import EvaluationInputError
+from detection.errors import EvaluationInputError
 
 __all__ = [
     "COCOResult",

@@ -14,14 +14,14 @@ xyxy converts with :func:`detection.evaluation.voc.to_devkit_boxes`). Rules, dif
   AP is the VOC2010 area form, mAP the mean over ``classes`` (a class without ground truth has AP 0).
 
 Layout: ``ImageSets/DET/<split>.txt`` (``<image_name> <image_index>``), ``devkit/data/map_det.txt``
-(``<wnid> <class_index> <name>``), ``Annotations/DET/val/<image_name>.xml``. Result lines:
-``<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> <ymax>``.
+(``<wnid> <class_index> <name>``), ``Annotations/DET/val/<image_name>.xml``, read by :mod:`detection.devkit`.
+Result lines: ``<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> <ymax>``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Container, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +29,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from detection.evaluation.voc import Box, EvaluationInputError, parse_pascal_xml, voc_ap
+from detection.devkit import Box, numbered_lines, read_class_map, read_ilsvrc_split, read_pascal_xml
+from detection.errors import EvaluationInputError
+from detection.evaluation.voc import APResult, voc_ap
 
 __all__ = [
     "DETResult",
     "DETDetection",
     "det_threshold",
     "imagenet_det_eval",
-    "read_det_split",
-    "read_det_classes",
     "read_det_blacklist",
     "load_det_ground_truth",
     "read_det_results",
@@ -53,19 +53,10 @@ DETDetection = tuple[ImageId, str, float, Box]  # (image, wnid, confidence, box)
 
 
 @dataclass
-class DETResult:
-    """Per-class (wnid) AP, mean, curves and positives; ``names`` maps wnid → readable name."""
+class DETResult(APResult):
+    """:class:`APResult` per wnid; ``names`` maps wnid → readable name."""
 
-    classes: list[str]
-    ap: dict[str, float]
-    precision: dict[str, np.ndarray]
-    recall: dict[str, np.ndarray]
-    npos: dict[str, int]
     names: dict[str, str] = field(default_factory=dict)
-    mAP: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.mAP = float(np.mean([self.ap[c] for c in self.classes])) if self.classes else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form ``{"mAP": …, "ap": {wnid: …}}``."""
@@ -169,40 +160,11 @@ def imagenet_det_eval(
 # ---------------------------------------------------------------------------------------------- devkit files
 
 
-def _lines(path: Path, what: str) -> Iterable[tuple[int, list[str], str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationInputError(f"{path}: {what} not found")
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            yield lineno, line.split(), line
-
-
-def read_det_split(path: Path) -> dict[int, str]:
-    """``ImageSets/DET/<split>.txt`` → ``{image_index: image_name}`` in ascending index order."""
-    out: dict[int, str] = {}
-    for lineno, fields, line in _lines(path, "split file"):
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise EvaluationInputError(f"{path}:{lineno}: expected '<image_name> <image_index>': {line!r}")
-        out[int(fields[1])] = fields[0]
-    return dict(sorted(out.items()))
-
-
-def read_det_classes(path: Path) -> dict[int, tuple[str, str]]:
-    """``devkit/data/map_det.txt`` → ``{class_index: (wnid, name)}``."""
-    out: dict[int, tuple[str, str]] = {}
-    for lineno, fields, line in _lines(path, "class map"):
-        if len(fields) < 3 or not fields[1].isdigit():
-            raise EvaluationInputError(f"{path}:{lineno}: expected '<wnid> <class_index> <name>': {line!r}")
-        out[int(fields[1])] = (fields[0], " ".join(fields[2:]))
-    return out
-
-
 def read_det_blacklist(path: Path, wnids: Iterable[str]) -> set[tuple[int, str]]:
     """Blacklist lines ``<image_index> <wnid>`` → {(image_index, wnid)}."""
     known = set(wnids)
     out = set()
-    for lineno, fields, line in _lines(path, "blacklist"):
+    for lineno, fields, line in numbered_lines(path, "blacklist"):
         if len(fields) != 2 or not fields[0].isdigit() or fields[1] not in known:
             raise EvaluationInputError(f"{path}:{lineno}: expected '<image_index> <wnid>': {line!r}")
         out.add((int(fields[0]), fields[1]))
@@ -212,25 +174,21 @@ def read_det_blacklist(path: Path, wnids: Iterable[str]) -> set[tuple[int, str]]
 def load_det_ground_truth(
     ilsvrc_root: Path, images: Mapping[int, str], wnids: Iterable[str], progress: bool = False
 ) -> dict[int, list[tuple[str, Box]]]:
-    """``{image_index: [(wnid, box)]}`` from ``Annotations/DET/val/<image_name>.xml``."""
+    """``{image_index: [(wnid, box)]}`` from ``Annotations/DET/val/<image_name>.xml``; an object of a wnid not in
+    ``wnids`` is an error."""
     known = set(wnids)
     gt: dict[int, list[tuple[str, Box]]] = {}
     for index, name in tqdm(images.items(), desc="annotations", disable=not progress):
         path = Path(ilsvrc_root) / "Annotations" / "DET" / "val" / f"{name}.xml"
-        objects = parse_pascal_xml(path)
-        for i, o in enumerate(objects):
-            if o["name"] not in known:
-                raise EvaluationInputError(f"{path}: object {i}: class {o['name']!r} is not in map_det.txt")
-        gt[index] = [(o["name"], o["bbox"]) for o in objects]
+        gt[index] = [(o.name, o.box) for o in read_pascal_xml(path, classes=known).objects]
     return gt
 
 
-def read_det_results(
-    path: Path, images: Mapping[int, str], classes: Mapping[int, tuple[str, str]]
-) -> list[DETDetection]:
-    """Submission lines ``<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> <ymax>``."""
+def read_det_results(path: Path, images: Container[int], wnids: Mapping[int, str]) -> list[DETDetection]:
+    """Submission lines ``<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> <ymax>``; ``images`` are the
+    split's image indices, ``wnids`` maps class index → wnid."""
     out: list[DETDetection] = []
-    for lineno, fields, line in _lines(path, "results file"):
+    for lineno, fields, line in numbered_lines(path, "results file"):
         try:
             if len(fields) != 7:
                 raise ValueError(f"expected 7 fields, got {len(fields)}")
@@ -240,14 +198,14 @@ def read_det_results(
                 raise ValueError("non-finite number")
             if image not in images:
                 raise ValueError(f"image index {image} is not in the split")
-            if cls not in classes:
+            if cls not in wnids:
                 raise ValueError(f"class index {cls} is not in map_det.txt")
         except ValueError as e:
             raise EvaluationInputError(
                 f"{path}:{lineno}: expected '<image_index> <class_index> <confidence> <xmin> <ymin> <xmax> "
                 f"<ymax>' ({e}): {line!r}"
             ) from None
-        out.append((image, classes[cls][0], score, (box[0], box[1], box[2], box[3])))
+        out.append((image, wnids[cls], score, (box[0], box[1], box[2], box[3])))
     return out
 
 
@@ -265,10 +223,12 @@ def evaluate_det_files(
 ) -> DETResult:
     """Read the ILSVRC layout under ``ilsvrc_root`` and a submission file, then :func:`imagenet_det_eval`."""
     root = Path(ilsvrc_root)
-    images = read_det_split(root / "ImageSets" / "DET" / f"{split}.txt")
-    classes = read_det_classes(root / "devkit" / "data" / "map_det.txt")
-    wnids = [classes[i][0] for i in sorted(classes)]
+    # The devkit iterates images in ascending index order; it decides the order of tied detections.
+    split_file = root / "ImageSets" / "DET" / f"{split}.txt"
+    images = dict(sorted((index, name) for name, index in read_ilsvrc_split(split_file)))
+    synsets = read_class_map(root / "devkit" / "data" / "map_det.txt")
+    wnids = [s.wnid for s in synsets]
     gt = load_det_ground_truth(root, images, wnids, progress)
-    dets = read_det_results(results, images, classes)
+    dets = read_det_results(results, images, {s.index: s.wnid for s in synsets})
     black = read_det_blacklist(blacklist, wnids) if blacklist else set()
-    return imagenet_det_eval(dets, gt, wnids, black, names=dict(classes.values()))
+    return imagenet_det_eval(dets, gt, wnids, black, names={s.wnid: s.name for s in synsets})

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from detection.evaluation.voc import Box, EvaluationInputError, parse_pascal_xml
+from detection.devkit import Box, numbered_lines, read_pascal_xml
+from detection.errors import EvaluationInputError
 
 __all__ = [
     "MAX_GUESSES",
@@ -150,7 +151,7 @@ def load_loc_ground_truth(ilsvrc_root: Path, progress: bool = False) -> dict[str
         raise EvaluationInputError(f"{folder}: no annotation files found")
     gt = {}
     for path in tqdm(paths, desc="annotations", disable=not progress):
-        gt[path.stem] = [(o["name"], o["bbox"]) for o in parse_pascal_xml(path)]
+        gt[path.stem] = [(o.name, o.box) for o in read_pascal_xml(path).objects]
     return gt
 
 
@@ -207,14 +208,10 @@ def write_loc_predictions(path: Path, predictions: Mapping[str, Sequence[Guess]]
 def read_loc_blacklist(path: Path) -> set[str]:
     """Blacklisted images, one per line: an image name or the devkit's 1-based index
     (``ILSVRC2012_val_%08d``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationInputError(f"{path}: blacklist not found")
     names = set()
-    for line in path.read_text().splitlines():
+    for _, _, line in numbered_lines(path, "blacklist"):
         token = line.strip()
-        if token:
-            names.add(f"ILSVRC2012_val_{int(token):08d}" if token.isdigit() else token)
+        names.add(f"ILSVRC2012_val_{int(token):08d}" if token.isdigit() else token)
     return names
 
 

@@ -12,13 +12,13 @@ Conventions (see docs/evaluation.md):
   former).
 
 The in-memory :func:`voc_eval` is used by training on any dataset (arbitrary class names); the file functions
-(:func:`read_voc_results`, :func:`write_voc_results`, :func:`load_voc_ground_truth`) serve the devkit layout.
+(:func:`read_voc_results`, :func:`write_voc_results`, :func:`load_voc_ground_truth`) serve the devkit layout, whose
+annotation and split files are read by :mod:`detection.devkit`.
 """
 
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +27,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from detection.devkit import VOC_CLASSES, Box, numbered_lines, read_pascal_xml, read_voc_split, to_devkit_boxes
+from detection.errors import EvaluationInputError
+
 __all__ = [
     "VOC_CLASSES",
     "Box",
     "EvaluationInputError",
+    "APResult",
     "VOCResult",
     "VOCEvaluator",
     "voc_ap",
@@ -38,43 +42,38 @@ __all__ = [
     "to_devkit_boxes",
     "detections_from_tensors",
     "ground_truth_from_tensors",
-    "parse_pascal_xml",
-    "read_split",
     "load_voc_ground_truth",
     "write_voc_results",
     "read_voc_results",
     "plot_pr_curves",
 ]
 
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
-
-Box = tuple[float, float, float, float]
 ImageId = Hashable
 Detections = dict[str, list[tuple[ImageId, float, Box]]]
 GroundTruth = dict[ImageId, list[tuple[str, Box, bool]]]
 
 
-class EvaluationInputError(ValueError):
-    """Malformed or inconsistent evaluation input; the message names the file and line (or object)."""
-
-
 @dataclass
-class VOCResult:
-    """Per-class AP, the mean, and the precision/recall curves (in the sorted-detection order)."""
+class APResult:
+    """Per-class AP, the mean over ``classes``, the precision/recall curves (in the sorted-detection order) and
+    the number of positives; the VOC and ILSVRC DET results share this form."""
 
     classes: list[str]
     ap: dict[str, float]
     precision: dict[str, np.ndarray]
     recall: dict[str, np.ndarray]
     npos: dict[str, int]
-    use_07_metric: bool
     mAP: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.mAP = float(np.mean([self.ap[c] for c in self.classes])) if self.classes else 0.0
+
+
+@dataclass
+class VOCResult(APResult):
+    """:class:`APResult` plus the AP form used: ``use_07_metric`` (11-point) or the area one."""
+
+    use_07_metric: bool
 
     @property
     def metric(self) -> str:
@@ -206,14 +205,6 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def to_devkit_boxes(boxes: Any) -> np.ndarray:
-    """Internal 0-based continuous xyxy ``[N, 4]`` (tensor or array) → devkit 1-based ``[N, 4]`` float64:
-    ``(x1 + 1, y1 + 1, x2, y2)``."""
-    out = _to_numpy(boxes).astype(np.float64).reshape(-1, 4).copy()
-    out[:, :2] += 1.0
-    return out
-
-
 def detections_from_tensors(
     image_id: ImageId, boxes: Any, scores: Any, labels: Any, classes: Sequence[str]
 ) -> Detections:
@@ -224,7 +215,7 @@ def detections_from_tensors(
     """
     out: Detections = {}
     for box, score, label in zip(
-        to_devkit_boxes(boxes), _to_numpy(scores).reshape(-1), _to_numpy(labels).reshape(-1)
+        to_devkit_boxes(_to_numpy(boxes)), _to_numpy(scores).reshape(-1), _to_numpy(labels).reshape(-1)
     ):
         out.setdefault(classes[int(label) - 1], []).append((image_id, float(score), tuple(box.tolist())))
     return out
@@ -239,7 +230,7 @@ def ground_truth_from_tensors(
     diff = np.zeros(len(labels_np), dtype=bool) if difficult is None else _to_numpy(difficult).reshape(-1)
     return [
         (classes[int(label) - 1], tuple(box.tolist()), bool(d))
-        for box, label, d in zip(to_devkit_boxes(boxes), labels_np, diff)
+        for box, label, d in zip(to_devkit_boxes(_to_numpy(boxes)), labels_np, diff)
     ]
 
 
@@ -278,48 +269,15 @@ class VOCEvaluator:
 # ---------------------------------------------------------------------------------------------- devkit files
 
 
-def parse_pascal_xml(path: Path) -> list[dict[str, Any]]:
-    """Objects of a PASCAL-style annotation: ``[{"name", "bbox": (xmin, ymin, xmax, ymax), "difficult"}]``.
-
-    Coordinates are kept as written (1-based inclusive); a missing ``<difficult>`` counts as 0.
-    """
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise EvaluationInputError(f"{path}: annotation file not found") from None
-    except ET.ParseError as e:
-        raise EvaluationInputError(f"{path}:{e.position[0]}: malformed XML ({e})") from None
-    objects = []
-    for i, obj in enumerate(root.iter("object")):
-        name = obj.findtext("name")
-        bndbox = obj.find("bndbox")
-        try:
-            if not name or bndbox is None:
-                raise ValueError("missing <name> or <bndbox>")
-            bbox = tuple(float(bndbox.findtext(k) or "") for k in ("xmin", "ymin", "xmax", "ymax"))
-            difficult = bool(int(obj.findtext("difficult") or 0))
-        except ValueError as e:
-            raise EvaluationInputError(f"{path}: object {i} ({name}): {e}") from None
-        objects.append({"name": name.strip(), "bbox": bbox, "difficult": difficult})
-    return objects
-
-
-def read_split(path: Path) -> list[str]:
-    """Image ids of ``ImageSets/Main/<split>.txt`` (first field of each non-empty line)."""
-    if not Path(path).is_file():
-        raise EvaluationInputError(f"{path}: split file not found")
-    return [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def load_voc_ground_truth(voc_root: Path, split: str, progress: bool = False) -> GroundTruth:
     """``{image_id: [(class, box, difficult)]}`` for each image listed in
-    ``<voc_root>/ImageSets/Main/<split>.txt``."""
+    ``<voc_root>/ImageSets/Main/<split>.txt``, boxes as written in the XML (devkit convention)."""
     voc_root = Path(voc_root)
-    image_ids = read_split(voc_root / "ImageSets" / "Main" / f"{split}.txt")
+    image_ids = read_voc_split(voc_root / "ImageSets" / "Main" / f"{split}.txt")
     gt: GroundTruth = {}
     for image_id in tqdm(image_ids, desc="annotations", disable=not progress):
-        objects = parse_pascal_xml(voc_root / "Annotations" / f"{image_id}.xml")
-        gt[image_id] = [(o["name"], o["bbox"], o["difficult"]) for o in objects]
+        objects = read_pascal_xml(voc_root / "Annotations" / f"{image_id}.xml").objects
+        gt[image_id] = [(o.name, o.box, o.difficult) for o in objects]
     return gt
 
 
@@ -365,10 +323,7 @@ def read_voc_results(
                 continue
             raise EvaluationInputError(f"{path}: result file for class {name!r} not found")
         dets = []
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            fields = line.split()
-            if not fields:
-                continue
+        for lineno, fields, line in numbered_lines(path, "result file"):
             try:
                 if len(fields) != 6:
                     raise ValueError(f"expected 6 fields, got {len(fields)}")

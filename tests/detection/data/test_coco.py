@@ -40,14 +40,15 @@ def test_train_mode_drops_crowd_and_empty_images(coco_root):
     assert len(kept) == 3
 
 
-def test_build_dataset_follows_transform_mode(coco_root):
+def test_build_dataset_train_mode_is_explicit(coco_root):
     root = coco_root()
-    train = build_dataset("coco", root, "train", build_transforms(True, (120,), 200, flip_prob=0.0))
+    train = build_dataset("coco", root, "train", build_transforms(True, (120,), 200, flip_prob=0.0), train=True)
     assert len(train) == 2
     image, target = train[0]
     assert image.shape == (3, 120, 160) and target["scale"] == pytest.approx(2.0)
     torch.testing.assert_close(target["boxes"][0], torch.tensor([20.0, 40.0, 80.0, 70.0]))
     assert len(build_dataset("coco", root, "train", build_transforms(False))) == 3
+    assert len(build_dataset("coco", root, "train", build_transforms(True, (120,), 200))) == 3  # evaluation mode
     with pytest.raises(DatasetError, match="unknown dataset 'cocoa'"):
         build_dataset("cocoa", root, "train", None)
 

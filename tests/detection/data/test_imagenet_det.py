@@ -20,7 +20,7 @@ def test_val_split_classes_ids_and_boxes(ilsvrc_root):
 
 def test_train_single_file_form_and_empty_images(ilsvrc_root):
     assert len(ImageNetDetection(ilsvrc_root / "ILSVRC", "train", train=False)) == 2
-    train = build_dataset("imagenet_det", ilsvrc_root, "", build_transforms(True, (20,), 100))
+    train = build_dataset("imagenet_det", ilsvrc_root, "", build_transforms(True, (20,), 100), train=True)
     assert len(train) == 1  # the image without objects is not a training sample
     _, target = train[0]
     assert target["image_id"] == 1
@@ -43,7 +43,7 @@ def test_bad_inputs(ilsvrc_root):
     with pytest.raises(DatasetError, match=r"names 'ILSVRC2012_val_00000099' but its annotation .* is missing"):
         ImageNetDetection(ilsvrc_root, "val2")
     (sets / "val2.txt").write_text("")
-    with pytest.raises(DatasetError, match=r"val2.txt is empty"):
+    with pytest.raises(DatasetError, match=r"val2.txt: split file is empty"):
         ImageNetDetection(ilsvrc_root, "val2")
     (sets / "val2.txt").write_text("../../../../../etc/passwd 1\n")
     with pytest.raises(DatasetError, match="escapes the dataset root"):

@@ -32,7 +32,7 @@ def test_training_batches_with_broken_files(shapes_root, caplog):
             path.write_bytes(path.read_bytes()[:300])  # truncated JPEG
         else:
             path.write_bytes(data)
-    ds = build_dataset("shapes", shapes_root, "train", build_transforms(True, (96, 128), 200))
+    ds = build_dataset("shapes", shapes_root, "train", build_transforms(True, (96, 128), 200), train=True)
     sampler = GroupedBatchSampler(ds, 4, seed=0)
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=0)
     seen, skipped = 0, 0

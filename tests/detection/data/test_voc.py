@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from detection.data import DatasetError, VOCDataset, VOCDetection, build_dataset, build_transforms, voc_default_splits
-from detection.data.voc import VOC_CLASSES
+from detection.data import DatasetError, VOCDataset, VOCDetection, build_dataset, build_transforms, resolve_split
+from detection.data.voc import parse_split_spec
+from detection.devkit import VOC_CLASSES
 
 
 def test_eval_split_converts_one_based_boxes_and_keeps_difficult(voc_root):
     ds = VOCDetection(voc_root(), "2007", "trainval", train=False)
-    assert ds.classes == VOC_CLASSES and len(ds) == 3
+    assert ds.classes == list(VOC_CLASSES) and len(ds) == 3
     assert ds.image_names() == ["000001", "000002", "000005"]
     assert ds.year_dir == voc_root() / "VOCdevkit" / "VOC2007"
     image, target = ds[0]
@@ -35,7 +36,7 @@ def test_train_mode_drops_difficult_and_emptied_images(voc_root):
 def test_paper_unions(voc_root):
     root = voc_root()
     u = VOCDataset(root, "07+12", train=False)
-    assert len(u) == 4 and u.classes == VOC_CLASSES
+    assert len(u) == 4 and u.classes == list(VOC_CLASSES)
     assert [(d.year, d.split) for d in u.datasets] == [("2007", "trainval"), ("2012", "trainval")]
     assert [u.image_info(i)["image_id"] for i in range(4)] == [0, 1, 2, 3]  # unique across parts
     _, target = u[3]
@@ -45,14 +46,24 @@ def test_paper_unions(voc_root):
     uu = VOCDataset(root, "07++12", train=False)
     assert [(d.year, d.split) for d in uu.datasets] == [("2007", "trainval"), ("2007", "test"), ("2012", "trainval")]
     assert len(uu) == 5
-    with pytest.raises(DatasetError, match="evaluate one at a time"):
-        uu.image_names()
+    for evaluated_alone in (uu.image_names, lambda: uu.use_07_metric):
+        with pytest.raises(DatasetError, match="evaluate one at a time"):
+            evaluated_alone()
+
+
+def test_metric_follows_the_devkit_year(voc_root):
+    root = voc_root()
+    assert VOCDataset(root, "2007_test").use_07_metric  # 11-point AP
+    assert not VOCDataset(root, "2012_trainval").use_07_metric  # VOC2010 on: area AP
+    assert VOCDetection(root, "2012", "trainval").use_07_metric is False
 
 
 def test_default_splits(voc_root):
-    assert voc_default_splits(voc_root()) == {"train": [("2007", "trainval"), ("2012", "trainval")],
-                                              "test": [("2007", "test")]}
-    train = build_dataset("voc", voc_root(), "", build_transforms(True, (32,), 100))
+    assert resolve_split("voc", "", train=True) == "trainval" and resolve_split("voc", train=False) == "test"
+    assert resolve_split("voc", "", "2007_val", "2012_val", train=False) == "2007_val"  # first non-empty one
+    assert parse_split_spec(voc_root(), "trainval") == [("2007", "trainval"), ("2012", "trainval")]
+    assert parse_split_spec(voc_root(), "test") == [("2007", "test")]
+    train = build_dataset("voc", voc_root(), "", build_transforms(True, (32,), 100), train=True)
     assert [(d.year, d.split) for d in train.datasets] == [("2007", "trainval"), ("2012", "trainval")]
     assert len(train) == 3  # difficult-only image dropped in training
     test = build_dataset("voc", voc_root(), "", build_transforms(False))
@@ -62,8 +73,13 @@ def test_default_splits(voc_root):
 
 def test_default_splits_single_year(tmp_path, voc_root):
     root = voc_root(years=("2007",))
-    assert voc_default_splits(root)["train"] == [("2007", "trainval")]
+    assert parse_split_spec(root, "trainval") == [("2007", "trainval")]
     assert len(build_dataset("voc", root / "VOCdevkit", "2007_test", None)) == 1
+
+
+def test_train_mode_is_an_argument_not_read_from_the_transforms(voc_root):
+    assert len(build_dataset("voc", voc_root(), "2007_trainval", build_transforms(True, (32,), 100))) == 3
+    assert len(build_dataset("voc", voc_root(), "2007_trainval", None, train=True)) == 2
 
 
 def _write(root: Path, rel: str, text: str) -> None:
@@ -78,7 +94,7 @@ def test_bad_split_specs_and_layouts(tmp_path, voc_root):
         VOCDataset(root, "2007test")
     with pytest.raises(DatasetError, match="VOC2012 does not exist"):
         VOCDataset(root, "2012_trainval")
-    with pytest.raises(DatasetError, match=r"split file .*val.txt is missing"):
+    with pytest.raises(DatasetError, match=r"val.txt: split file not found"):
         VOCDetection(root, "2007", "val")
     (root / "VOCdevkit/VOC2007/JPEGImages").rename(root / "VOCdevkit/VOC2007/images")
     with pytest.raises(DatasetError, match=r"expected path .*VOC2007/JPEGImages is missing"):
@@ -88,7 +104,7 @@ def test_bad_split_specs_and_layouts(tmp_path, voc_root):
 @pytest.mark.parametrize(
     "split_text, match",
     [
-        ("\n\n", r"split file .*trainval.txt is empty"),
+        ("\n\n", r"trainval.txt: split file is empty"),
         ("000001\n000404\n", r"names '000404' but its annotation .*000404.xml is missing"),
         ("../../../../etc/passwd\n", "escapes the dataset root"),
     ],
@@ -110,7 +126,7 @@ def test_split_naming_missing_image(voc_root):
 @pytest.mark.parametrize(
     "xml, match",
     [
-        ("<annotation><size><width>5", r"000001.xml: malformed XML: .*line 1"),
+        ("<annotation><size><width>5", r"000001.xml:1: malformed XML \(.*line 1"),
         ("<annotation><object/></annotation>", r"000001.xml: missing or invalid <size>"),
         ('<annotation><size><width>80</width><height>60</height></size><object><name>unicorn</name>'
          "<bndbox><xmin>1</xmin></bndbox></object></annotation>",

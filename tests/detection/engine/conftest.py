@@ -37,7 +37,7 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shapes_train(shapes_root: Path) -> torch.utils.data.Dataset:
     cfg = tiny_config()
     transforms = build_transforms(train=True, min_sizes=tuple(cfg.input.train_min_sizes), max_size=96)
-    return build_dataset("shapes", shapes_root, "train", transforms)
+    return build_dataset("shapes", shapes_root, "train", transforms, train=True)
 
 
 @pytest.fixture(autouse=True)

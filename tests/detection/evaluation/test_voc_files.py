@@ -13,7 +13,6 @@ from detection.evaluation.voc import (
     VOC_CLASSES,
     EvaluationInputError,
     load_voc_ground_truth,
-    parse_pascal_xml,
     read_voc_results,
     voc_eval,
     write_voc_results,
@@ -112,19 +111,6 @@ def test_detection_on_image_outside_split(voc_root: Path, tmp_path: Path) -> Non
     dets = read_voc_results(tmp_path / "res", "test", VOC_CLASSES)
     with pytest.raises(EvaluationInputError, match="'999999'"):
         voc_eval(dets, load_voc_ground_truth(voc_root, "test"), VOC_CLASSES, True)
-
-
-def test_malformed_annotation(tmp_path: Path, write_xml) -> None:
-    broken = tmp_path / "000001.xml"
-    broken.write_text("<annotation>\n<object><name>cat</name>\n")
-    with pytest.raises(EvaluationInputError, match=r"000001\.xml:3: malformed XML"):
-        parse_pascal_xml(broken)
-    no_box = write_xml(tmp_path / "000002.xml", [("cat", (1, 2, 3, 4))])
-    no_box.write_text(no_box.read_text().replace("<xmax>3</xmax>", ""))
-    with pytest.raises(EvaluationInputError, match=r"000002\.xml: object 0 \(cat\)"):
-        parse_pascal_xml(no_box)
-    with pytest.raises(EvaluationInputError, match=r"missing\.xml: annotation file not found"):
-        parse_pascal_xml(tmp_path / "missing.xml")
 
 
 def test_table_for_arbitrary_classes() -> None:

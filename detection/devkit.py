@@ -1,0 +1,232 @@
+"""The PASCAL VOC and ILSVRC devkits' file formats, read in one place for the datasets and the evaluation.
+
+``detection/data`` turns these files into training and test samples; ``detection/evaluation`` reads them as the
+ground truth of the official metrics (``tools/eval_voc.py``, ``tools/eval_imagenet.py``). Both go through here.
+
+- PASCAL XML annotations (VOC and ILSVRC DET / CLS-LOC): :func:`read_pascal_xml` gives the image size and the
+  objects with their boxes as written: ``(xmin, ymin, xmax, ymax)``, 1-based inclusive pixels.
+  :func:`from_devkit_boxes` / :func:`to_devkit_boxes` convert to and from the toolkit's 0-based continuous xyxy
+  (docs/DESIGN.md, "Box conventions").
+- VOC: :data:`VOC_CLASSES` (devkit order; label ``k`` is ``VOC_CLASSES[k - 1]``), :func:`read_voc_split`
+  (``ImageSets/Main/<split>.txt``) and :func:`voc_uses_07_metric` (which AP the devkit of that year computes).
+- ILSVRC DET: :func:`read_class_map` (``devkit/data/map_det.txt``, lines ``<wnid> <class_index> <name>``) and
+  :func:`read_ilsvrc_split` (``ImageSets/DET/<split>.txt``, lines ``<image_name> <image_index>``).
+
+Every reader raises :class:`~detection.errors.DevkitError` naming the file and the line or object; it is both a
+``DatasetError`` and an ``EvaluationInputError``.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from detection.errors import DevkitError
+
+__all__ = [
+    "VOC_CLASSES",
+    "Box",
+    "DevkitError",
+    "PascalAnnotation",
+    "PascalObject",
+    "Synset",
+    "from_devkit_boxes",
+    "numbered_lines",
+    "parse_coordinate",
+    "read_class_map",
+    "read_ilsvrc_split",
+    "read_pascal_xml",
+    "read_voc_split",
+    "to_devkit_boxes",
+    "voc_uses_07_metric",
+]
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+Box = tuple[float, float, float, float]
+
+
+def voc_uses_07_metric(year: str | int) -> bool:
+    """Whether the VOC devkit of ``year`` scores with the 11-point AP (VOC2007 and before; py-faster-rcnn's
+    ``int(year) < 2010``) rather than the area under the monotone precision envelope (VOC2010 on)."""
+    return int(year) < 2010
+
+
+# ---------------------------------------------------------------------------------------------- boxes
+
+
+def from_devkit_boxes(boxes: Any) -> np.ndarray:
+    """Devkit boxes ``[N, 4]`` (1-based inclusive ``xmin ymin xmax ymax``) → internal 0-based continuous xyxy
+    float32 ``[N, 4]``: ``(xmin - 1, ymin - 1, xmax, ymax)``."""
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    out[:, :2] -= 1.0
+    return out
+
+
+def to_devkit_boxes(boxes: Any) -> np.ndarray:
+    """Internal 0-based continuous xyxy ``[N, 4]`` (array, or a CPU tensor without grad) → devkit 1-based float64
+    ``[N, 4]``: ``(x1 + 1, y1 + 1, x2, y2)``."""
+    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    out[:, :2] += 1.0
+    return out
+
+
+def parse_coordinate(value: Any, *, file: str | Path, obj: str, name: str) -> float:
+    """``float(value)``, or a :class:`DevkitError` naming the file, the object and the field for text or NaN."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DevkitError(f"{file}: {obj}: coordinate {name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise DevkitError(f"{file}: {obj}: coordinate {name}={value!r} is not finite")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------- PASCAL XML
+
+
+class PascalObject(NamedTuple):
+    """One ``<object>``: class name (a VOC name or an ILSVRC wnid), devkit box, ``<difficult>`` (missing = 0)."""
+
+    name: str
+    box: Box
+    difficult: bool
+
+
+@dataclass(frozen=True)
+class PascalAnnotation:
+    """One annotation file: the image size from ``<size>`` and its objects in file order."""
+
+    width: int
+    height: int
+    objects: list[PascalObject]
+
+
+def _describe(names: Collection[str], limit: int = 30) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def read_pascal_xml(path: Path, classes: Collection[str] | None = None) -> PascalAnnotation:
+    """Read a PASCAL-style annotation (VOC, ILSVRC DET and CLS-LOC share the schema); boxes stay as written.
+
+    With ``classes``, an object of any other class is an error listing the known ones; without, every object is
+    returned. Raises :class:`DevkitError` naming the file (and line or object) for a missing or malformed file, a
+    missing ``<size>``, an object without ``<name>`` or ``<bndbox>``, and non-numeric or NaN coordinates.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise DevkitError(f"{path}: annotation file not found") from None
+    except ET.ParseError as exc:
+        raise DevkitError(f"{path}:{exc.position[0]}: malformed XML ({exc})") from None
+    except OSError as exc:
+        raise DevkitError(f"{path}: cannot read annotation file: {exc}") from None
+    try:
+        width, height = (int(root.findtext(f"size/{k}") or "") for k in ("width", "height"))
+    except ValueError:
+        raise DevkitError(f"{path}: missing or invalid <size><width>/<height>") from None
+    objects = []
+    for i, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        where = f"object {i} ({name})"
+        if not name:
+            raise DevkitError(f"{path}: object {i}: no <name>")
+        if classes is not None and name not in classes:
+            raise DevkitError(f"{path}: {where}: unknown class name {name!r}; known: {_describe(classes)}")
+        if obj.find("bndbox") is None:
+            raise DevkitError(f"{path}: {where}: no <bndbox>")
+        xmin, ymin, xmax, ymax = (
+            parse_coordinate(obj.findtext(f"bndbox/{k}"), file=path, obj=where, name=k)
+            for k in ("xmin", "ymin", "xmax", "ymax")
+        )
+        difficult = obj.findtext("difficult") or "0"
+        try:
+            objects.append(PascalObject(name, (xmin, ymin, xmax, ymax), bool(int(difficult))))
+        except ValueError:
+            raise DevkitError(f"{path}: {where}: <difficult> is {difficult!r}, not an integer") from None
+    return PascalAnnotation(width, height, objects)
+
+
+# ---------------------------------------------------------------------------------------------- list files
+
+
+def numbered_lines(path: Path, what: str) -> Iterator[tuple[int, list[str], str]]:
+    """``(line number, fields, line)`` of each non-empty line; :class:`DevkitError` when the file is missing
+    (``what`` names the kind of file in the message)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DevkitError(f"{path}: {what} not found")
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            yield lineno, line.split(), line
+
+
+def read_voc_split(path: Path) -> list[str]:
+    """Image names of ``ImageSets/Main/<split>.txt`` in file order (first field of each non-empty line).
+
+    Raises :class:`DevkitError` for a missing or empty file.
+    """
+    names = [fields[0] for _, fields, _ in numbered_lines(path, "split file")]
+    if not names:
+        raise DevkitError(f"{path}: split file is empty")
+    return names
+
+
+class Synset(NamedTuple):
+    """One line of ``map_det.txt``: WordNet id, the devkit's 1-based class index, readable name."""
+
+    wnid: str
+    index: int
+    name: str
+
+
+def read_class_map(path: Path) -> list[Synset]:
+    """``devkit/data/map_det.txt`` sorted by class index.
+
+    Raises :class:`DevkitError` for a missing or empty file, a malformed line, or a repeated wnid or index.
+    """
+    entries: list[Synset] = []
+    for lineno, _, line in numbered_lines(path, "class map"):
+        fields = line.split(maxsplit=2)
+        if len(fields) != 3 or not fields[1].isdigit():
+            raise DevkitError(f"{path}:{lineno}: expected '<wnid> <class_index> <name>', got {line!r}")
+        entries.append(Synset(fields[0], int(fields[1]), fields[2].strip()))
+    if not entries:
+        raise DevkitError(f"{path}: class map is empty")
+    for key, counts in (("wnid", Counter(e.wnid for e in entries)), ("index", Counter(e.index for e in entries))):
+        repeated = sorted(value for value, n in counts.items() if n > 1)
+        if repeated:
+            raise DevkitError(f"{path}: class map repeats {key} {repeated}")
+    return sorted(entries, key=lambda e: e.index)
+
+
+def read_ilsvrc_split(path: Path) -> list[tuple[str, int]]:
+    """``[(image_name, image_index)]`` of ``ImageSets/DET/<split>.txt`` in file order; a line holding only the
+    name gets its 1-based line number as index.
+
+    Raises :class:`DevkitError` for a missing or empty file, a malformed line, or a repeated image index.
+    """
+    items: list[tuple[str, int]] = []
+    seen: dict[int, str] = {}
+    for lineno, fields, line in numbered_lines(path, "split file"):
+        if len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
+            raise DevkitError(f"{path}:{lineno}: expected '<image_name> <image_index>', got {line!r}")
+        index = int(fields[1]) if len(fields) == 2 else lineno
+        if index in seen:
+            raise DevkitError(f"{path}:{lineno}: image index {index} of {fields[0]} is also that of {seen[index]}")
+        seen[index] = fields[0]
+        items.append((fields[0], index))
+    if not items:
+        raise DevkitError(f"{path}: split file is empty")
+    return items
