@@ -28,7 +28,7 @@ from detection.data.transforms import build_transforms
 def loader_rate(root: Path, workers: int, batch: int, epochs: int, min_size: int, max_size: int) -> float:
     """Images per second over ``epochs`` passes, after the first batch (worker start-up excluded)."""
     transforms = build_transforms(train=True, min_sizes=(min_size,), max_size=max_size, flip_prob=0.5)
-    dataset = build_dataset("shapes", root, "train", transforms)
+    dataset = build_dataset("shapes", root, "train", transforms, train=True)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0, drop_last=True)
     seen, start = 0, 0.0

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
+from detection.devkit import voc_uses_07_metric
 from detection.evaluation.tables import voc_table
 from detection.evaluation.voc import (
     VOC_CLASSES,
@@ -41,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--metric",
         choices=["07", "area"],
-        help="07: 11-point (default for a VOC2007 folder); area: VOC2010+ (default otherwise)",
+        help="07: 11-point (default for a VOC2007 or older folder); area: VOC2010+ (default otherwise)",
     )
     parser.add_argument("--classes", help="comma-separated class names (default: the 20 VOC classes)")
     parser.add_argument(
@@ -56,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     classes = args.classes.split(",") if args.classes else list(VOC_CLASSES)
-    metric = args.metric or ("07" if "2007" in args.voc_root.resolve().name else "area")
+    year = re.search(r"(?:19|20)\d\d", args.voc_root.resolve().name)
+    metric = args.metric or ("07" if year and voc_uses_07_metric(year.group()) else "area")
     try:
         ground_truth = load_voc_ground_truth(args.voc_root, args.split, progress=True)
         detections = read_voc_results(args.results, args.split, classes, allow_missing=args.allow_missing)

@@ -48,11 +48,9 @@ class DetectionTransform:
     """Callable ``(image uint8 [H,W,3], boxes float32 [N,4] xyxy) -> (image tensor [3,H',W'], boxes [N',4], kept)``.
 
     ``kept`` (int64 ``[N']``) indexes the input boxes that survived, so labels and flags can follow them.
-    ``train`` tells datasets built with this transform to use their training defaults.
     """
 
-    def __init__(self, transforms: list[A.BasicTransform], *, train: bool, seed: int | None = None) -> None:
-        self.train = train
+    def __init__(self, transforms: list[A.BasicTransform], *, seed: int | None = None) -> None:
         self._seeded = seed is not None
         self._worker_seed: int | None = None
         self.compose: A.Compose | None = None
@@ -88,7 +86,7 @@ class DetectionTransform:
 
     def __repr__(self) -> str:
         steps = self.compose.transforms if self.compose is not None else []
-        return f"DetectionTransform(train={self.train}, {steps!r})"
+        return f"DetectionTransform({steps!r})"
 
 
 def build_transforms(
@@ -114,4 +112,4 @@ def build_transforms(
             transforms.append(A.HorizontalFlip(p=flip_prob))
     elif resize_in_eval:
         transforms.append(ShortestEdgeResize(min_sizes[:1], max_size))
-    return DetectionTransform(transforms, train=train, seed=seed)
+    return DetectionTransform(transforms, seed=seed)
