@@ -99,7 +99,9 @@ def test_synthetic_default_without_data_root(tmp_path: Path, monkeypatch: pytest
 
 def test_torchrun_two_ranks_on_cpu(tiny_cifar: Path, tmp_path: Path) -> None:
     """DistributedDataParallel over gloo: ranks split each batch, sum the eval counts, rank 0 writes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # This checkout on the path: the tool must not import an installed copy of the package from elsewhere.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [
         sys.executable,
         "-m",
