@@ -3,7 +3,8 @@
 A toolkit checkpoint is a dict with ``"model"`` (a state dict) plus optional ``"optimizer"``, ``"scheduler"``,
 ``"iteration"``, ``"rng"`` (from ``get_rng_state``), ``"config"`` (plain dict) and ``"classes"`` (list of names).
 Everything in it must be loadable with ``torch.load(weights_only=True)``: tensors, numbers, strings, None and
-lists/tuples/dicts of those.
+lists/tuples/dicts of those. ``CheckpointRotation`` names, rotates and finds the numbered checkpoints of a training
+run (both trainers use it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "CheckpointRotation",
     "get_rng_state",
     "latest_good_checkpoint",
     "load_checkpoint",
@@ -42,6 +44,9 @@ class CheckpointError(RuntimeError):
         super().__init__(f"cannot load checkpoint {self.path}: {reason}")
 
 
+_TEMPORARY_SUFFIX = ".tmp."  # save_checkpoint writes ``.<name>.tmp.<pid>`` first
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one, never half.
 
@@ -50,7 +55,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{_TEMPORARY_SUFFIX}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
@@ -159,6 +164,45 @@ def latest_good_checkpoint(directory: str | os.PathLike[str], pattern: str = "mo
             continue
         return candidate
     return None
+
+
+class CheckpointRotation:
+    """The numbered checkpoints of one training run: ``directory/<prefix>_<iteration, 7 digits>.pth``.
+
+    ``save`` writes atomically and then deletes all but the newest ``keep`` (``keep <= 0`` keeps every file);
+    ``newest`` is the resume point: the newest one that loads (corrupt files are skipped with a warning), never an
+    unnumbered file such as ``model_final.pth``. Call both on one process only (rank 0) under DDP.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, prefix: str, keep: int = 3) -> None:
+        self.directory = Path(directory)
+        self.prefix = prefix
+        self.keep = keep
+
+    def path(self, iteration: int) -> Path:
+        return self.directory / f"{self.prefix}_{iteration:07d}.pth"
+
+    def numbered(self) -> list[Path]:
+        """The numbered checkpoints on disk, oldest (smallest iteration) first."""
+        files = self.directory.glob(f"{self.prefix}_[0-9]*.pth")
+        return sorted(files, key=lambda p: (_iteration_of(p) or 0, p.name))
+
+    def save(self, iteration: int, state: dict[str, Any]) -> Path:
+        path = save_checkpoint(self.path(iteration), state)
+        for stale in self.numbered()[: -self.keep] if self.keep > 0 else []:
+            stale.unlink(missing_ok=True)
+        return path
+
+    def newest(self) -> Path | None:
+        return latest_good_checkpoint(self.directory, pattern=f"{self.prefix}_[0-9]*.pth")
+
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete the temporaries ``save`` leaves when the process is killed mid-write; returns them."""
+        partial = sorted(self.directory.glob(f".{self.prefix}_*.pth{_TEMPORARY_SUFFIX}*"))
+        for path in partial:
+            logger.info("removing %s, left by a run killed while saving a checkpoint", path)
+            path.unlink(missing_ok=True)
+        return partial
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from backbones import CheckpointError, build_cifar_resnet, build_resnet, load_checkpoint, load_weights
+from backbones import build_cifar_resnet, build_resnet, load_weights, runtime
+from backbones.checkpoint import CheckpointError, load_checkpoint
 from backbones.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -133,7 +134,6 @@ def evaluate(
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.float64)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     batches: Iterable = loader
     if progress:
         from tqdm import tqdm
@@ -141,7 +141,7 @@ def evaluate(
         batches = tqdm(loader, desc=f"eval {mode}", dynamic_ncols=True)
     for views, targets in batches:
         targets = torch.as_tensor(targets).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with runtime.autocast(device, amp):
             if mode == "fullconv":
                 norm = [normalizer(v.to(device, non_blocking=True)[None]) for v in views]
                 scores = fullconv_scores(model, norm)

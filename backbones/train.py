@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +21,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from backbones.checkpoint import get_rng_state, latest_good_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from backbones import runtime
+from backbones.checkpoint import CheckpointRotation, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from backbones.classify import arch_depth, build_classifier, evaluate, is_cifar_arch
 from backbones.data import (
     IMAGENET_MEAN,
@@ -42,6 +42,8 @@ from backbones.data import (
     worker_init,
 )
 from backbones.synthetic import write_synthetic_cifar
+
+logger = logging.getLogger(__name__)
 
 DATASETS = ("imagenet", "cifar10", "imagefolder", "synthetic")
 # Per-dataset defaults; lr steps are fractions of the run so a shortened --iters keeps the recipe's shape.
@@ -177,8 +179,7 @@ def build_datasets(cfg: TrainConfig, rank: int = 0) -> tuple[KeyedDataset, Keyed
             root = root or str(Path(cfg.output_dir) / "data" / "synthetic_cifar")
             if rank == 0:
                 write_synthetic_cifar(root)
-            if dist.is_initialized():
-                dist.barrier()
+            runtime.barrier()
         train = CifarDataset(root, "train", PadCropFlip(crop=size), holdout=cfg.holdout, seed=cfg.seed)
         val = build_eval_dataset(cfg.dataset, root, CenterView(size, size), cfg.holdout)
         mean, std = pixel_mean_std(train.images)  # the paper's per-pixel mean
@@ -231,20 +232,6 @@ def eval_loader(dataset: KeyedDataset, batch_size: int, workers: int, rank: int,
                       worker_init_fn=worker_init)  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------ distributed
-def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group when launched by torchrun with WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    dev = torch.device(f"cuda:{local_rank}" if use_cuda else (device or "cpu"))
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return (dist.get_rank() if world > 1 else 0), world, dev
-
-
 # ------------------------------------------------------------------------------------------------------ train
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
@@ -252,20 +239,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _prune_checkpoints(out: Path, keep: int) -> None:
-    for old in sorted(out.glob("checkpoint_*.pth"))[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
-
-
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train a classifier; returns the metrics dict also written (rank 0) to `output_dir/metrics.json`."""
     cfg = config.resolve()
     assert cfg.iters is not None and cfg.batch_size is not None and cfg.arch is not None
     assert cfg.eval_every is not None and cfg.ckpt_every is not None and cfg.lr is not None
-    rank, world, device = init_distributed(cfg.device)
+    device = runtime.pick_device(cfg.device)
+    rank, world = runtime.init_distributed(device)
     out = Path(cfg.output_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    runtime.setup_logging(out, rank)
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} ranks")
     per_rank = cfg.batch_size // world
@@ -284,12 +266,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     patience = cfg.plateau_patience if cfg.lr_schedule == "plateau" else None
     schedule = RecipeSchedule(optimizer, cfg.lr, cfg.lr_steps or [], warmup=bool(cfg.warmup),
                               warmup_error=cfg.warmup_error, plateau_patience=patience)  # fmt: skip
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = runtime.grad_scaler(device, cfg.amp)
     run_config = {**dataclasses.asdict(cfg), "normalizer": normalizer.to_config(), "world_size": world}
 
     start, history = 0, []
-    ckpt_path = latest_good_checkpoint(out, "checkpoint_*.pth") if cfg.resume else None
+    checkpoints = CheckpointRotation(out, prefix="checkpoint", keep=cfg.keep_checkpoints)
+    if cfg.resume and rank == 0:
+        checkpoints.remove_partial_writes()
+    ckpt_path = checkpoints.newest() if cfg.resume else None
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path)
         model.load_state_dict(ckpt["model"])
@@ -298,10 +282,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         scaler.load_state_dict(ckpt["scaler"])
         start, history = int(ckpt["iteration"]), list(ckpt.get("history", []))
         set_rng_state(ckpt["rng"])
-        if rank == 0:
-            tqdm.write(f"resumed from {ckpt_path} at iteration {start}")
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else model  # fmt: skip
+        logger.info("resumed from %s at iteration %d", ckpt_path, start)
+    net = runtime.data_parallel(model, device)
 
     batches = TrainBatchSampler(len(train_set), per_rank, rank=rank, world=world, seed=cfg.seed,
                                 start=start, stop=cfg.iters)  # fmt: skip
@@ -319,7 +301,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
+        with runtime.autocast(device, cfg.amp):
             logits = net(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -334,8 +316,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             if world > 1:
                 dist.all_reduce(stats)
             schedule.observe_train_error(100.0 * stats[1].item() / stats[2].item())
-            if not schedule.warming_up and rank == 0:
-                tqdm.write(f"warm-up done at iteration {it + 1}: train error < {cfg.warmup_error}%, lr back to base")
+            if not schedule.warming_up:
+                logger.info("warm-up done at iteration %d: train error < %g%%, lr back to base", it + 1,
+                            cfg.warmup_error)
         if rank == 0 and (it % 10 == 0 or it + 1 == cfg.iters):
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
         bar.update(1)
@@ -352,10 +335,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 entry.update(evaluate(model, val_loader, normalizer, "center", device=device, amp=cfg.amp))
                 schedule.observe_eval_error(entry["top1_error"])
             history.append(entry)
+            val = f"  val top-1 {entry['top1_error']:.2f}%  top-5 {entry['top5_error']:.2f}%" if val_loader else ""
+            logger.info(f"iter {done:>7}/{cfg.iters}  lr {lr:.3g}  train loss {entry['train_loss']:.4f}  "
+                        f"train err {entry['train_error']:.2f}%{val}  ({time.time() - t0:.0f} s)")  # fmt: skip
             if rank == 0:
-                val = f"  val top-1 {entry['top1_error']:.2f}%  top-5 {entry['top5_error']:.2f}%" if val_loader else ""
-                tqdm.write(f"iter {done:>7}/{cfg.iters}  lr {lr:.3g}  train loss {entry['train_loss']:.4f}  "
-                           f"train err {entry['train_error']:.2f}%{val}  ({time.time() - t0:.0f} s)")  # fmt: skip
                 _write_json(out / "metrics.json", {"config": run_config, "history": history})
         if done % cfg.ckpt_every == 0 or done == cfg.iters:
             if rank == 0:
@@ -363,10 +346,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                          "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(), "iteration": done,
                          "rng": get_rng_state(), "config": run_config, "classes": train_set.classes,
                          "history": history}  # fmt: skip
-                save_checkpoint(out / f"checkpoint_{done:07d}.pth", state)
-                _prune_checkpoints(out, cfg.keep_checkpoints)
-            if world > 1:
-                dist.barrier()
+                checkpoints.save(done, state)
+            runtime.barrier()
     bar.close()
 
     final = history[-1] if history else {}
@@ -380,6 +361,5 @@ def train(config: TrainConfig) -> dict[str, Any]:
         save_checkpoint(out / "model_final.pth", {"model": model.state_dict(), "config": run_config,
                                                   "classes": train_set.classes, "iteration": cfg.iters})  # fmt: skip
         _write_json(out / "metrics.json", metrics)
-    if world > 1:
-        dist.barrier()
+    runtime.barrier()
     return metrics

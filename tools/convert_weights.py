@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from backbones import build_resnet, load_weights, save_checkpoint
+from backbones import build_resnet, load_weights
+from backbones.checkpoint import save_checkpoint
 from backbones.weights import convert_msra_caffe
 
 # Everything a pickle of numpy arrays, lists and dicts needs; anything else (e.g. os.system) is refused.

@@ -21,27 +21,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones.checkpoint import CheckpointError  # noqa: E402
+from backbones.runtime import pick_device, setup_logging  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
-from detection.data import DATASETS, resolve_split  # noqa: E402
+from detection.data import resolve_split  # noqa: E402
 from detection.data.errors import DatasetError  # noqa: E402
-from detection.engine.run import RunOptions, load_detector, pick_device, setup_logging, test  # noqa: E402
+from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
+from detection.engine.run import load_detector, test  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, required=True, help="a checkpoint written by tools/train_det.py")
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the one in the checkpoint)")
-    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    p.add_argument("--data-root", type=Path, default=None, help="default datasets/<dataset>")
     p.add_argument("--split", default="", help="default: the dataset's test split")
-    p.add_argument("--output-dir", type=Path, default=Path("output/test"))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", action="store_true", help="bf16 (CPU) / fp16 (CUDA) autocast")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--no-optimize", action="store_true",
-                   help="run the model as built (default: frozen BNs folded into the convs, channels-last)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    add_run_arguments(p, output_dir="output/test")
     return p.parse_args(argv)
 
 
@@ -54,16 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    opts = RunOptions(
-        dataset=args.dataset,
-        data_root=args.data_root or Path("datasets") / args.dataset,
-        output_dir=args.output_dir,
-        device=args.device,
-        amp=args.amp,
-        strict=args.strict,
-        progress=not args.no_progress,
-        optimize=not args.no_optimize,
-    )
+    opts = run_options(args)
     split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
     try:
         test(cfg, opts, model, split, pick_device(args.device))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from backbones import runtime
 from detection.data import collate
 
 logger = logging.getLogger(__name__)
@@ -44,14 +45,13 @@ def run_inference(
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, shuffle=False)
     result = Predictions()
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     expected = len(dataset)  # type: ignore[arg-type]
     start = time.perf_counter()
     for images, targets in tqdm(loader, desc="inference", disable=not progress, dynamic_ncols=True):
         if not images:
             continue
         images = [i.to(device, non_blocking=True) for i in images]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with runtime.autocast(device, amp):
             outputs = model(images)
         for target, output in zip(targets, outputs):
             result.targets.append(target)

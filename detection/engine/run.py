@@ -8,7 +8,6 @@ import copy
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,11 @@ from typing import Any
 import torch
 
 from backbones.checkpoint import CheckpointError, load_checkpoint
+from backbones.runtime import barrier, cleanup, init_distributed, pick_device, setup_logging
 from detection.build import build_detector, build_test_detector, load_backbone_weights
 from detection.config import Config, apply_overrides, config_from_dict
 from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
-from detection.engine import distributed as dist_utils
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import run_inference
 from detection.engine.trainer import Trainer
@@ -47,42 +46,12 @@ class RunOptions:
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist_utils.local_rank())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", dist_utils.local_rank())
-    return device
-
-
 def share_cpu_with_workers(device: torch.device, num_workers: int) -> None:
     """On the CPU, leave a core to each data-loading worker: PyTorch's OpenMP threads slow down many times over
     (measured 10–40× on 2 cores) when another busy process takes one of their cores."""
     if device.type == "cpu" and num_workers > 0:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - num_workers)))
-
-
-def setup_logging(output_dir: Path | None, rank: int = 0) -> None:
-    """Console + ``output_dir/log.txt`` on rank 0; only warnings from other ranks."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    fmt = logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s", "%H:%M:%S")
-    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "_resdet", False) for h in root.handlers):
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(fmt)
-        console._resdet = True  # type: ignore[attr-defined]
-        root.addHandler(console)
-    if output_dir is not None and rank == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = str(output_dir / "log.txt")
-        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in root.handlers):
-            handler = logging.FileHandler(path)
-            handler.setFormatter(fmt)
-            root.addHandler(handler)
 
 
 def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool) -> Any:
@@ -107,9 +76,7 @@ def check_classes(cfg: Config, classes: list[str], where: str) -> None:
 def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
     """Train to ``cfg.solver.max_iter`` and (on rank 0) evaluate on the test split. Returns the metrics."""
     device = pick_device(opts.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    rank, world_size = dist_utils.init_distributed(device)
+    rank, world_size = init_distributed(device)
     setup_logging(opts.output_dir, rank)
     if opts.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -140,8 +107,8 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
     metrics = None
     if opts.evaluate and rank == 0:
         metrics = test(cfg, opts, trainer.model, test_split, device)
-    dist_utils.barrier()
-    dist_utils.cleanup()
+    barrier()
+    cleanup()
     return metrics
 
 

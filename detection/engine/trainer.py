@@ -24,10 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from backbones import runtime
 from backbones.checkpoint import (
     CheckpointError,
+    CheckpointRotation,
     get_rng_state,
-    latest_good_checkpoint,
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
@@ -35,7 +36,6 @@ from backbones.checkpoint import (
 from detection.config import Config
 from detection.data import collate
 from detection.data.sampler import GroupedBatchSampler
-from detection.engine import distributed as dist_utils
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +130,6 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
     )
 
 
-def checkpoint_path(output_dir: Path, iteration: int) -> Path:
-    return output_dir / f"model_{iteration:07d}.pth"
-
-
 class Trainer:
     """Holds the model, optimizer and data for one training run. ``run()`` trains to ``cfg.solver.max_iter``."""
 
@@ -162,10 +158,10 @@ class Trainer:
         # Isolated bad batches are skipped; this many in a row means the weights diverged and skipping is futile.
         self.max_consecutive_skips = max_consecutive_skips
         self.consecutive_skips = 0
-        self.keep_checkpoints = keep_checkpoints
+        self.checkpoints = CheckpointRotation(output_dir, prefix="model", keep=keep_checkpoints)
         self.progress = progress
         self.log_period = log_period
-        self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
+        self.rank, self.world_size = runtime.get_rank(), runtime.get_world_size()
         self.model = model.to(device)
         self.optimizer = build_optimizer(self.model, cfg)
         s = cfg.solver
@@ -175,12 +171,7 @@ class Trainer:
                 it, warmup_iters=s.warmup_iters, warmup_factor=s.warmup_factor, steps=s.steps, gamma=s.gamma
             ),
         )
-        if self.world_size > 1:
-            self.ddp_model: nn.Module = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        else:
-            self.ddp_model = self.model
+        self.ddp_model = runtime.data_parallel(self.model, device)
         if s.ims_per_batch % self.world_size:
             raise ValueError(f"solver.ims_per_batch={s.ims_per_batch} is not divisible by {self.world_size} workers")
         self.dataset = dataset
@@ -192,7 +183,7 @@ class Trainer:
             world_size=self.world_size,
         )
         self.state = TrainState()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+        self.scaler = runtime.grad_scaler(device, amp)
         self.writer = None
         self.last_checkpoint: Path | None = None
 
@@ -217,24 +208,17 @@ class Trainer:
         if self.rank != 0:
             return
         state = self.checkpoint_state()
-        path = checkpoint_path(self.output_dir, self.state.iteration)
-        save_checkpoint(path, state)
-        self.last_checkpoint = path
+        self.last_checkpoint = self.checkpoints.save(self.state.iteration, state)
         if final:
             save_checkpoint(self.output_dir / "model_final.pth", {k: state[k] for k in ("model", "config", "classes")})
-        old = sorted(self.output_dir.glob("model_[0-9]*.pth"))[: -self.keep_checkpoints]
-        for stale in old:
-            stale.unlink(missing_ok=True)
 
     def resume(self) -> bool:
         """Load the newest loadable ``model_<iteration>.pth`` in the output directory (corrupt or truncated ones
         are skipped with a warning). Returns False when there is none. ``model_final.pth`` holds weights only and
         is never resumed from. Half-written temporaries left by a run killed while saving are deleted."""
         if self.rank == 0:
-            for stale in self.output_dir.glob(".model_*.pth.tmp.*"):
-                logger.info("removing %s, left by a run killed while saving a checkpoint", stale)
-                stale.unlink(missing_ok=True)
-        path = latest_good_checkpoint(self.output_dir, pattern="model_[0-9]*.pth")
+            self.checkpoints.remove_partial_writes()
+        path = self.checkpoints.newest()
         if path is None:
             logger.warning("--resume: no usable checkpoint in %s; starting from scratch", self.output_dir)
             return False
@@ -267,13 +251,12 @@ class Trainer:
         """One SGD step. Returns the loss values, or None when a non-finite loss was skipped."""
         images = [i.to(self.device, non_blocking=True) for i in images]
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=self.amp):
+        with runtime.autocast(self.device, self.amp):
             losses = self.ddp_model(images, targets)
         loss = sum(losses.values())
         values = {k: float(v.detach()) for k, v in losses.items()}
         local_finite = math.isfinite(float(loss.detach()))
-        if dist_utils.any_true(not local_finite):
+        if runtime.any_true(not local_finite):
             where = " (on another worker)" if local_finite else ""
             return self.non_finite(f"non-finite loss at iteration {self.state.iteration}{where}", values)
         self.optimizer.zero_grad(set_to_none=True)
@@ -355,7 +338,7 @@ class Trainer:
         if it % self.log_period and it != self.cfg.solver.max_iter:
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}", refresh=False)
             return
-        values = dist_utils.all_reduce_mean(values)
+        values = runtime.all_reduce_mean(values)
         bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}")
         if self.rank == 0:
             logger.info("iter %d  lr %.5g  %s", it, lr, "  ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, weights_only reads with clear errors, corrupt-file fallback, RNG round trip."""
+"""Checkpoints: atomic writes, weights_only reads with clear errors, corrupt-file fallback, RNG round trip,
+rotation of a run's numbered checkpoints."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import (
+from backbones.checkpoint import (
     CheckpointError,
+    CheckpointRotation,
     get_rng_state,
     latest_good_checkpoint,
     load_checkpoint,
@@ -100,3 +102,44 @@ def test_latest_good_checkpoint_skips_corrupt_newest(tmp_path: Path, caplog: pyt
     for numbered in tmp_path.glob("model_0*.pth"):
         numbered.unlink()
     assert latest_good_checkpoint(tmp_path) == tmp_path / "model_final.pth"
+
+
+def test_rotation_keeps_the_newest_by_iteration_and_leaves_other_files(tmp_path: Path) -> None:
+    rotation = CheckpointRotation(tmp_path, prefix="model", keep=2)
+    save_checkpoint(tmp_path / "model_final.pth", {"model": {}})
+    (tmp_path / "checkpoint_0000001.pth").write_bytes(b"another run's prefix")
+    for iteration in (5, 10, 15, 10_000_000):  # the last needs 8 digits: name order would put it first
+        path = rotation.save(iteration, {"model": {}, "iteration": iteration})
+        assert path == rotation.path(iteration) and load_checkpoint(path)["iteration"] == iteration
+    assert rotation.path(5).name == "model_0000005.pth"
+    assert [p.name for p in rotation.numbered()] == ["model_0000015.pth", "model_10000000.pth"]
+    assert (tmp_path / "model_final.pth").exists() and (tmp_path / "checkpoint_0000001.pth").exists()
+    assert rotation.newest() == tmp_path / "model_10000000.pth"
+
+
+def test_rotation_keep_zero_keeps_everything(tmp_path: Path) -> None:
+    rotation = CheckpointRotation(tmp_path, prefix="checkpoint", keep=0)
+    for iteration in range(1, 6):
+        rotation.save(iteration, {"model": {}})
+    assert len(rotation.numbered()) == 5
+
+
+def test_rotation_newest_skips_corrupt_files_and_never_the_final_export(tmp_path: Path) -> None:
+    rotation = CheckpointRotation(tmp_path, prefix="model", keep=3)
+    assert rotation.newest() is None
+    save_checkpoint(tmp_path / "model_final.pth", {"model": {}})
+    assert rotation.newest() is None  # a weights-only export is not a resume point
+    rotation.save(2, {"model": {}})
+    rotation.path(4).write_bytes(rotation.path(2).read_bytes()[:100])  # truncated by a crash
+    assert rotation.newest() == rotation.path(2)
+
+
+def test_rotation_removes_only_its_partial_writes(tmp_path: Path) -> None:
+    rotation = CheckpointRotation(tmp_path, prefix="model")
+    kept = rotation.save(1, {"model": {}})
+    partial = tmp_path / ".model_0000002.pth.tmp.4242"  # the name save_checkpoint writes to before the rename
+    partial.write_bytes(b"half a file")
+    foreign = tmp_path / ".checkpoint_0000002.pth.tmp.4242"
+    foreign.write_bytes(b"another prefix")
+    assert rotation.remove_partial_writes() == [partial]
+    assert not partial.exists() and foreign.exists() and kept.exists()

@@ -12,7 +12,8 @@ import torch
 import torch.hub
 import torchvision
 
-from backbones import CheckpointError, WeightsError, build_resnet, load_weights
+from backbones import WeightsError, build_resnet, load_weights
+from backbones.checkpoint import CheckpointError
 from backbones.weights import torchvision_weights_file
 
 

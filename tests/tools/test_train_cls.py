@@ -61,6 +61,7 @@ def test_tiny_training_run_lowers_loss(tiny_cifar: Path, tmp_path: Path) -> None
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["final"]["top1_error"] == metrics["final"]["top1_error"] < 75.0  # chance is 75%
     assert [h["iteration"] for h in saved["history"]] == [10, 20, 30, 40]
+    assert "iter      40/40  lr 0.01" in (tmp_path / "log.txt").read_text()
     model = build_classifier("cifar_resnet8", num_classes=4)
     load_weights(model, tmp_path / "model_final.pth")  # strict: every key and shape matches
 
@@ -78,6 +79,8 @@ def test_resume_reaches_the_same_weights(tiny_cifar: Path, tmp_path: Path) -> No
     assert first["final"]["iteration"] == 8
     good = (tmp_path / "parts" / "checkpoint_0000008.pth").read_bytes()
     (tmp_path / "parts" / "checkpoint_0000010.pth").write_bytes(good[: len(good) // 2])  # a crash mid-write
+    partial = tmp_path / "parts" / ".checkpoint_0000010.pth.tmp.4242"  # a kill during save_checkpoint
+    partial.write_bytes(good[:100])
     resumed = _tool("train_cls").main(_args(tiny_cifar, tmp_path / "parts", "--iters", "12", "--resume", *common))
 
     a = torch.load(tmp_path / "whole" / "model_final.pth", weights_only=True)["model"]
@@ -86,6 +89,12 @@ def test_resume_reaches_the_same_weights(tiny_cifar: Path, tmp_path: Path) -> No
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert resumed["history"] == whole["history"]
+    log = (tmp_path / "parts" / "log.txt").read_text()
+    assert "skipping unusable checkpoint" in log and "checkpoint_0000010.pth" in log
+    assert f"resumed from {tmp_path / 'parts' / 'checkpoint_0000008.pth'} at iteration 8" in log
+    assert not partial.exists()
+    assert sorted(p.name for p in (tmp_path / "parts").glob("checkpoint_*.pth")) == [
+        "checkpoint_0000008.pth", "checkpoint_0000010.pth", "checkpoint_0000012.pth"]  # the newest 3 by iteration
 
 
 def test_synthetic_default_without_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,7 +108,9 @@ def test_synthetic_default_without_data_root(tmp_path: Path, monkeypatch: pytest
 
 def test_torchrun_two_ranks_on_cpu(tiny_cifar: Path, tmp_path: Path) -> None:
     """DistributedDataParallel over gloo: ranks split each batch, sum the eval counts, rank 0 writes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # This checkout on the path: the tool must not import an installed copy of the package from elsewhere.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [
         sys.executable,
         "-m",

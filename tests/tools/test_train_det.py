@@ -40,10 +40,13 @@ def train_args(data_root: Path, output_dir: Path, *extra: str) -> list[str]:
 
 def child_env(fault: str | None = None) -> dict[str, str]:
     # One thread per process: on 2 shared cores PyTorch's thread pool collapses under oversubscription.
+    # This checkout first on the path: fault injection imports the trainer before the tool puts it there, and an
+    # installed copy of the package elsewhere must not be the one tested.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RESDET_TEST_FAULT", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if fault is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULT_INJECTION), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join([str(FAULT_INJECTION), env["PYTHONPATH"]])
         env["RESDET_TEST_FAULT"] = fault
     return env
 

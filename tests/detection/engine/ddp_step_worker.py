@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
+from backbones import runtime
 from detection.build import build_detector
 from detection.config import Config, load_config
-from detection.engine import distributed as dist_utils
 from detection.engine.trainer import Trainer
 
 HEIGHT, WIDTH = 64, 96
@@ -100,7 +100,7 @@ def trained_state(trainer: Trainer) -> dict[str, dict[str, torch.Tensor]]:
 
 def main(out_file: Path) -> None:
     torch.set_num_threads(1)
-    rank, world_size = dist_utils.init_distributed(torch.device("cpu"))
+    rank, world_size = runtime.init_distributed(torch.device("cpu"))
     assert world_size == 2, "run with torchrun --nproc_per_node=2"
     images, targets = make_batch()
     with tempfile.TemporaryDirectory() as scratch:
@@ -110,7 +110,7 @@ def main(out_file: Path) -> None:
     assert losses is not None
     if rank == 0:
         torch.save(trained_state(trainer), out_file)
-    dist_utils.cleanup()
+    runtime.cleanup()
 
 
 if __name__ == "__main__":

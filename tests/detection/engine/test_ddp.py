@@ -12,6 +12,7 @@ from types import ModuleType
 import torch
 
 WORKER = Path(__file__).with_name("ddp_step_worker.py")
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def load_worker() -> ModuleType:
@@ -26,7 +27,9 @@ def test_two_gloo_workers_take_the_same_step_as_one_process_on_the_combined_batc
     out = tmp_path / "ddp.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
            str(out)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # This checkout on the path: the worker must not import an installed copy of the package from elsewhere.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     ddp = torch.load(out, weights_only=True)
