@@ -35,7 +35,7 @@ def cell_anchors(sizes: list[float], aspect_ratios: list[float], round_to_pixels
 def grid_anchors(cells: Tensor, height: int, width: int, stride: int, offset: float = 0.0) -> Tensor:
     """All anchors of an ``height × width`` feature map: ``[height·width·A, 4]``, ordered (y, x, anchor),
     the anchor of cell (y, x) centred at pixel ((x + offset)·stride, (y + offset)·stride) of the input image
-    (offset 0: Faster R-CNN's; 0.5: detectron2's, the centre of the cell's stride × stride block)."""
+    (offset 0: Faster R-CNN's and detectron2's default; 0.5: the centre of the cell's stride × stride block)."""
     device = cells.device
     shift_x = torch.arange(width, dtype=torch.float32, device=device) * stride
     shift_y = torch.arange(height, dtype=torch.float32, device=device) * stride

@@ -56,8 +56,9 @@ class InputConfig:
 class AnchorConfig:
     sizes: list[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    # Centre of the first anchor, in strides from the image corner (detectron2: 0.5), and whether anchor sides are
-    # rounded to whole pixels (Faster R-CNN's; detectron2 keeps them exact).
+    # Centre of the first anchor, in strides from the image corner (0 in Faster R-CNN and in detectron2's configs;
+    # 0.5 centres each anchor in its stride × stride block), and whether anchor sides are rounded to whole pixels
+    # (Faster R-CNN's; detectron2 keeps them exact).
     offset: float = 0.0
     round_to_pixels: bool = True
 
