@@ -8,12 +8,14 @@ back) and detectron2's proposals and detections on three generated images. Nothi
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -36,12 +38,16 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "detectron2_r50_c4"
 BOX_TOL, SCORE_TOL = 1e-3, 1e-5
 
 
-def convert_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("convert_weights", ROOT / "tools" / "convert_weights.py")
+def load_tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def convert_tool() -> ModuleType:
+    return load_tool("convert_weights")
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +120,48 @@ def test_converted_model_reproduces_detectron2(converted: Path, outputs: dict[st
         assert score_error <= SCORE_TOL, f"image {i}: scores differ by {score_error}"
         total_detections += len(want)
     assert total_detections > 0
+
+
+def test_test_det_writes_detectron2s_detections_with_coco_category_ids(
+    tmp_path: Path, converted: Path, outputs: dict[str, np.ndarray]
+) -> None:
+    """One command: ``tools/test_det.py`` on the converted checkpoint and a COCO-layout split of the fixture's
+    images (PNG, lossless) whose 20 category ids are sparse. Its results JSON holds detectron2's detections, each
+    with the COCO id of its class (detectron2's class c is the (c+1)-th smallest id, as in its COCO datasets)."""
+    root = tmp_path / "coco"
+    cat_ids = [3 * k + 2 for k in range(int(outputs["num_classes"]))]
+    images, annotations = [], []
+    for i in range(int(outputs["num_images"])):
+        rgb = outputs[f"image_{i}"]
+        (root / "val").mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / "val" / f"{i}.png"), np.ascontiguousarray(rgb[:, :, ::-1]))
+        images.append({"id": 100 + i, "file_name": f"{i}.png", "height": rgb.shape[0], "width": rgb.shape[1]})
+        for j, (box, c) in enumerate(zip(outputs[f"gt_boxes_{i}"], outputs[f"gt_classes_{i}"])):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            annotations.append({"id": 1000 * i + j, "image_id": 100 + i, "category_id": cat_ids[int(c)],
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    categories = [{"id": c, "name": f"class{c}"} for c in reversed(cat_ids)]  # file order must not matter
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+    test_det = load_tool("test_det")
+    code = test_det.main(["--weights", str(converted), "--dataset", "coco", "--data-root", str(root),
+                          "--split", "val", "--output-dir", str(tmp_path / "out"), "--device", "cpu",
+                          "--no-optimize", "--no-progress", "data.num_workers=0"])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "coco_results_val.json").read_text())
+    for i in range(int(outputs["num_images"])):
+        mine = [r for r in results if r["image_id"] == 100 + i]
+        far = 1e4
+        ours = np.array([[x, y, x + w, y + h, far * cat_ids.index(r["category_id"])]
+                         for r in mine for x, y, w, h in [r["bbox"]]], dtype=np.float32)
+        want = np.concatenate((outputs[f"boxes_{i}"], far * outputs[f"classes_{i}"][:, None]), 1)
+        assert ours.shape == want.shape
+        matched = match_one_to_one(ours, want, BOX_TOL)
+        assert -1 not in matched, f"image {i}: {matched.count(-1)} of detectron2's detections unmatched"
+        scores = np.array([r["score"] for r in mine])
+        assert np.abs(scores[matched] - outputs[f"scores_{i}"]).max() <= SCORE_TOL
 
 
 def test_training_losses_equal_detectron2s(converted: Path, outputs: dict[str, np.ndarray]) -> None:
