@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointRotation",
     "get_rng_state",
     "latest_good_checkpoint",
+    "load_array_pickle",
     "load_checkpoint",
     "safe_torch_load",
     "save_checkpoint",
@@ -120,6 +121,49 @@ def _refused_global(error: BaseException) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# Everything a pickle of numpy arrays, numbers, strings, lists and dicts needs (numpy 1 and 2 module names, pickle
+# protocols 2–5); any other global (os.system, a class to instantiate) is refused before it can run.
+_ARRAY_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),
+}
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ARRAY_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: only numpy arrays, numbers, strings, lists and dicts are expected"
+            )
+        return super().find_class(module, name)
+
+
+def load_array_pickle(path: str | os.PathLike[str]) -> Any:
+    """A plain pickle of numpy arrays in containers (MSRA Caffe dumps, detectron2 model-zoo ``.pkl`` files),
+    read without ever running pickled code. Python 2 era pickles are read with ``encoding="latin1"``.
+
+    Raises ``CheckpointError(path, reason)`` for a missing, corrupt or code-carrying file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file does not exist")
+    try:
+        with open(path, "rb") as f:
+            return _ArraysOnlyUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(path, str(e)) from e
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, UnicodeDecodeError) as e:
+        raise CheckpointError(path, f"the file is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from e
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

@@ -24,6 +24,7 @@ from backbones.checkpoint import safe_torch_load
 __all__ = [
     "LoadResult",
     "WeightsError",
+    "checkpoint_style",
     "convert_msra_caffe",
     "load_weights",
     "msra_caffe_names",
@@ -82,18 +83,42 @@ def _torchvision_state_dict(depth: int, variant: str) -> dict[str, Tensor]:
         ) from e
 
 
-def _state_dict_from(source: Any, depth: int | None) -> dict[str, Tensor]:
+def checkpoint_style(checkpoint: Any) -> str | None:
+    """The backbone style a checkpoint records: ``config["style"]`` (tools/convert_weights.py) or
+    ``config["model"]["backbone"]["style"]`` (a detector's config); ``None`` when it records none."""
+    config = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(config, Mapping):
+        return None
+    if isinstance(config.get("style"), str):
+        return config["style"]
+    backbone = config.get("model", {}).get("backbone", {}) if isinstance(config.get("model"), Mapping) else {}
+    return backbone.get("style") if isinstance(backbone, Mapping) else None
+
+
+def _check_style(source: Any, style: str | None, model: nn.Module) -> None:
+    model_style = getattr(model, "style", None)
+    if style is not None and model_style is not None and style != model_style:
+        name = source if isinstance(source, (str, os.PathLike)) else "the given checkpoint"
+        raise WeightsError(
+            f"weights from {name} are {style}-style but the model is {model_style}-style (the stride's place and the "
+            f"input pixels differ): build it with style={style!r} (detector config: model.backbone.style={style})"
+        )
+
+
+def _state_dict_from(source: Any, depth: int | None) -> tuple[dict[str, Tensor], str | None]:
+    """``(state dict, the style its checkpoint records or None)``."""
     if isinstance(source, str) and source.split(":")[0] == "torchvision":
         if depth is None:
             raise WeightsError("source 'torchvision' needs a model with a .depth attribute (e.g. from build_resnet)")
         variant = source.split(":", 1)[1] if ":" in source else "IMAGENET1K_V1"
-        return _torchvision_state_dict(depth, variant)
+        return _torchvision_state_dict(depth, variant), "torchvision"
     if isinstance(source, Mapping):
         loaded: Any = source
         origin = "the given mapping"
     else:
         loaded = safe_torch_load(source)
         origin = str(source)
+    style = checkpoint_style(loaded)
     for key in _NESTED_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
@@ -104,7 +129,7 @@ def _state_dict_from(source: Any, depth: int | None) -> dict[str, Tensor]:
     # Checkpoints written from a DistributedDataParallel wrapper prefix every key with "module.".
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
+    return state, style
 
 
 def load_weights(
@@ -126,12 +151,18 @@ def load_weights(
         ignore: key prefixes skipped on both sides, e.g. ``("fc.",)`` to take an ImageNet classifier's trunk
             for a detector or a classifier with another number of classes; those model keys keep their values.
 
-    Shape mismatches always raise ``WeightsError``. A ``FrozenBatchNorm2d`` ignores ``num_batches_tracked``.
+    Shape mismatches always raise ``WeightsError``, and so do weights whose checkpoint records a backbone style
+    (``"msra"``: stride in the first 1×1, BGR 0–255 input; or torchvision's) other than ``model.style``: the keys
+    and shapes of the two styles agree, so only this check stops a silently wrong network. A
+    ``FrozenBatchNorm2d`` ignores ``num_batches_tracked``.
 
     Returns:
         ``LoadResult`` with the missing, unexpected and ignored keys.
     """
-    state = _state_dict_from(source, getattr(model, "depth", None))
+    if isinstance(source, str) and source.split(":")[0] == "torchvision":
+        _check_style(source, "torchvision", model)  # before any download
+    state, style = _state_dict_from(source, getattr(model, "depth", None))
+    _check_style(source, style, model)
     prefixes = tuple(ignore)
     model_state = model.state_dict()
 

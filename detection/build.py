@@ -32,10 +32,15 @@ def build_detector(cfg: Config) -> FasterRCNN:
     m = cfg.model
     if m.backbone.freeze_at not in _FROZEN_CHILDREN:
         raise ValueError(f"model.backbone.freeze_at must be one of {sorted(_FROZEN_CHILDREN)}")
-    resnet = build_resnet(m.backbone.depth, frozen_bn=True, base_width=m.backbone.base_width)
+    check_input_matches_style(cfg)
+    b = m.backbone
+    resnet = build_resnet(b.depth, frozen_bn=True, base_width=b.base_width, style=b.style)  # type: ignore[arg-type]
     body, head = split_c4(resnet)
     trunk = DetectorTrunk(body, body.out_channels, _FROZEN_CHILDREN[m.backbone.freeze_at])
-    anchor_generator = AnchorGenerator(m.anchors.sizes, m.anchors.aspect_ratios, _STRIDE)
+    anchor_generator = AnchorGenerator(
+        m.anchors.sizes, m.anchors.aspect_ratios, _STRIDE, offset=m.anchors.offset,
+        round_to_pixels=m.anchors.round_to_pixels,
+    )
     rpn = RegionProposalNetwork(
         anchor_generator=anchor_generator,
         head=RPNHead(trunk.out_channels, m.rpn.conv_channels or trunk.out_channels, anchor_generator.num_anchors),
@@ -57,9 +62,25 @@ def build_detector(cfg: Config) -> FasterRCNN:
         test_min_size=i.test_min_size,
         test_max_size=i.test_max_size,
         size_divisible=i.size_divisible,
+        channel_order=i.channel_order,
+        pixel_scale=i.pixel_scale,
     )
     roi_heads = build_roi_heads(m.roi_heads, head, cfg.num_classes)
     return FasterRCNN(transform=transform, trunk=trunk, rpn=rpn, roi_heads=roi_heads)
+
+
+def check_input_matches_style(cfg: Config) -> None:
+    """MSRA-style weights (``model.backbone.style=msra``) were trained on BGR 0–255 pixels; a config that would
+    feed them RGB [0, 1] is a silent accuracy loss, so it is refused (configs/detectron2/*.yaml set all four)."""
+    style, i = cfg.model.backbone.style, cfg.input
+    if style not in ("torchvision", "msra"):
+        raise ValueError(f"model.backbone.style must be 'torchvision' or 'msra', got {style!r}")
+    if style == "msra" and (i.channel_order != "BGR" or i.pixel_scale != 255.0):
+        raise ValueError(
+            "model.backbone.style=msra takes BGR 0–255 input (backbones.MSRA_INPUT): set input.channel_order=BGR, "
+            "input.pixel_scale=255, input.pixel_mean=[103.53,116.28,123.675], input.pixel_std=[1.0,1.0,1.0]; got "
+            f"channel_order={i.channel_order}, pixel_scale={i.pixel_scale}"
+        )
 
 
 def build_pooler(r: RoIHeadsConfig) -> nn.Module:
@@ -118,8 +139,9 @@ def load_backbone_weights(model: FasterRCNN, cfg: Config) -> None:
     if source.lower() in ("", "none"):
         logger.info("backbone weights: none (random initialisation)")
         return
-    resnet = build_resnet(cfg.model.backbone.depth, frozen_bn=True, base_width=cfg.model.backbone.base_width)
-    load_weights(resnet, source, ignore=("fc.",))
+    b = cfg.model.backbone
+    resnet = build_resnet(b.depth, frozen_bn=True, base_width=b.base_width, style=b.style)  # type: ignore[arg-type]
+    load_weights(resnet, source, ignore=("fc.",))  # refuses weights of the other style
     body, head = split_c4(resnet)
     model.trunk.body.load_state_dict(body.state_dict())
     conv5_of(model.roi_heads.box_head).load_state_dict(head.state_dict())

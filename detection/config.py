@@ -29,6 +29,9 @@ class BackboneConfig:
     weights: str = "torchvision"
     # 0: train everything; 1: freeze conv1; 2: also conv2_x (the paper's and detectron2's default).
     freeze_at: int = 2
+    # "torchvision" (stride on the 3×3) or "msra" (the paper's Caffe models and detectron2's: stride on the first
+    # 1×1 of a down-sampling block; BGR 0–255 input, so input.channel_order=BGR and input.pixel_scale=255).
+    style: str = "torchvision"
 
 
 @dataclass
@@ -43,12 +46,21 @@ class InputConfig:
     pixel_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     pixel_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     size_divisible: int = 32
+    # Images arrive RGB in [0, 1]; the network sees them in this channel order, times pixel_scale, then
+    # normalised with pixel_mean / pixel_std (MSRA and detectron2 weights: BGR, 255, their mean, std 1).
+    channel_order: str = "RGB"
+    pixel_scale: float = 1.0
 
 
 @dataclass
 class AnchorConfig:
     sizes: list[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # Centre of the first anchor, in strides from the image corner (0 in Faster R-CNN and in detectron2's configs;
+    # 0.5 centres each anchor in its stride × stride block), and whether anchor sides are rounded to whole pixels
+    # (Faster R-CNN's; detectron2 keeps them exact).
+    offset: float = 0.0
+    round_to_pixels: bool = True
 
 
 @dataclass

@@ -56,7 +56,11 @@ class ImageBatch(NamedTuple):
 
 class ImageTransform(nn.Module):
     """Normalise, resize (at test time: training images arrive resized by the data pipeline, with the same rule,
-    ``detection.boxes.resize_scale``), pad into a batch; and map detections back to the original pixels."""
+    ``detection.boxes.resize_scale``), pad into a batch; and map detections back to the original pixels.
+
+    Normalising maps the toolkit's RGB [0, 1] images to what the backbone's weights expect: reorder the channels
+    (``channel_order="BGR"`` for MSRA / detectron2 weights), multiply by ``pixel_scale`` (255 for those), then
+    subtract ``pixel_mean`` and divide by ``pixel_std`` (given in the network's channel order and scale)."""
 
     def __init__(
         self,
@@ -66,13 +70,19 @@ class ImageTransform(nn.Module):
         test_min_size: int,
         test_max_size: int,
         size_divisible: int = 32,
+        channel_order: str = "RGB",
+        pixel_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
         self.test_min_size = test_min_size
         self.test_max_size = test_max_size
         self.size_divisible = size_divisible
+        self.channel_order = channel_order
+        self.pixel_scale = pixel_scale
 
     def forward(
         self,
@@ -90,7 +100,7 @@ class ImageTransform(nn.Module):
         for i, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a float tensor [3, H, W], got shape {tuple(image.shape)}")
-            image = (image - self.pixel_mean) / self.pixel_std
+            image = (self.to_network_pixels(image) - self.pixel_mean) / self.pixel_std
             if not self.training:
                 h, w = image.shape[-2:]
                 size = resized_shape(h, w, min_size, max_size)
@@ -99,6 +109,16 @@ class ImageTransform(nn.Module):
             out.append(image)
             sizes.append((int(image.shape[-2]), int(image.shape[-1])))
         return ImageBatch(self.batch(out), sizes, targets)
+
+    def to_network_pixels(self, image: Tensor) -> Tensor:
+        """``[3, H, W]`` RGB in [0, 1] → the weights' channel order and scale (before the mean and std)."""
+        if self.channel_order == "BGR":
+            image = image.flip(0)
+        return image * self.pixel_scale if self.pixel_scale != 1.0 else image
+
+    def extra_repr(self) -> str:
+        return (f"channel_order={self.channel_order}, pixel_scale={self.pixel_scale}, test_min_size="
+                f"{self.test_min_size}, test_max_size={self.test_max_size}, size_divisible={self.size_divisible}")
 
     def batch(self, images: list[Tensor]) -> Tensor:
         d = self.size_divisible

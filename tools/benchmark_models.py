@@ -72,6 +72,10 @@ def build_torchvision_c4(cfg: Config) -> TVFasterRCNN:
     """torchvision's FasterRCNN with this toolkit's R-C4 architecture and the settings of ``cfg``."""
     m, r = cfg.model, cfg.model.roi_heads
     net = getattr(resnet, f"resnet{m.backbone.depth}")(weights=None, norm_layer=TVFrozenBatchNorm2d)
+    if m.backbone.style == "msra" and m.backbone.depth >= 50:  # stride on the first 1×1, as ours (same weights)
+        for layer in (net.layer2, net.layer3, net.layer4):
+            layer[0].conv1.stride, layer[0].conv2.stride = layer[0].conv2.stride, (1, 1)
+    image_mean, image_std = rgb_unit_normalisation(cfg)
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
     body = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
     for name in _FROZEN_NAMES[m.backbone.freeze_at]:
@@ -84,8 +88,8 @@ def build_torchvision_c4(cfg: Config) -> TVFasterRCNN:
         num_classes=None,
         min_size=cfg.input.test_min_size,
         max_size=cfg.input.test_max_size,
-        image_mean=cfg.input.pixel_mean,
-        image_std=cfg.input.pixel_std,
+        image_mean=image_mean,
+        image_std=image_std,
         rpn_anchor_generator=anchors,
         rpn_head=RPNHead(body.out_channels, anchors.num_anchors_per_location()[0]),
         rpn_pre_nms_top_n_train=m.rpn.pre_nms_top_n_train,
@@ -111,11 +115,23 @@ def build_torchvision_c4(cfg: Config) -> TVFasterRCNN:
     )
 
 
+def rgb_unit_normalisation(cfg: Config) -> tuple[list[float], list[float]]:
+    """torchvision normalises RGB [0, 1]; ours may scale and reorder first (MSRA: BGR 0–255). ``(x·s − m) / d`` is
+    ``(x − m/s) / (d/s)``, and a BGR network equals an RGB one whose conv1 input channels are reversed
+    (``copy_weights``), so torchvision gets the config's mean and std divided by the scale, in RGB order."""
+    i = cfg.input
+    mean = [v / i.pixel_scale for v in i.pixel_mean]
+    std = [v / i.pixel_scale for v in i.pixel_std]
+    return (mean[::-1], std[::-1]) if i.channel_order == "BGR" else (mean, std)
+
+
 @torch.no_grad()
 def copy_weights(ours: FasterRCNN, theirs: TVFasterRCNN) -> None:
     """Load our (plain, unfused) model's weights into torchvision's. Background is class 0 in both; torchvision's
     box regressor also has rows for the background class, which its post-processing drops: they are set to 0."""
     theirs.backbone.load_state_dict(ours.trunk.body.state_dict())
+    if ours.transform.channel_order == "BGR":  # theirs sees RGB: reverse conv1's input channels instead
+        theirs.backbone.conv1.weight.copy_(ours.trunk.body.conv1.weight.flip(1))
     theirs.roi_heads.box_head.layer4.load_state_dict(conv5_of(ours.roi_heads.box_head).layer4.state_dict())
     ours_rpn, their_rpn = ours.rpn.head, theirs.rpn.head
     their_rpn.conv[0][0].load_state_dict(ours_rpn.conv.state_dict())

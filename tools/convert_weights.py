@@ -1,46 +1,45 @@
-"""Convert the paper's original MSRA Caffe ResNet weights into a toolkit checkpoint.
+"""Convert published weights into toolkit checkpoints: the paper's MSRA Caffe ResNets, or detectron2's C4 detectors.
 
-Input: a ``.npz`` (flat keys ``"res2a_branch2a/0"``, ...) or ``.pkl`` (``{"res2a_branch2a": [w], ...}``) of numpy
-arrays keyed by Caffe layer name, e.g. dumped from ``ResNet-50-model.caffemodel`` with pycaffe. Output: a toolkit
-checkpoint for ``build_resnet(depth, style="msra")``, whose input is BGR 0-255 minus the per-channel mean
-(``backbones.MSRA_INPUT``)::
+MSRA Caffe (``--from msra``, the default): a ``.npz`` (flat keys ``"res2a_branch2a/0"``, ...) or ``.pkl``
+(``{"res2a_branch2a": [w], ...}``) of numpy arrays keyed by Caffe layer name, e.g. dumped from
+``ResNet-50-model.caffemodel`` with pycaffe. Output: a checkpoint for ``build_resnet(depth, style="msra")``, whose
+input is BGR 0-255 minus the per-channel mean (``backbones.MSRA_INPUT``); it records that style, and loading it into
+a torchvision-style net is an error::
 
     python tools/convert_weights.py --input ResNet-50-model.npz --depth 50 --output weights/resnet50_msra.pth
 
-Load it with ``load_weights(build_resnet(50, style="msra"), "weights/resnet50_msra.pth")``.
+detectron2 (``--from detectron2``): a Faster R-CNN C4 model-zoo ``.pkl`` or a ``.pth`` written by detectron2's
+trainer. Output: a detector checkpoint (weights, the config of configs/detectron2/ that reproduces detectron2's
+inference, the class names) for ``tools/test_det.py`` / ``tools/train_det.py``; see docs/model_zoo.md::
+
+    python tools/convert_weights.py --from detectron2 model_final_f97cb7.pkl --output weights/r50_c4_3x.pth
+    # only its ResNet (COCO-trained conv1…conv5_x), to fine-tune a new detector with model.backbone.weights=…
+    python tools/convert_weights.py --from detectron2 model_final_f97cb7.pkl --backbone-only --output r50_coco.pth
 """
 
 from __future__ import annotations
 
 import argparse
-import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backbones import build_resnet, load_weights
-from backbones.checkpoint import save_checkpoint
-from backbones.weights import convert_msra_caffe
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Everything a pickle of numpy arrays, lists and dicts needs; anything else (e.g. os.system) is refused.
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),
-}
+from backbones import build_resnet, load_weights  # noqa: E402
+from backbones.checkpoint import CheckpointError, load_array_pickle, save_checkpoint  # noqa: E402
+from backbones.weights import convert_msra_caffe  # noqa: E402
+from detection.config import Config, ConfigError, apply_overrides, load_config  # noqa: E402
+from detection.model_zoo import (  # noqa: E402
+    convert_detectron2,
+    detectron2_architecture,
+    detectron2_classes,
+    read_detectron2_weights,
+)
 
-
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are expected")
-        return super().find_class(module, name)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "detectron2"
 
 
 def read_arrays(path: Path) -> dict[str, Any]:
@@ -48,11 +47,10 @@ def read_arrays(path: Path) -> dict[str, Any]:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    with open(path, "rb") as f:
-        try:
-            arrays = _ArraysOnlyUnpickler(f, encoding="latin1").load()  # latin1: Python 2 era pickles
-        except pickle.UnpicklingError as e:
-            raise SystemExit(f"{path}: {e}") from e
+    try:
+        arrays = load_array_pickle(path)
+    except CheckpointError as e:
+        raise SystemExit(str(e)) from e
     if isinstance(arrays, dict) and isinstance(arrays.get("blobs"), dict):  # {"blobs": {...}} wrappers
         arrays = arrays["blobs"]
     if not isinstance(arrays, dict):
@@ -60,20 +58,95 @@ def read_arrays(path: Path) -> dict[str, Any]:
     return arrays
 
 
+def convert_msra(path: Path, depth: int | None, output: Path) -> Path:
+    if depth is None:
+        raise SystemExit("--depth is required with --from msra (50, 101 or 152)")
+    state = convert_msra_caffe(read_arrays(path), depth)
+    # Loading strictly into the target architecture proves every key and shape before anything is written.
+    load_weights(build_resnet(depth, style="msra"), state)
+    config = {"arch": f"resnet{depth}", "style": "msra", "source": str(path)}
+    written = save_checkpoint(output, {"model": state, "config": config})
+    print(f"wrote {written}: {len(state)} tensors for build_resnet({depth}, style='msra')")
+    return written
+
+
+def default_detectron2_config(depth: int, num_classes: int) -> Path:
+    """The configs/detectron2 file for a checkpoint: VOC for 20 classes, else COCO 3x of that depth."""
+    if num_classes == 20:
+        return CONFIGS / "faster_rcnn_R_50_C4_voc.yaml"
+    return CONFIGS / f"faster_rcnn_R_{depth}_C4_3x.yaml"
+
+
+def backbone_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The detector's conv1…conv4_x and conv5_x under ResNet keys (``layer3.5.conv2.weight``), for
+    ``model.backbone.weights`` when fine-tuning on another dataset."""
+    trunk, conv5 = "trunk.body.", "roi_heads.box_head.head."
+    return {k[len(trunk):] if k.startswith(trunk) else k[len(conv5):]: v for k, v in state.items()
+            if k.startswith((trunk, conv5))}
+
+
+def convert_d2(path: Path, config: Path | None, overrides: list[str], output: Path, backbone_only: bool) -> Path:
+    try:
+        weights = read_detectron2_weights(path)
+        arch = detectron2_architecture(weights)
+    except (CheckpointError, ValueError) as e:
+        raise SystemExit(f"{path}: {e}") from e
+    if config is None:
+        # Width and classes follow the checkpoint (e.g. a detector trained on another dataset); everything else,
+        # detectron2's inference, comes from the YAML file.
+        config = default_detectron2_config(arch.depth, arch.num_classes)
+        overrides = [f"model.backbone.base_width={arch.base_width}", f"num_classes={arch.num_classes}", *overrides]
+    try:
+        cfg: Config = apply_overrides(load_config(config), overrides)
+        state = convert_detectron2(weights, cfg)
+    except (ConfigError, ValueError) as e:
+        raise SystemExit(f"{path} with {config}: {e}") from e
+    if backbone_only:
+        backbone = backbone_of(state)
+        load_weights(build_resnet(arch.depth, base_width=arch.base_width, style="msra"), backbone, ignore=("fc.",))
+        config_record = {"arch": f"resnet{arch.depth}", "style": "msra", "source": str(path)}
+        written = save_checkpoint(output, {"model": backbone, "config": config_record})
+        print(f"wrote {written}: the ResNet-{arch.depth} (MSRA style) of {path}, for model.backbone.weights")
+        return written
+    classes = detectron2_classes(arch.num_classes)
+    source = {"format": "detectron2", "file": str(path), "config_file": str(config),
+              "architecture": {"depth": arch.depth, "base_width": arch.base_width,
+                               "num_classes": arch.num_classes, "num_anchors": arch.num_anchors}}
+    written = save_checkpoint(output, {"model": state, "config": cfg.to_dict(), "classes": classes,
+                                       "source": source})
+    print(f"wrote {written}: detectron2 ResNet-{arch.depth} C4 (width {arch.base_width}), {arch.num_classes} classes"
+          f"{' (' + ('COCO' if arch.num_classes == 80 else 'VOC') + ')' if classes else ''}, config {config}")
+    return written
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, required=True, help=".npz or .pkl of Caffe blobs")
-    parser.add_argument("--depth", type=int, choices=(50, 101, 152), required=True)
+    parser.add_argument("--from", dest="source", choices=("msra", "detectron2"), default="msra",
+                        help="what the input is (default: MSRA Caffe blobs)")
+    parser.add_argument("path", nargs="?", type=Path, help="input file (or --input)")
+    parser.add_argument("--input", type=Path, default=None, help="input file: .npz/.pkl of Caffe blobs, or a "
+                        "detectron2 .pkl/.pth")
+    parser.add_argument("--depth", type=int, choices=(50, 101, 152), default=None, help="MSRA only")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="detectron2 only: the toolkit config describing the checkpoint (default: configs/"
+                             "detectron2/ by depth and classes)")
+    parser.add_argument("--backbone-only", action="store_true",
+                        help="detectron2 only: write just the ResNet (conv1…conv5_x) for model.backbone.weights")
     parser.add_argument("--output", type=Path, required=True, help="toolkit checkpoint to write (.pth)")
-    args = parser.parse_args(argv)
-
-    state = convert_msra_caffe(read_arrays(args.input), args.depth)
-    # Loading strictly into the target architecture proves every key and shape before anything is written.
-    load_weights(build_resnet(args.depth, style="msra"), state)
-    config = {"arch": f"resnet{args.depth}", "style": "msra", "source": str(args.input)}
-    path = save_checkpoint(args.output, {"model": state, "config": config})
-    print(f"wrote {path}: {len(state)} tensors for build_resnet({args.depth}, style='msra')")
-    return path
+    parser.add_argument("overrides", nargs="*", default=[], help="detectron2 only: config key=value overrides")
+    args = parser.parse_intermixed_args(argv)
+    # ``path`` and ``overrides`` are both positional: with --input, the first key=value lands in ``path``.
+    if args.path is not None and "=" in str(args.path):
+        args.overrides.insert(0, str(args.path))
+        args.path = None
+    path = args.input or args.path
+    if path is None:
+        parser.error("give the input file (positional or --input)")
+    if args.source == "msra":
+        if args.overrides or args.config is not None or args.backbone_only:
+            parser.error("--config, --backbone-only and key=value overrides apply to --from detectron2 only")
+        return convert_msra(path, args.depth, args.output)
+    return convert_d2(path, args.config, args.overrides, args.output, args.backbone_only)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 
 from backbones.checkpoint import CheckpointError, load_checkpoint
 from backbones.runtime import barrier, cleanup, init_distributed, pick_device, setup_logging
+from backbones.weights import checkpoint_style
 from detection.build import build_detector, build_test_detector, load_backbone_weights
 from detection.config import Config, apply_overrides, config_from_dict
 from detection.data import build_dataset, resolve_split
@@ -122,6 +123,10 @@ def load_detector(
         if "config" not in ckpt:
             raise CheckpointError(weights, "the checkpoint holds no config; pass --config")
         cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
+    recorded = checkpoint_style(ckpt)
+    if recorded is not None and recorded != cfg.model.backbone.style:  # same keys and shapes: would load silently
+        raise CheckpointError(weights, f"its backbone is {recorded}-style, the config's is "
+                                       f"{cfg.model.backbone.style}: set model.backbone.style={recorded}")
     model = build_detector(cfg)
     try:
         model.load_state_dict(ckpt["model"])

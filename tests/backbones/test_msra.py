@@ -102,6 +102,14 @@ def test_convert_weights_cli(tmp_path: Path) -> None:
     model = build_resnet(50, style="msra").eval()
     load_weights(model, out)
     assert torch.equal(model.layer4[2].conv3.weight, source.layer4[2].conv3.weight)
+    # The checkpoint records its style: same keys and shapes as a torchvision-style net, yet refused there.
+    with pytest.raises(WeightsError, match="msra-style but the model is torchvision-style"):
+        load_weights(build_resnet(50), out)
+
+
+def test_msra_style_is_required_of_the_model() -> None:
+    with pytest.raises(WeightsError, match="torchvision-style but the model is msra-style"):
+        load_weights(build_resnet(50, style="msra", base_width=8), "torchvision")  # refused before any download
 
 
 class RunsCode:

@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 
 from detection.anchors import AnchorGenerator, cell_anchors, grid_anchors
@@ -29,3 +32,21 @@ def test_generator_caches():
     a = gen(4, 5, torch.device("cpu"))
     assert gen(4, 5, torch.device("cpu")) is a
     assert a.shape == (20, 4) and gen.num_anchors == 1
+
+
+def test_detectron2_geometry_unrounded_with_offset():
+    """detectron2's DefaultAnchorGenerator: w = √(s²/r), h = r·w, not rounded; centres at (x + offset)·stride."""
+    cells = cell_anchors([32.0], [0.5, 1.0, 2.0], round_to_pixels=False)
+    for row, ratio in zip(cells, [0.5, 1.0, 2.0]):
+        w = math.sqrt(32.0**2 / ratio)
+        h = ratio * w
+        torch.testing.assert_close(row, torch.tensor([-w / 2, -h / 2, w / 2, h / 2]))
+    assert cells[0, 2] != cell_anchors([32.0], [0.5])[0, 2]  # 22.627 unrounded, 23 rounded
+    grid = AnchorGenerator([32.0], [1.0], 16, offset=0.5, round_to_pixels=False)(2, 3, torch.device("cpu"))
+    torch.testing.assert_close(grid[0], torch.tensor([-8.0, -8.0, 24.0, 24.0]))  # centred at (8, 8)
+    torch.testing.assert_close(grid[4], torch.tensor([8.0, 8.0, 40.0, 40.0]))  # cell (1, 1): (24, 24)
+    # Defaults unchanged: rounded, first centre at (0, 0).
+    torch.testing.assert_close(AnchorGenerator([32.0], [1.0])(2, 3, torch.device("cpu"))[0],
+                               torch.tensor([-16.0, -16.0, 16.0, 16.0]))
+    with pytest.raises(ValueError, match="offset"):
+        AnchorGenerator([32.0], [1.0], offset=1.0)

@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from backbones import MSRA_INPUT, TORCHVISION_INPUT
 from detection import build_detector, load_config
 from detection.build import build_test_detector
 from detection.factored_head import FactoredC4BoxHead
@@ -48,6 +49,21 @@ def test_transform_pads_to_divisible_and_maps_boxes_back():
     det = [{"boxes": torch.tensor([[0.0, 0.0, 40.0, 32.0]])}]
     out = t.postprocess(det, [(32, 40)], [(16, 20)])
     torch.testing.assert_close(out[0]["boxes"], torch.tensor([[0.0, 0.0, 20.0, 16.0]]))
+
+
+def test_transform_channel_order_and_scale_for_msra_weights():
+    image = torch.rand(3, 32, 48)
+    msra = ImageTransform(pixel_mean=list(MSRA_INPUT.mean), pixel_std=list(MSRA_INPUT.std), test_min_size=32,
+                          test_max_size=64, size_divisible=1, channel_order="BGR", pixel_scale=255.0).eval()
+    torch.testing.assert_close(msra([image]).tensor[0], MSRA_INPUT.normalize(image))
+    assert msra([image]).tensor[0, 0, 0, 0] == image[2, 0, 0] * 255 - MSRA_INPUT.mean[0]  # blue first, 0–255
+    # The default (RGB, scale 1) is the plain (x - mean) / std, bit for bit.
+    mean, std = list(TORCHVISION_INPUT.mean), list(TORCHVISION_INPUT.std)
+    default = ImageTransform(pixel_mean=mean, pixel_std=std, test_min_size=32, test_max_size=64).eval()
+    expected = (image - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    assert torch.equal(default([image]).tensor[0, :, :32, :48], expected)  # padded to 32 × 64
+    with pytest.raises(ValueError, match="channel_order"):
+        ImageTransform(pixel_mean=mean, pixel_std=std, test_min_size=32, test_max_size=64, channel_order="GBR")
 
 
 def test_train_step_returns_finite_losses_and_frozen_parts_get_no_grad():
