@@ -28,6 +28,8 @@ LAYOUTS: dict[str, str] = {
     "imagenet_det": "ILSVRC/Data/DET, Annotations/DET, ImageSets/DET and devkit/data/map_det.txt",
 }
 
+PREPARE_NAMES = {"coco": "coco", "voc": "voc", "imagenet_det": "imagenet"}
+
 
 def own_data_kwargs(name: str, data: DataConfig, *, train: bool, classes: list[str] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``build_dataset(name, ...)`` from the config's own-data fields.
@@ -60,7 +62,8 @@ def check_data_root(name: str, root: Path, kwargs: dict[str, Any]) -> None:
     own = " or --train-json/--train-images for COCO-format data elsewhere" if name == "coco" else ""
     raise DatasetError(
         f"dataset root {root} does not exist: --dataset {name} expects {LAYOUTS[name]} under --data-root; fetch it "
-        f"with `python tools/prepare_dataset.py {name} --root {root}`{own} (docs/custom_data.md for own data); "
+        f"with `python tools/prepare_dataset.py {PREPARE_NAMES[name]} --root {root}`{own} (docs/custom_data.md for "
+        f"own data); "
         f"`python tools/quickstart.py` runs offline on generated data"
     )
 
