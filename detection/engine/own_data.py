@@ -40,10 +40,11 @@ def own_data_kwargs(name: str, data: DataConfig, *, train: bool, classes: list[s
     which = "train" if train else "test"
     ann_file, image_dir = getattr(data, f"{which}_json"), getattr(data, f"{which}_images")
     kwargs: dict[str, Any] = {}
-    if ann_file or image_dir:
-        if name != "coco":
-            raise ConfigError(f"data.{which}_json / data.{which}_images (--{which}-json / --{which}-images) are for "
-                              f"--dataset coco, not {name}")
+    if (ann_file or image_dir) and name != "coco":
+        # E.g. a checkpoint trained on own COCO-format data, tested on a VOC folder: its stored paths do not apply.
+        logger.warning("data.%s_json / data.%s_images are for --dataset coco; ignored for --dataset %s", which, which,
+                       name)
+    elif ann_file or image_dir:
         if not (ann_file and image_dir):
             raise ConfigError(f"own COCO-format data needs both data.{which}_json and data.{which}_images "
                               f"(--{which}-json and --{which}-images)")
@@ -102,8 +103,8 @@ def add_own_data_arguments(parser: argparse.ArgumentParser, *, train: bool = Tru
 
 
 def own_data_overrides(args: argparse.Namespace) -> list[str]:
-    """The ``key=value`` overrides the own-data flags stand for. The split is named after the JSON (its results
-    files and metrics say ``val`` rather than the default ``val2017``) unless the config names one."""
+    """The ``key=value`` overrides the own-data flags stand for; with ``--data-root`` and no JSON flag, own-data
+    paths stored in the config (or a checkpoint's) are cleared so that the root is what is read."""
     overrides = []
     for which in ("train", "test"):
         ann_file, images = getattr(args, f"{which}_json", None), getattr(args, f"{which}_images", None)
@@ -111,10 +112,14 @@ def own_data_overrides(args: argparse.Namespace) -> list[str]:
             overrides.append(f"data.{which}_json={ann_file}")
         if images is not None:
             overrides.append(f"data.{which}_images={images}")
+        if ann_file is None and images is None and getattr(args, "data_root", None) is not None:
+            # --data-root names the data: own-data paths from a config or checkpoint must not replace it.
+            overrides += [f'data.{which}_json=""', f'data.{which}_images=""']
     return overrides
 
 
 def own_split_name(data: DataConfig, *, train: bool) -> str:
-    """The split label of own COCO-format data: the JSON file's stem ("" when there is none)."""
+    """The split label of own COCO-format data: the JSON file's stem ("" when there is none), so its results files
+    and metrics say ``val`` for ``val.json`` rather than the default ``val2017``."""
     ann_file = data.train_json if train else data.test_json
     return Path(ann_file).stem if ann_file else ""
