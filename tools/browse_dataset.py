@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         cv2.imwrite(str(args.output_dir / f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         objects.update(dataset.classes[int(k) - 1] for k in target["labels"])
         drawn += 1
-    label = own_split_name(cfg.data, train=train) or split
+    label = own_split_name(opts.dataset, cfg.data, train=train) or split
     print(f"{args.dataset} {label}{' (training transforms)' if train else ''}: drew {drawn} of {len(dataset)} "
           f"images to {args.output_dir}")
     print("objects per class: " + ", ".join(f"{c} {objects[c]}" for c in dataset.classes))

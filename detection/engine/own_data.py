@@ -118,8 +118,8 @@ def own_data_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def own_split_name(data: DataConfig, *, train: bool) -> str:
+def own_split_name(name: str, data: DataConfig, *, train: bool) -> str:
     """The split label of own COCO-format data: the JSON file's stem ("" when there is none), so its results files
     and metrics say ``val`` for ``val.json`` rather than the default ``val2017``."""
     ann_file = data.train_json if train else data.test_json
-    return Path(ann_file).stem if ann_file else ""
+    return Path(ann_file).stem if ann_file and name == "coco" else ""

@@ -66,9 +66,10 @@ def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool, classes
     )
     own = own_data_kwargs(opts.dataset, cfg.data, train=train, classes=classes)
     check_data_root(opts.dataset, opts.data_root, own)
+    split = own_split_name(opts.dataset, cfg.data, train=train) or split
     return build_dataset(
-        opts.dataset, opts.data_root, own_split_name(cfg.data, train=train) or split, transforms, train=train,
-        strict=opts.strict, **{**cfg.data.extra, **own, **opts.dataset_kwargs},
+        opts.dataset, opts.data_root, split, transforms, train=train, strict=opts.strict,
+        **{**cfg.data.extra, **own, **opts.dataset_kwargs},
     )
 
 
@@ -153,7 +154,7 @@ def test(
     ``classes``: the model's class names (a checkpoint's); data with other names is an error."""
     device = device or pick_device(opts.device)
     dataset = make_dataset(opts, cfg, split, train=False, classes=classes)
-    split = own_split_name(cfg.data, train=False) or split
+    split = own_split_name(opts.dataset, cfg.data, train=False) or split
     check_classes(cfg, dataset.classes, f"{opts.dataset} {split}", model_classes=classes)
     model.to(device)
     if opts.optimize:
