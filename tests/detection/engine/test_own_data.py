@@ -106,7 +106,14 @@ def test_periodic_evaluation_logs_and_keeps_the_best(coco_run: Path) -> None:
     assert best["metric"] == "mAP50" and best["value"] == max(m["mAP50"] for m in evaluated)
     assert best["iteration"] == max((1, 2), key=lambda i: (evaluated[i - 1]["mAP50"], -i))
     assert best["classes"] == list(FRUIT.values())
-    assert any(p.name.startswith("events.out.tfevents") for p in (coco_run / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(coco_run / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("eval/mAP50")
+    assert [e.step for e in scalars] == [1, 2]
+    assert [e.value for e in scalars] == pytest.approx([m["mAP50"] for m in evaluated])
+    assert "eval/mAP" in events.Tags()["scalars"]  # COCO's AP@[.5:.95] too
 
 
 def test_test_det_on_own_coco_json(coco_run: Path, own_coco: Path, tmp_path: Path) -> None:
