@@ -29,7 +29,8 @@ LOADER = {"coco": "coco", "voc": "voc", "imagenet": "imagenet_det"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=sorted(ARCHIVES))
-    p.add_argument("--root", type=Path, default=None, help="where the dataset goes (default datasets/<dataset>)")
+    p.add_argument("--root", "--data-root", dest="root", type=Path, default=None,
+                   help="where the dataset goes: the --data-root of the other tools (default datasets/<dataset>)")
     p.add_argument("--check", action="store_true", help="only verify the layout under --root; download nothing")
     p.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives after extraction")
     p.add_argument("--no-progress", action="store_true")

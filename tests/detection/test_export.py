@@ -42,6 +42,16 @@ def test_onnx_matches_the_eager_model(tmp_path: Path, size: tuple[int, int]) -> 
     np.testing.assert_allclose(scores, eager["scores"].numpy(), atol=1e-4)
 
 
+def test_onnx_with_roialign_and_the_papers_proposal_counts(tmp_path: Path) -> None:
+    """6000 boxes before the RPN's NMS take nms_first_k's CPU loop eagerly; the export records torchvision's NMS,
+    which keeps the same boxes; RoIAlign exports as ONNX RoiAlign."""
+    model = tiny_model("model.roi_heads.pooler=roialign", "model.rpn.pre_nms_top_n_test=6000",
+                       "model.rpn.post_nms_top_n_test=300", "input.test_min_size=320", "input.test_max_size=480")
+    path = export_onnx(model, tmp_path / "roialign.onnx", 320, 480)
+    images = [to_tensor(render_image(np.random.default_rng(1), 320, 480)[0])]
+    assert check_onnx(model, path, images)["detections"] > 0
+
+
 def test_refinement_and_voting_are_refused() -> None:
     with pytest.raises(ExportError, match="box voting and box refinement"):
         FixedSizeDetector(tiny_model("model.roi_heads.box_voting=true"), 64, 96)
