@@ -17,6 +17,7 @@ line, label order), else the 20 VOC classes; it is scored with the area AP of VO
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -144,7 +145,11 @@ class VOCDetection(DetectionDataset):
 
     @property
     def use_07_metric(self) -> bool:
-        return voc_uses_07_metric(self.year) if self.year else False
+        # A VOC<year> folder passed as the root itself keeps its year's devkit rule; own data gets the area AP.
+        year = self.year
+        if not year and re.fullmatch(r"VOC\d{4}", self.year_dir.name):
+            year = self.year_dir.name[3:]
+        return voc_uses_07_metric(year) if year else False
 
     def image_names(self) -> list[str]:
         """Image names of the whole split file, in its order (what the devkit's evaluation iterates)."""
