@@ -134,7 +134,7 @@ class VOCDetection(DetectionDataset):
                                       for suffix in IMAGE_SUFFIXES) if p.is_file()), None)
             if image is None:
                 raise DatasetError(f"{self.split_file} names {name!r} but its image {self.year_dir}/JPEGImages/"
-                                   f"{name}.jpg (or {'/'.join(IMAGE_SUFFIXES[1:])}) is missing")
+                                   f"{name}.jpg is missing (also looked for {'/'.join(IMAGE_SUFFIXES[1:])})")
             self._files[index] = image.name
             width, height, ann = load_pascal_annotation(xml, class_to_label)
             if not self.keep_difficult:
