@@ -331,9 +331,9 @@ class Trainer:
             bar.update(1)
             if values is not None:
                 self.log(values, bar)
+            self.evaluate_if_due()  # before the checkpoint, which then holds the best value so far
             if s.checkpoint_period and self.state.iteration % s.checkpoint_period == 0:
                 self.save()
-            self.evaluate_if_due()
         bar.close()
         self.save(final=True)
         if self.writer is not None:
@@ -357,7 +357,6 @@ class Trainer:
                 for k, v in values.items():
                     self.writer.add_scalar(f"train/{k}", v, it)
                 self.writer.add_scalar("train/lr", lr, it)
-
 
     def evaluate_if_due(self) -> None:
         """Periodic evaluation (``test.eval_period``) on rank 0 while the other workers wait; its time is not

@@ -83,7 +83,8 @@ def coco_run(own_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     rc = tool("train_det").main([
         "--dataset", "coco", "--train-json", str(own_coco / "labels/train.json"),
         "--train-images", str(own_coco / "pictures/train"), "--test-json", str(own_coco / "labels/val.json"),
-        "--test-images", str(own_coco / "pictures/val"), *common(out, "test.eval_period=1"),
+        "--test-images", str(own_coco / "pictures/val"),
+        *common(out, "test.eval_period=1", "solver.checkpoint_period=1"),
     ])  # fmt: skip
     assert rc == 0
     return out
@@ -114,6 +115,26 @@ def test_periodic_evaluation_logs_and_keeps_the_best(coco_run: Path) -> None:
     assert [e.step for e in scalars] == [1, 2]
     assert [e.value for e in scalars] == pytest.approx([m["mAP50"] for m in evaluated])
     assert "eval/mAP" in events.Tags()["scalars"]  # COCO's AP@[.5:.95] too
+
+
+def test_resumed_run_keeps_comparing_against_the_stored_best(coco_run: Path, own_coco: Path, tmp_path: Path) -> None:
+    evaluated = {i: json.loads((coco_run / "eval" / f"iter_{i:07d}" / "metrics.json").read_text())["mAP50"]
+                 for i in (1, 2)}  # fmt: skip
+    assert load_checkpoint(coco_run / "model_0000002.pth")["best_metric"] == max(evaluated.values())
+    out = tmp_path / "resumed"
+    shutil.copytree(coco_run, out)
+    rc = tool("train_det").main([
+        "--dataset", "coco", "--train-json", str(own_coco / "labels/train.json"),
+        "--train-images", str(own_coco / "pictures/train"), "--test-json", str(own_coco / "labels/val.json"),
+        "--test-images", str(own_coco / "pictures/val"), "--resume", "--no-eval",
+        *common(out, "test.eval_period=1", "solver.checkpoint_period=1", "solver.max_iter=3"),
+    ])  # fmt: skip
+    assert rc == 0
+    evaluated[3] = json.loads((out / "eval" / "iter_0000003" / "metrics.json").read_text())["mAP50"]
+    best = load_checkpoint(out / "model_best.pth")
+    assert best["value"] == max(evaluated.values())
+    assert best["iteration"] == (3 if evaluated[3] > max(evaluated[1], evaluated[2]) else
+                                 load_checkpoint(coco_run / "model_best.pth")["iteration"])
 
 
 def test_test_det_on_own_coco_json(coco_run: Path, own_coco: Path, tmp_path: Path) -> None:
