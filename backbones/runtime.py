@@ -178,6 +178,7 @@ def summary_writer(output_dir: Path, rank: int = 0) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        logging.getLogger(__name__).warning("tensorboard is not importable; scalars go to log.txt only")
+        logging.getLogger(__name__).warning(
+            'tensorboard is not installed (pip install -e ".[tensorboard]"); scalars go to log.txt only')
         return None
     return SummaryWriter(log_dir=str(output_dir / "tensorboard"))

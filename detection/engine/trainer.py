@@ -375,6 +375,6 @@ def _summary_writer(output_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
-        logger.warning("tensorboard is not importable; scalars go to log.txt only")
+        logger.warning('tensorboard is not installed (pip install -e ".[tensorboard]"); scalars go to log.txt only')
         return None
     return SummaryWriter(log_dir=str(output_dir / "tensorboard"))
