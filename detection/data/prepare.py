@@ -117,6 +117,9 @@ def download(archive: Archive, folder: Path, *, progress: bool = True, timeout: 
                 while block := response.read(1 << 20):
                     f.write(block)
                     bar.update(len(block))
+    except urllib.error.HTTPError as exc:
+        if not (exc.code == 416 and start):  # 416: nothing left after byte `start`; the part is complete
+            raise DatasetError(f"downloading {archive.url} failed ({exc})") from None
     except (urllib.error.URLError, OSError) as exc:
         raise DatasetError(f"downloading {archive.url} failed ({exc}); run again to resume from "
                            f"{part.stat().st_size if part.exists() else 0} bytes") from None

@@ -40,6 +40,9 @@ class Served:
                 data, start = served.files[name], 0
                 if self.headers.get("Range", "").startswith("bytes="):
                     start = int(self.headers["Range"][6:].rstrip("-"))
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
                     self.send_response(206)
                 else:
                     self.send_response(200)
@@ -134,6 +137,10 @@ def test_download_resumes_and_verifies_the_checksum(serve, tmp_path: Path) -> No
     assert path.read_bytes() == payload and served.requests == [("data.zip", "bytes=1000-")]
     assert not (folder / "data.zip.part").exists()
     assert download(served.archive("data.zip"), folder, progress=False) == path and len(served.requests) == 1
+
+    path.rename(folder / "data.zip.part")  # killed after the last byte, before the rename
+    assert download(served.archive("data.zip"), folder, progress=False).read_bytes() == payload
+    assert served.requests[-1] == ("data.zip", f"bytes={len(payload)}-")  # answered 416: nothing left to fetch
 
     wrong = Archive(served.url("data.zip"), "0" * 32)
     with pytest.raises(DatasetError, match="does not match the published 0{32}"):
