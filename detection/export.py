@@ -18,7 +18,9 @@ natively. ``torch.export`` (and the dynamo ONNX exporter built on it) fails on t
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +75,10 @@ def export_onnx(model: FasterRCNN, path: Path, height: int, width: int) -> Path:
     wrapper = FixedSizeDetector(model, height, width)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(3, height, width)
-    with torch.no_grad():
+    # Sizes are Python constants here on purpose (FixedSizeDetector), which is what the tracer warns about.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
                           input_names=["image"], output_names=["boxes", "scores", "labels"],
                           dynamic_axes={"boxes": {0: "detections"}, "scores": {0: "detections"},
@@ -81,11 +86,17 @@ def export_onnx(model: FasterRCNN, path: Path, height: int, width: int) -> Path:
     return path
 
 
-def run_onnx(path: Path, image: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run an exported file with onnxruntime on the CPU: ``image`` float ``[3, H, W]`` → boxes, scores, labels."""
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime ``InferenceSession`` on the CPU provider for an exported file."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model: Path | Any, image: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run an exported file (or an :func:`onnx_session` of it) on the CPU: ``image`` float ``[3, H, W]`` →
+    boxes, scores, labels."""
+    session = onnx_session(model) if isinstance(model, (str, Path)) else model
     boxes, scores, labels = session.run(None, {"image": image.detach().cpu().numpy().astype(np.float32)})
     return boxes, scores, labels
 
@@ -101,9 +112,10 @@ def check_onnx(model: FasterRCNN, path: Path, images: list[Tensor]) -> dict[str,
     raise :class:`ExportError` unless both give the same labels, boxes within ``BOX_TOLERANCE_PX`` and scores
     within ``SCORE_TOLERANCE``. Returns the largest differences and the number of detections compared."""
     model = model.eval()
+    session = onnx_session(path)
     worst = {"images": float(len(images)), "detections": 0.0, "max_box_diff_px": 0.0, "max_score_diff": 0.0}
     for i, image in enumerate(images):
-        boxes, scores, labels = (torch.from_numpy(a) for a in run_onnx(path, image))
+        boxes, scores, labels = (torch.from_numpy(a) for a in run_onnx(session, image))
         with torch.no_grad():
             eager = model([image])[0]
         if len(labels) != len(eager["labels"]) or not torch.equal(labels, eager["labels"].cpu()):
