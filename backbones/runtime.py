@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,6 +33,7 @@ __all__ = [
     "init_distributed",
     "pick_device",
     "setup_logging",
+    "summary_writer",
 ]
 
 # A finite timeout: if a peer dies, the survivors fail instead of waiting forever.
@@ -166,3 +168,17 @@ def _add_handler(root: logging.Logger, handler: logging.Handler, fmt: logging.Fo
     handler.setFormatter(fmt)
     handler._resdet = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+
+
+def summary_writer(output_dir: Path, rank: int = 0) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``output_dir/tensorboard`` (rank 0), or None on other ranks and when
+    TensorBoard is not importable (a warning then: the scalars still reach ``log.txt``)."""
+    if rank != 0:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logging.getLogger(__name__).warning(
+            'tensorboard is not installed (pip install -e ".[tensorboard]"); scalars go to log.txt only')
+        return None
+    return SummaryWriter(log_dir=str(output_dir / "tensorboard"))

@@ -293,6 +293,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     bar = tqdm(total=cfg.iters, initial=start, disable=rank != 0 or not cfg.progress, dynamic_ncols=True, desc=cfg.arch)
     window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, errors, images since last eval
+    writer = runtime.summary_writer(out, rank)  # TensorBoard scalars, as the detection trainer writes
     t0 = time.time()
     model.train()
     for it, (images, targets) in zip(range(start, cfg.iters), loader):
@@ -340,6 +341,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
                         f"train err {entry['train_error']:.2f}%{val}  ({time.time() - t0:.0f} s)")  # fmt: skip
             if rank == 0:
                 _write_json(out / "metrics.json", {"config": run_config, "history": history})
+            if writer is not None:
+                for key, value in entry.items():
+                    if key != "iteration":
+                        group = "train" if key.startswith("train") or key == "lr" else "val"
+                        writer.add_scalar(f"{group}/{key}", value, done)
+                writer.flush()
         if done % cfg.ckpt_every == 0 or done == cfg.iters:
             if rank == 0:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -349,6 +356,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 checkpoints.save(done, state)
             runtime.barrier()
     bar.close()
+    if writer is not None:
+        writer.close()
 
     final = history[-1] if history else {}
     metrics = {

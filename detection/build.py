@@ -12,7 +12,7 @@ from backbones import build_resnet, load_weights, split_c4
 from backbones.c4 import C4Head
 from detection.anchors import AnchorGenerator
 from detection.box_head import C4BoxHead, GlobalContextBoxHead, conv5_of
-from detection.config import Config, RoIHeadsConfig
+from detection.config import Config, ConfigError, RoIHeadsConfig
 from detection.model import DetectorTrunk, FasterRCNN, ImageTransform
 from detection.multiscale import MultiScaleDetector
 from detection.pooling import RoIAlign, RoIPool
@@ -30,6 +30,9 @@ _STRIDE = 16  # the C4 trunk's
 def build_detector(cfg: Config) -> FasterRCNN:
     """Faster R-CNN ResNet-C4 with every BN frozen; all sizes and thresholds from ``cfg`` (detection/config.py)."""
     m = cfg.model
+    if cfg.num_classes < 1:
+        raise ConfigError("num_classes is 0 (= as many as the training data has): set num_classes, or build the "
+                          "model once the dataset is known (detection/engine/run.py does)")
     if m.backbone.freeze_at not in _FROZEN_CHILDREN:
         raise ValueError(f"model.backbone.freeze_at must be one of {sorted(_FROZEN_CHILDREN)}")
     check_input_matches_style(cfg)

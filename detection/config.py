@@ -109,6 +109,11 @@ class TestConfig:
     # Multi-scale testing (Appendix B): shorter sides of the pyramid; empty = single scale.
     pyramid_min_sizes: list[int] = field(default_factory=list)
     pyramid_max_size: int = 2000
+    # Evaluate on the test split every this many training iterations (0: only after training); the metrics go
+    # to log.txt and TensorBoard, and the weights scoring best on ``best_metric`` (a key of metrics.json, e.g.
+    # "mAP50" or COCO's "mAP") to model_best.pth.
+    eval_period: int = 0
+    best_metric: str = "mAP50"
 
 
 @dataclass
@@ -141,11 +146,20 @@ class DataConfig:
     num_workers: int = 2
     # Dataset-specific extra paths (e.g. R-CNN's val1/val2 lists for ImageNet DET).
     extra: dict[str, str] = field(default_factory=dict)
+    # Own data in COCO format (docs/custom_data.md): an instances JSON anywhere and its image folder, per split;
+    # they replace <data-root>/annotations/instances_<split>.json and <data-root>/<split>/.
+    train_json: str = ""
+    train_images: str = ""
+    test_json: str = ""
+    test_images: str = ""
+    # Own data in VOC format: the class names in label order (default: <root>/classes.txt, else the 20 VOC ones).
+    classes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Config:
-    num_classes: int = 80
+    # Foreground classes; 0 = as many as the training data has (its class names are stored in the checkpoint).
+    num_classes: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)

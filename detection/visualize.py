@@ -1,4 +1,4 @@
-"""Drawing detections on images (used by tools/demo.py)."""
+"""Drawing detections (tools/demo.py) and ground-truth boxes (tools/browse_dataset.py) on images."""
 
 from __future__ import annotations
 
@@ -34,6 +34,28 @@ def draw_detections(
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
         name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
         caption = f"{name} {score:.2f}"
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        ty = max(y1, th + base)
+        cv2.rectangle(out, (x1, ty - th - base), (x1 + tw, ty), colour, -1)
+        cv2.putText(out, caption, (x1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def draw_ground_truth(
+    image: np.ndarray, boxes: Tensor, labels: Tensor, class_names: list[str], ignored: Tensor | None = None
+) -> np.ndarray:
+    """A copy of the RGB ``uint8 [H, W, 3]`` image with each ground-truth box (xyxy, image pixels) and its class
+    name drawn; ``ignored`` (bool ``[N]``: crowd or difficult objects) are drawn thin, captioned ``name*``."""
+    out = np.ascontiguousarray(image.copy())
+    thickness = max(1, round(max(out.shape[:2]) / 400))
+    font_scale = max(0.35, max(out.shape[:2]) / 1200)
+    for i, (box, label) in enumerate(zip(boxes.tolist(), labels.tolist())):
+        weak = ignored is not None and bool(ignored[i])
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        colour = class_colour(int(label))
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 1 if weak else thickness)
+        name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
+        caption = name + ("*" if weak else "")
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         ty = max(y1, th + base)
         cv2.rectangle(out, (x1, ty - th - base), (x1 + tw, ty), colour, -1)

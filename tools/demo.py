@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", type=Path, default=Path("output/demo"))
     p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = p.parse_args(argv)
     # ``--images a.jpg b.jpg key=value`` : argparse hands trailing overrides to --images; take them back.
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no images found in " + " ".join(map(str, args.images)), file=sys.stderr)
         return 2
     records, failed = [], 0
-    for path in tqdm(images, desc="demo"):
+    for path in tqdm(images, desc="demo", disable=args.no_progress):
         try:
             image, _ = read_image(path)
         except UnreadableImageError as exc:

@@ -26,6 +26,7 @@ from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import resolve_split  # noqa: E402
 from detection.data.errors import DatasetError  # noqa: E402
 from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
+from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
 from detection.engine.run import load_detector, test  # noqa: E402
 
 
@@ -34,8 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", type=Path, required=True, help="a checkpoint written by tools/train_det.py")
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the one in the checkpoint)")
     p.add_argument("--split", default="", help="default: the dataset's test split")
+    add_own_data_arguments(p, train=False)
     add_run_arguments(p, output_dir="output/test")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.overrides += own_data_overrides(args)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.output_dir)
     try:
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
-        model, cfg, _ = load_detector(args.weights, cfg, args.overrides)
+        model, cfg, classes = load_detector(args.weights, cfg, args.overrides)
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     opts = run_options(args)
     split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
     try:
-        test(cfg, opts, model, split, pick_device(args.device))
-    except DatasetError as exc:
+        test(cfg, opts, model, split, pick_device(args.device), classes=classes or None)
+    except (ConfigError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

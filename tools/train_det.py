@@ -24,6 +24,7 @@ from backbones.weights import WeightsError  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import DatasetError  # noqa: E402
 from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
+from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
 from detection.engine.run import train  # noqa: E402
 from detection.engine.trainer import NonFiniteLossError  # noqa: E402
 
@@ -35,8 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (exact resumption on CPU)")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate after training")
+    add_own_data_arguments(p)
     add_run_arguments(p, output_dir="output/train")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.overrides += own_data_overrides(args)
+    return args
 
 
 @record  # under torchrun, a failing worker's exception becomes the job's "Root Cause" summary
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         train(cfg, opts)
-    except (CheckpointError, WeightsError, DatasetError, NonFiniteLossError) as exc:
+    except (CheckpointError, ConfigError, WeightsError, DatasetError, NonFiniteLossError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

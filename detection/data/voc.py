@@ -8,10 +8,16 @@ Split specs accepted by :class:`VOCDataset` (and ``build_dataset("voc", ...)``):
 ``"2012_trainval"``; a bare split (``"trainval"``, ``"train"``, ``"val"``) for every year present under the root,
 ``"test"`` for VOC2007 test; the paper's ``"07+12"`` (07 trainval + 12 trainval) and ``"07++12"``
 (07 trainval + 07 test + 12 trainval); and any ``+``-joined list of ``<year>_<split>``.
+
+Own data in the same format needs no ``VOC<year>`` folder: a root that itself holds ``Annotations/``,
+``JPEGImages/`` and ``ImageSets/Main/`` is one dataset whose splits are named bare (``"train"``, ``"test"``,
+``"train+val"``). Its classes are ``classes=`` (config ``data.classes``), else ``<root>/classes.txt`` (one name a
+line, label order), else the 20 VOC classes; it is scored with the area AP of VOC2010 on (docs/custom_data.md).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,13 +62,44 @@ def find_devkit(root: str | Path) -> Path:
     return root / "VOCdevkit" if (root / "VOCdevkit").is_dir() else root
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def is_voc_folder(root: str | Path) -> bool:
+    """Whether ``root`` is itself a VOC-format folder (own data: ``Annotations/`` and ``ImageSets/Main/`` directly
+    under it, no ``VOC<year>`` level)."""
+    root = Path(root)
+    return (root / "Annotations").is_dir() and (root / "ImageSets" / "Main").is_dir()
+
+
+def voc_classes(folder: Path, classes: list[str] | None = None) -> list[str]:
+    """The class names of a VOC-format folder, in label order: ``classes`` if given, else ``folder/classes.txt``
+    (one name a line; blank lines and ``#`` comments ignored), else the 20 VOC classes."""
+    if classes:
+        names = [str(c) for c in classes]
+        where = "data.classes"
+    elif (folder / "classes.txt").is_file():
+        names = [line.strip() for line in (folder / "classes.txt").read_text(encoding="utf-8").splitlines()]
+        names = [n for n in names if n and not n.startswith("#")]
+        where = str(folder / "classes.txt")
+    else:
+        return list(VOC_CLASSES)
+    if not names:
+        raise DatasetError(f"{where}: no class names")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DatasetError(f"{where}: class names repeated: {', '.join(repeated)}")
+    return names
+
+
 class VOCDetection(DetectionDataset):
     """One year and split, e.g. ``VOCDetection(root, "2007", "test")``; ``root`` is ``VOCdevkit`` or its parent.
+    With ``year=""`` the root is itself the VOC-format folder (own data; see the module docstring).
 
-    Scored with the devkit's AP for ``year``: ``use_07_metric`` (11-point for VOC2007, area for VOC2010 on).
+    Scored with the devkit's AP for ``year``: ``use_07_metric`` (11-point for VOC2007, area for VOC2010 on and for
+    own data).
     """
 
-    classes = list(VOC_CLASSES)
     protocol: ClassVar[EvalProtocol] = "voc"
 
     def __init__(
@@ -76,23 +113,29 @@ class VOCDetection(DetectionDataset):
         keep_difficult: bool | None = None,
         filter_empty: bool | None = None,
         strict: bool = False,
+        classes: list[str] | None = None,
     ) -> None:
         super().__init__(transforms, train=train, filter_empty=filter_empty, strict=strict)
         self.year, self.split = str(year), split
         self.keep_difficult = not self.train if keep_difficult is None else keep_difficult
-        self.year_dir = find_devkit(root) / f"VOC{self.year}"
+        self.year_dir = find_devkit(root) / f"VOC{self.year}" if self.year else Path(root)
         check_root(self.year_dir, "Annotations", "JPEGImages", "ImageSets/Main")
+        self.classes = voc_classes(self.year_dir, classes)
         self.split_file = self.year_dir / "ImageSets" / "Main" / f"{split}.txt"
         self._names = read_voc_split(self.split_file)
         class_to_label = {name: k for k, name in enumerate(self.classes, start=1)}
         self._items: list[tuple[int, int, int, Annotation]] = []  # (split index, width, height, annotation)
+        self._files: dict[int, str] = {}  # split index → image file name (own data may be .png)
         for index, name in enumerate(self._names):
             xml = safe_join(self.year_dir / "Annotations", f"{name}.xml", what=f"{self.split_file}: image name")
             if not xml.is_file():
                 raise DatasetError(f"{self.split_file} names {name!r} but its annotation {xml} is missing")
-            image = safe_join(self.year_dir / "JPEGImages", f"{name}.jpg")
-            if not image.is_file():
-                raise DatasetError(f"{self.split_file} names {name!r} but its image {image} is missing")
+            image = next((p for p in (safe_join(self.year_dir / "JPEGImages", name + suffix)
+                                      for suffix in IMAGE_SUFFIXES) if p.is_file()), None)
+            if image is None:
+                raise DatasetError(f"{self.split_file} names {name!r} but its image {self.year_dir}/JPEGImages/"
+                                   f"{name}.jpg is missing (also looked for {'/'.join(IMAGE_SUFFIXES[1:])})")
+            self._files[index] = image.name
             width, height, ann = load_pascal_annotation(xml, class_to_label)
             if not self.keep_difficult:
                 ann = ann.select(~ann.flags["difficult"])
@@ -102,7 +145,11 @@ class VOCDetection(DetectionDataset):
 
     @property
     def use_07_metric(self) -> bool:
-        return voc_uses_07_metric(self.year)
+        # A VOC<year> folder passed as the root itself keeps its year's devkit rule; own data gets the area AP.
+        year = self.year
+        if not year and re.fullmatch(r"VOC\d{4}", self.year_dir.name):
+            year = self.year_dir.name[3:]
+        return voc_uses_07_metric(year) if year else False
 
     def image_names(self) -> list[str]:
         """Image names of the whole split file, in its order (what the devkit's evaluation iterates)."""
@@ -113,11 +160,10 @@ class VOCDetection(DetectionDataset):
 
     def image_info(self, index: int) -> dict[str, Any]:
         split_index, width, height, _ = self._items[index]
-        return {"height": height, "width": width, "file_name": f"{self._names[split_index]}.jpg",
-                "image_id": split_index}
+        return {"height": height, "width": width, "file_name": self._files[split_index], "image_id": split_index}
 
     def image_path(self, index: int) -> Path:
-        return self.year_dir / "JPEGImages" / f"{self._names[self._items[index][0]]}.jpg"
+        return self.year_dir / "JPEGImages" / self._files[self._items[index][0]]
 
     def annotation(self, index: int) -> Annotation:
         return self._items[index][3]
@@ -135,6 +181,8 @@ def years_present(root: str | Path) -> list[str]:
 
 def parse_split_spec(root: str | Path, spec: str) -> list[tuple[str, str]]:
     """``(year, split)`` pairs for a split spec (see the module docstring)."""
+    if is_voc_folder(root):  # own data: one folder, bare split names
+        return [("", part) for part in spec.split("+")]
     spec = PAPER_UNIONS.get(spec, spec)
     if spec == "test":  # VOC2007 is the only year whose test annotations were released
         return [("2007", "test")]

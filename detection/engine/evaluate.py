@@ -5,7 +5,8 @@ every number comes from ``detection.evaluation`` (one implementation per protoco
 - ``"coco"``: results JSON with the dataset's category ids (``label_to_cat_id``) and ``[x, y, w, h]`` →
   pycocotools' 12 numbers against ``dataset.coco``; with ``headline_voc07`` (the generated shapes set) VOC07
   11-point mAP@0.5 too, as the headline number.
-- ``"voc"``: ``comp4_det_<split>_<class>.txt`` (1-based, ``image_names()``) → mAP@0.5 with the devkit's AP of the
+- ``"voc"``: ``comp4_det_<split>_<class>.txt`` (1-based, ``image_names()``; ``<split>`` is the devkit's, ``test``
+  for ``2007_test``) → mAP@0.5 with the devkit's AP of the
   dataset's year (``use_07_metric``: 11-point for VOC2007, area for VOC2010 on).
 - ``"imagenet_det"``: devkit result lines (``wnids``, ``label_to_class_index``) → the ILSVRC DET mAP.
 
@@ -125,7 +126,8 @@ def _evaluate_voc(
         cls: [(names[int(image_id)], score, box) for image_id, score, box in items]
         for cls, items in evaluator.detections.items()
     }
-    write_voc_results(output_dir / "results", split, detections, dataset.classes)
+    # Named by the devkit's own split ("test" for "2007_test"): the name tools/eval_voc.py --split looks for.
+    write_voc_results(output_dir / "results", dataset.split, detections, dataset.classes)
     metrics = {
         "mAP50": result.mAP,
         "metric": "VOC07 11-point mAP@0.5" if result.use_07_metric else "VOC area mAP@0.5",

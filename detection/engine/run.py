@@ -5,6 +5,7 @@ evaluate and write ``metrics.json``."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,8 @@ from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import run_inference
+from detection.engine.monitor import PeriodicEvaluator
+from detection.engine.own_data import check_classes, check_data_root, own_data_kwargs, own_split_name
 from detection.engine.trainer import Trainer
 from detection.optimize import optimize_for_inference, optimize_for_training
 
@@ -55,23 +58,20 @@ def share_cpu_with_workers(device: torch.device, num_workers: int) -> None:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - num_workers)))
 
 
-def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool) -> Any:
+def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool, classes: list[str] | None = None) -> Any:
+    """The dataset of ``opts.dataset`` (own data from ``cfg.data``'s fields, docs/custom_data.md); ``classes``
+    (a checkpoint's) fix the label order of a VOC-format folder."""
     i = cfg.input
     transforms = build_transforms(
         train=train, min_sizes=tuple(i.train_min_sizes), max_size=i.train_max_size, flip_prob=i.flip_prob
     )
+    own = own_data_kwargs(opts.dataset, cfg.data, train=train, classes=classes)
+    check_data_root(opts.dataset, opts.data_root, own)
+    split = own_split_name(opts.dataset, cfg.data, train=train) or split
     return build_dataset(
         opts.dataset, opts.data_root, split, transforms, train=train, strict=opts.strict,
-        **{**cfg.data.extra, **opts.dataset_kwargs},
+        **{**cfg.data.extra, **own, **opts.dataset_kwargs},
     )
-
-
-def check_classes(cfg: Config, classes: list[str], where: str) -> None:
-    if cfg.num_classes != len(classes):
-        raise ValueError(
-            f"the config says num_classes={cfg.num_classes} but {where} has {len(classes)} classes "
-            f"({', '.join(classes[:10])}{', …' if len(classes) > 10 else ''}); set num_classes={len(classes)}"
-        )
 
 
 def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
@@ -99,6 +99,7 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
         model=model, cfg=cfg, dataset=dataset, output_dir=opts.output_dir, device=device, classes=dataset.classes,
         amp=opts.amp, skip_nonfinite=opts.skip_nonfinite, progress=opts.progress,
     )
+    trainer.evaluator = periodic_evaluator(cfg, opts, test_split, device)
     if not (opts.resume and trainer.resume()):
         load_backbone_weights(trainer.model, cfg)
     trainer.run()
@@ -111,6 +112,20 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
     barrier()
     cleanup()
     return metrics
+
+
+def periodic_evaluator(cfg: Config, opts: RunOptions, split: str, device: torch.device) -> PeriodicEvaluator | None:
+    """Evaluation on ``split`` every ``test.eval_period`` iterations (None when 0); each writes its files and
+    ``metrics.json`` under ``output_dir/eval/iter_<iteration>/``."""
+    if cfg.test.eval_period <= 0:
+        return None
+
+    def evaluate(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
+        out = opts.output_dir / "eval" / f"iter_{iteration:07d}"
+        return test(cfg, dataclasses.replace(opts, output_dir=out, progress=False), model, split, device)
+
+    return PeriodicEvaluator(evaluate, period=cfg.test.eval_period, metric=cfg.test.best_metric,
+                             output_dir=opts.output_dir)
 
 
 def load_detector(
@@ -137,12 +152,15 @@ def load_detector(
 
 
 def test(
-    cfg: Config, opts: RunOptions, model: torch.nn.Module, split: str, device: torch.device | None = None
+    cfg: Config, opts: RunOptions, model: torch.nn.Module, split: str, device: torch.device | None = None,
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Inference on ``split``, submission files and metrics under ``opts.output_dir``; prints the table."""
+    """Inference on ``split``, submission files and metrics under ``opts.output_dir``; prints the table.
+    ``classes``: the model's class names (a checkpoint's); data with other names is an error."""
     device = device or pick_device(opts.device)
-    dataset = make_dataset(opts, cfg, split, train=False)
-    check_classes(cfg, dataset.classes, f"{opts.dataset} {split}")
+    dataset = make_dataset(opts, cfg, split, train=False, classes=classes)
+    split = own_split_name(opts.dataset, cfg.data, train=False) or split
+    check_classes(cfg, dataset.classes, f"{opts.dataset} {split}", model_classes=classes)
     model.to(device)
     if opts.optimize:
         model = optimize_for_inference(copy.deepcopy(model))

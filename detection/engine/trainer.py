@@ -36,6 +36,7 @@ from backbones.checkpoint import (
 from detection.config import Config
 from detection.data import collate
 from detection.data.sampler import GroupedBatchSampler
+from detection.engine.monitor import IterationTimer, PeriodicEvaluator, peak_memory_mb, training_log_line
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,9 @@ class Trainer:
         self.scaler = runtime.grad_scaler(device, amp)
         self.writer = None
         self.last_checkpoint: Path | None = None
+        self.timer = IterationTimer(window=log_period)
+        # Set by detection/engine/run.py when test.eval_period > 0 (every rank holds one; rank 0 evaluates).
+        self.evaluator: PeriodicEvaluator | None = None
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -202,6 +206,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "classes": list(self.classes),
             "world_size": self.world_size,
+            "best_metric": self.evaluator.best if self.evaluator is not None else None,
         }
 
     def save(self, final: bool = False) -> None:
@@ -242,6 +247,8 @@ class Trainer:
             skipped_batches=int(ckpt.get("skipped_batches", 0)),
         )
         set_rng_state(ckpt["rng"])
+        if self.evaluator is not None and ckpt.get("best_metric") is not None:
+            self.evaluator.best = float(ckpt["best_metric"])
         self.last_checkpoint = path
         logger.info("resumed from %s at iteration %d", path, self.state.iteration)
         return True
@@ -304,7 +311,9 @@ class Trainer:
 
         s = self.cfg.solver
         self.model.train()
-        stream = data_stream(self.dataset, self.sampler, self.state, self.cfg.seed, self.cfg.data.num_workers)
+        stream = self.timer.wrap(
+            data_stream(self.dataset, self.sampler, self.state, self.cfg.seed, self.cfg.data.num_workers)
+        )
         if self.rank == 0:
             self.writer = _summary_writer(self.output_dir)
         bar = tqdm(
@@ -322,6 +331,7 @@ class Trainer:
             bar.update(1)
             if values is not None:
                 self.log(values, bar)
+            self.evaluate_if_due()  # before the checkpoint, which then holds the best value so far
             if s.checkpoint_period and self.state.iteration % s.checkpoint_period == 0:
                 self.save()
         bar.close()
@@ -341,17 +351,30 @@ class Trainer:
         values = runtime.all_reduce_mean(values)
         bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}")
         if self.rank == 0:
-            logger.info("iter %d  lr %.5g  %s", it, lr, "  ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())))
+            logger.info("%s", training_log_line(iteration=it, max_iter=self.cfg.solver.max_iter, values=values, lr=lr,
+                                                timer=self.timer, memory_mb=peak_memory_mb(self.device)))
             if self.writer is not None:
                 for k, v in values.items():
                     self.writer.add_scalar(f"train/{k}", v, it)
                 self.writer.add_scalar("train/lr", lr, it)
+
+    def evaluate_if_due(self) -> None:
+        """Periodic evaluation (``test.eval_period``) on rank 0 while the other workers wait; its time is not
+        counted as training time."""
+        if self.evaluator is None or not self.evaluator.due(self.state.iteration):
+            return
+        if self.rank == 0:
+            self.evaluator(self.model, self.state.iteration, writer=self.writer,
+                           checkpoint={"model": self.model.state_dict(), "config": self.cfg.to_dict(),
+                                       "classes": list(self.classes)})
+        runtime.barrier()
+        self.timer.restart()
 
 
 def _summary_writer(output_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
-        logger.warning("tensorboard is not importable; scalars go to log.txt only")
+        logger.warning('tensorboard is not installed (pip install -e ".[tensorboard]"); scalars go to log.txt only')
         return None
     return SummaryWriter(log_dir=str(output_dir / "tensorboard"))

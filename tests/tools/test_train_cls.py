@@ -62,6 +62,13 @@ def test_tiny_training_run_lowers_loss(tiny_cifar: Path, tmp_path: Path) -> None
     assert saved["final"]["top1_error"] == metrics["final"]["top1_error"] < 75.0  # chance is 75%
     assert [h["iteration"] for h in saved["history"]] == [10, 20, 30, 40]
     assert "iter      40/40  lr 0.01" in (tmp_path / "log.txt").read_text()
+    # TensorBoard scalars as the detection trainer writes them: train/* every eval_every, val/* with validation.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"train/train_loss", "train/lr", "val/top1_error"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/train_loss")] == [10, 20, 30, 40]
     model = build_classifier("cifar_resnet8", num_classes=4)
     load_weights(model, tmp_path / "model_final.pth")  # strict: every key and shape matches
 

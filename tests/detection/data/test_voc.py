@@ -154,3 +154,39 @@ def test_clipping_and_degenerate_boxes(voc_root, pascal_xml, caplog):
     np.testing.assert_allclose(target["boxes"].numpy(), [[0, 2, 80, 60]])  # clipped
     assert "000001.xml: object 1 (cat) has zero or negative width/height" in caplog.text
     assert "object 2 (bird)" in caplog.text  # entirely outside the 80-px-wide image
+
+
+def own_voc_folder(root: Path, write_image, pascal_xml) -> Path:  # noqa: ANN001 - conftest helpers
+    """A VOC-format folder of our own: no VOC<year> level, a PNG image, classes.txt with 2 classes."""
+    for sub in ("Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    write_image(root / "JPEGImages" / "a.png", 30, 40)
+    write_image(root / "JPEGImages" / "b.jpg", 40, 30, seed=1)
+    (root / "Annotations" / "a.xml").write_text(pascal_xml(40, 30, [("kiwi", 1, 1, 20, 20), ("fig", 5, 5, 9, 9, 1)]))
+    (root / "Annotations" / "b.xml").write_text(pascal_xml(30, 40, [("fig", 2, 2, 10, 10)]))
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\n")
+    (root / "ImageSets" / "Main" / "val.txt").write_text("b\n")
+    (root / "classes.txt").write_text("# my fruit\nfig\nkiwi\n\n")
+    return root
+
+
+def test_own_voc_folder_without_a_year(tmp_path, write_image, pascal_xml):
+    root = own_voc_folder(tmp_path / "fruit", write_image, pascal_xml)
+    ds = build_dataset("voc", root, "train+val", None)
+    assert ds.classes == ["fig", "kiwi"] and len(ds) == 2 and ds.datasets[0].year == ""
+    image, target = ds[0]
+    assert image.shape == (3, 30, 40) and target["labels"].tolist() == [2, 1]
+    assert ds.datasets[0].image_info(0)["file_name"] == "a.png"
+    single = build_dataset("voc", root, "val", None)
+    assert single.split == "val" and not single.use_07_metric  # own data: the area AP
+    assert build_dataset("voc", root, "val", None, classes=["kiwi", "fig"]).classes == ["kiwi", "fig"]
+    with pytest.raises(DatasetError, match="unknown class name 'fig'"):
+        build_dataset("voc", root, "val", None, classes=["kiwi"])
+    (root / "classes.txt").write_text("fig\nfig\n")
+    with pytest.raises(DatasetError, match="classes.txt: class names repeated: fig"):
+        build_dataset("voc", root, "val", None)
+
+
+def test_a_year_folder_as_the_root_keeps_its_metric(voc_root):
+    ds = build_dataset("voc", voc_root() / "VOCdevkit" / "VOC2007", "test", None)
+    assert ds.classes == list(VOC_CLASSES) and ds.use_07_metric and len(ds) == 1

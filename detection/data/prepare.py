@@ -1,0 +1,182 @@
+"""Fetch the official dataset archives and lay them out the way the loaders read them; check an existing root.
+
+- :data:`ARCHIVES`: each dataset's official archives with their published MD5 checksums (COCO 2017 from
+  images.cocodataset.org; PASCAL VOC 2007 trainval/test and 2012 trainval from host.robots.ox.ac.uk, the
+  checksums torchvision's ``VOCDetection`` lists). ILSVRC is distributed only after a login at image-net.org:
+  there is nothing to download here, :func:`check_layout` says what to place where.
+- :func:`download`: resumable (an interrupted ``<name>.part`` continues with an HTTP ``Range`` request), with a
+  tqdm progress bar, verified against the checksum before it is renamed into place.
+- :func:`extract`: zip or tar into the root, refusing members that would land outside it; a marker file makes a
+  second run skip archives already extracted.
+- :data:`REQUIRED` / :func:`check_layout`: the paths each loader needs (docs/datasets.md), and which are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from detection.data.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable file: its ``url``, published ``md5`` and the file name it is stored under."""
+
+    url: str
+    md5: str
+
+    @property
+    def name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+_COCO = "http://images.cocodataset.org"
+_VOC = "http://host.robots.ox.ac.uk/pascal/VOC"
+ARCHIVES: dict[str, list[Archive]] = {
+    "coco": [
+        Archive(f"{_COCO}/annotations/annotations_trainval2017.zip", "f4bbac642086de4f52a3fdda2de5fa2c"),
+        Archive(f"{_COCO}/zips/val2017.zip", "442b8da7639aecaf257c1dceb8ba8c80"),
+        Archive(f"{_COCO}/zips/train2017.zip", "cced6f7f71b7629ddf16f17bbcfab6b2"),
+    ],
+    "voc": [
+        Archive(f"{_VOC}/voc2007/VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64"),
+        Archive(f"{_VOC}/voc2007/VOCtest_06-Nov-2007.tar", "b6e924de25625d8de591ea690078ad9f"),
+        Archive(f"{_VOC}/voc2012/VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
+    ],
+    "imagenet": [],  # behind a login at image-net.org
+}
+
+# What the loaders read under --data-root (detection/data/coco.py, voc.py, imagenet_det.py).
+REQUIRED: dict[str, list[str]] = {
+    "coco": ["annotations/instances_train2017.json", "annotations/instances_val2017.json", "train2017", "val2017"],
+    "voc": [f"VOCdevkit/VOC{year}/{part}" for year, parts in (
+        ("2007", ("Annotations", "JPEGImages", "ImageSets/Main/trainval.txt", "ImageSets/Main/test.txt")),
+        ("2012", ("Annotations", "JPEGImages", "ImageSets/Main/trainval.txt"))) for part in parts],
+    "imagenet": [f"ILSVRC/{p}" for p in ("Data/DET/train", "Data/DET/val", "Annotations/DET/train",
+                                         "Annotations/DET/val", "ImageSets/DET/train.txt", "ImageSets/DET/val.txt",
+                                         "devkit/data/map_det.txt")],
+}  # fmt: skip
+
+IMAGENET_HELP = ("ILSVRC DET is downloaded after registering at https://image-net.org (ILSVRC2015 DET: "
+                 "ILSVRC2015_DET.tar.gz, with the DET devkit); extract it so that ROOT/ILSVRC holds Data/, "
+                 "Annotations/, ImageSets/ and devkit/, then run --check")
+
+
+def check_layout(name: str, root: Path) -> list[str]:
+    """The required paths of dataset ``name`` missing under ``root`` (empty when the root is complete)."""
+    return [rel for rel in REQUIRED[name] if not (root / rel).exists()]
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(archive: Archive, folder: Path, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """``folder/<archive.name>``, downloaded unless a verified copy is there.
+
+    A partial ``<name>.part`` from an interrupted run is continued with a ``Range`` request (restarted when the
+    server ignores it). The complete file must match ``archive.md5``; otherwise it is deleted and a
+    :class:`DatasetError` names both checksums. Network errors are a :class:`DatasetError` naming the URL; the
+    partial file is kept for the next run.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    target, part = folder / archive.name, folder / f"{archive.name}.part"
+    if target.is_file():
+        if md5sum(target) == archive.md5:
+            return target
+        logger.warning("%s does not match its published MD5 %s; downloading it again", target, archive.md5)
+        target.unlink()
+    start = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(archive.url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if start and response.status != 206:  # the server sent the whole file: start over
+                start = 0
+            total = response.headers.get("Content-Length")
+            total = int(total) + start if total is not None else None
+            with open(part, "ab" if start else "wb") as f, tqdm(
+                total=total, initial=start, unit="B", unit_scale=True, desc=archive.name, disable=not progress
+            ) as bar:
+                while block := response.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as exc:
+        if not (exc.code == 416 and start):  # 416: nothing left after byte `start`; the part is complete
+            raise DatasetError(f"downloading {archive.url} failed ({exc})") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DatasetError(f"downloading {archive.url} failed ({exc}); run again to resume from "
+                           f"{part.stat().st_size if part.exists() else 0} bytes") from None
+    got = md5sum(part)
+    if got != archive.md5:
+        part.unlink()
+        raise DatasetError(f"{archive.url}: MD5 {got} does not match the published {archive.md5}; the download was "
+                           "deleted (run again)")
+    os.replace(part, target)
+    return target
+
+
+def extract(path: Path, root: Path) -> None:
+    """Extract a zip or tar archive into ``root`` (once: ``root/.extracted_<name>`` marks it done). Members with
+    absolute paths or ``..`` that would leave ``root`` are refused with a :class:`DatasetError`."""
+    marker = root / f".extracted_{path.name}"
+    if marker.exists():
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    base = os.path.realpath(root)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                _check_member(path, base, member)
+            archive.extractall(root)
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as archive:
+            for member in archive.getmembers():
+                _check_member(path, base, member.name)
+                if member.issym() or member.islnk():
+                    raise DatasetError(f"{path}: member {member.name!r} is a link; refused")
+            archive.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    else:
+        raise DatasetError(f"{path} is neither a zip nor a tar archive")
+    marker.touch()
+
+
+def _check_member(archive: Path, base: str, member: str) -> None:
+    where = os.path.realpath(os.path.join(base, member))
+    if os.path.isabs(member) or not (where == base or where.startswith(base + os.sep)):
+        raise DatasetError(f"{archive}: member {member!r} would be written outside {base}; refused")
+
+
+def prepare(name: str, root: Path, *, archives: list[Archive] | None = None, keep_archives: bool = False,
+            progress: bool = True) -> list[str]:
+    """Download (resumably), verify and extract the archives of ``name`` into ``root``; return what is still
+    missing from the layout afterwards (empty on success). Archives go to ``root/downloads`` and are deleted
+    after extraction unless ``keep_archives``."""
+    if name == "imagenet" and not archives:
+        raise DatasetError(IMAGENET_HELP.replace("ROOT", str(root)))
+    for archive in archives if archives is not None else ARCHIVES[name]:
+        if (root / f".extracted_{archive.name}").exists():
+            continue
+        path = download(archive, root / "downloads", progress=progress)
+        extract(path, root)
+        if not keep_archives:
+            path.unlink()
+    if not keep_archives and (root / "downloads").is_dir() and not any((root / "downloads").iterdir()):
+        shutil.rmtree(root / "downloads")
+    return check_layout(name, root)

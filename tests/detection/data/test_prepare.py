@@ -1,0 +1,175 @@
+"""tools/prepare_dataset.py and detection.data.prepare, offline: small archives in the real layouts served by a
+local HTTP server on 127.0.0.1 (Range requests, so resuming is exercised), checksums, extraction, --check."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from detection.data import build_dataset
+from detection.data.errors import DatasetError
+from detection.data.prepare import REQUIRED, Archive, check_layout, download, extract, prepare
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Served:
+    """Fixed in-memory files on 127.0.0.1 (an ephemeral port); honours ``Range: bytes=N-``; logs requests."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[tuple[str, str | None]] = []
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                name = self.path.lstrip("/")
+                served.requests.append((name, self.headers.get("Range")))
+                if name not in served.files:
+                    self.send_error(404)
+                    return
+                data, start = served.files[name], 0
+                if self.headers.get("Range", "").startswith("bytes="):
+                    start = int(self.headers["Range"][6:].rstrip("-"))
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def archive(self, name: str) -> Archive:
+        return Archive(self.url(name), hashlib.md5(self.files[name]).hexdigest())
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    servers: list[Served] = []
+
+    def start(files: dict[str, bytes]) -> Served:
+        served = Served(files)
+        served.thread.start()
+        servers.append(served)
+        return served
+
+    yield start
+    for served in servers:
+        served.server.shutdown()
+        served.server.server_close()
+
+
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def voc_archives(write_image, pascal_xml, tmp_path: Path) -> dict[str, bytes]:  # noqa: ANN001 - conftest fixtures
+    """Three tars shaped like the official ones: VOCdevkit/VOC<year>/... with one image each."""
+    image = write_image(tmp_path / "x.jpg", 40, 50).read_bytes()
+    xml = pascal_xml(50, 40, [("dog", 2, 3, 30, 35)]).encode()
+
+    def year(y: str, split: str, stem: str) -> dict[str, bytes]:
+        base = f"VOCdevkit/VOC{y}"
+        return {f"{base}/JPEGImages/{stem}.jpg": image, f"{base}/Annotations/{stem}.xml": xml,
+                f"{base}/ImageSets/Main/{split}.txt": f"{stem}\n".encode()}  # fmt: skip
+
+    return {"VOCtrainval_06-Nov-2007.tar": tar_bytes(year("2007", "trainval", "000001")),
+            "VOCtest_06-Nov-2007.tar": tar_bytes(year("2007", "test", "000002")),
+            "VOCtrainval_11-May-2012.tar": tar_bytes(year("2012", "trainval", "2008_000001"))}  # fmt: skip
+
+
+def test_prepare_voc_from_a_local_server_gives_a_loadable_root(  # noqa: ANN001 - fixtures
+    serve, write_image, pascal_xml, tmp_path: Path
+) -> None:
+    served = serve(voc_archives(write_image, pascal_xml, tmp_path))
+    root = tmp_path / "voc"
+    assert check_layout("voc", root) == REQUIRED["voc"]
+    missing = prepare("voc", root, archives=[served.archive(n) for n in served.files], progress=False)
+    assert missing == []
+    assert not (root / "downloads").exists()  # archives removed after extraction
+    assert len(build_dataset("voc", root, "07+12", None)) == 2 and len(build_dataset("voc", root, "test", None)) == 1
+    served.requests.clear()
+    assert prepare("voc", root, archives=[served.archive(n) for n in served.files], progress=False) == []
+    assert served.requests == []  # extracted once: nothing fetched again
+
+
+def test_download_resumes_and_verifies_the_checksum(serve, tmp_path: Path) -> None:  # noqa: ANN001
+    payload = bytes(range(256)) * 4000
+    served = serve({"data.zip": payload})
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "data.zip.part").write_bytes(payload[:1000])  # an interrupted earlier run
+    path = download(served.archive("data.zip"), folder, progress=False)
+    assert path.read_bytes() == payload and served.requests == [("data.zip", "bytes=1000-")]
+    assert not (folder / "data.zip.part").exists()
+    assert download(served.archive("data.zip"), folder, progress=False) == path and len(served.requests) == 1
+
+    path.rename(folder / "data.zip.part")  # killed after the last byte, before the rename
+    assert download(served.archive("data.zip"), folder, progress=False).read_bytes() == payload
+    assert served.requests[-1] == ("data.zip", f"bytes={len(payload)}-")  # answered 416: nothing left to fetch
+
+    wrong = Archive(served.url("data.zip"), "0" * 32)
+    with pytest.raises(DatasetError, match="does not match the published 0{32}"):
+        download(wrong, tmp_path / "other", progress=False)
+    assert not any((tmp_path / "other").iterdir())  # the bad download is not kept
+    with pytest.raises(DatasetError, match="missing.zip failed"):
+        download(Archive(served.url("missing.zip"), "0" * 32), tmp_path / "other", progress=False)
+
+
+def test_archives_that_escape_the_root_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "evil.zip").write_bytes(zip_bytes({"../outside.txt": b"x"}))
+    with pytest.raises(DatasetError, match="outside"):
+        extract(tmp_path / "evil.zip", tmp_path / "root")
+    assert not (tmp_path / "outside.txt").exists()
+    (tmp_path / "coco.zip").write_bytes(zip_bytes({"annotations/instances_val2017.json": b"{}"}))
+    extract(tmp_path / "coco.zip", tmp_path / "root")
+    assert (tmp_path / "root" / "annotations" / "instances_val2017.json").is_file()
+
+
+def test_check_names_every_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("prepare_tool", ROOT / "tools" / "prepare_dataset.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    assert module.main(["coco", "--root", str(root), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "missing 3 of the 4" in err and str(root / "annotations/instances_train2017.json") in err
+    assert str(root / "val2017") not in err  # present
+    assert module.main(["imagenet", "--root", str(tmp_path / "ilsvrc")]) == 1
+    assert "image-net.org" in capsys.readouterr().err

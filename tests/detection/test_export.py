@@ -1,0 +1,71 @@
+"""ONNX export: onnxruntime on the CPU gives the eager model's detections on generated images."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backbones.checkpoint import save_checkpoint
+from detection import build_detector, load_config
+from detection.data.shapes import render_image
+from detection.data.transforms import to_tensor
+from detection.export import ExportError, FixedSizeDetector, check_onnx, export_onnx, run_onnx
+
+pytest.importorskip("onnxruntime")  # the optional `export` extra: pip install -e ".[export]"
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = ROOT / "tests" / "tiny_det.yaml"
+
+
+def tiny_model(*overrides: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_detector(load_config(TINY_CONFIG, list(overrides))).eval()
+
+
+@pytest.mark.parametrize("size", [(64, 96), (70, 90)])  # as is, and resized inside the graph (shorter side → 64)
+def test_onnx_matches_the_eager_model(tmp_path: Path, size: tuple[int, int]) -> None:
+    model = tiny_model()
+    path = export_onnx(model, tmp_path / "tiny.onnx", *size)
+    rng = np.random.default_rng(0)
+    images = [to_tensor(render_image(rng, *size)[0]) for _ in range(3)]
+    report = check_onnx(model, path, images)
+    assert report["detections"] > 0  # a random tiny model keeps many boxes above the 0.05 threshold
+    boxes, scores, labels = run_onnx(path, images[0])
+    with torch.no_grad():
+        eager = model([images[0]])[0]
+    assert boxes.shape == tuple(eager["boxes"].shape) and labels.dtype == np.int64
+    np.testing.assert_allclose(boxes, eager["boxes"].numpy(), atol=1e-2)
+    np.testing.assert_allclose(scores, eager["scores"].numpy(), atol=1e-4)
+
+
+def test_onnx_with_roialign_and_the_papers_proposal_counts(tmp_path: Path) -> None:
+    """6000 boxes before the RPN's NMS take nms_first_k's CPU loop eagerly; the export records torchvision's NMS,
+    which keeps the same boxes; RoIAlign exports as ONNX RoiAlign."""
+    model = tiny_model("model.roi_heads.pooler=roialign", "model.rpn.pre_nms_top_n_test=6000",
+                       "model.rpn.post_nms_top_n_test=300", "input.test_min_size=320", "input.test_max_size=480")
+    path = export_onnx(model, tmp_path / "roialign.onnx", 320, 480)
+    images = [to_tensor(render_image(np.random.default_rng(1), 320, 480)[0])]
+    assert check_onnx(model, path, images)["detections"] > 0
+
+
+def test_refinement_and_voting_are_refused() -> None:
+    with pytest.raises(ExportError, match="box voting and box refinement"):
+        FixedSizeDetector(tiny_model("model.roi_heads.box_voting=true"), 64, 96)
+
+
+def test_export_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(TINY_CONFIG)
+    weights = tmp_path / "model_final.pth"
+    save_checkpoint(weights, {"model": tiny_model().state_dict(), "config": cfg.to_dict(), "classes": list("abcde")})
+    spec = importlib.util.spec_from_file_location("export_tool", ROOT / "tools" / "export.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out" / "tiny.onnx"
+    assert module.main(["--weights", str(weights), "--output", str(out), "--size", "64", "80"]) == 0
+    assert "onnxruntime vs eager" in capsys.readouterr().out
+    assert out.with_suffix(".classes.txt").read_text().split() == list("abcde")

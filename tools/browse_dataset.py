@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Draw the ground-truth boxes of a dataset split, to check annotations before training on them.
+
+    python tools/browse_dataset.py --dataset shapes --data-root datasets/shapes --split val --num 8 \
+        --output-dir output/browse
+    python tools/browse_dataset.py --dataset coco --train-json my/train.json --train-images my/images \
+        --config configs/quickstart.yaml --transforms --output-dir output/browse_train
+
+Writes OUTPUT_DIR/<image>.png with each object's box and class name (crowd or difficult objects thin, marked
+``*``) and prints the number of images and objects per class. ``--transforms`` shows what training sees: the
+training split in training mode (crowd/difficult objects and images left empty dropped) after the configured
+resize and flip (``--config`` and ``key=value`` overrides, e.g. ``input.train_min_sizes=[480]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from detection.config import ConfigError, load_config  # noqa: E402
+from detection.data import DATASETS, resolve_split  # noqa: E402
+from detection.data.errors import DatasetError  # noqa: E402
+from detection.engine.own_data import add_own_data_arguments, own_data_overrides, own_split_name  # noqa: E402
+from detection.engine.run import RunOptions, make_dataset  # noqa: E402
+from detection.visualize import draw_ground_truth  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    p.add_argument("--data-root", type=Path, default=None, help="default datasets/<dataset>")
+    p.add_argument("--split", default="", help="default: the test split, or the training split with --transforms")
+    p.add_argument("--config", type=Path, default=None, help="YAML config (the transforms, own-data paths)")
+    p.add_argument("--transforms", action="store_true", help="the training split after the training transforms")
+    p.add_argument("--num", type=int, default=20, help="how many images to draw (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random training transforms")
+    p.add_argument("--output-dir", type=Path, default=Path("output/browse"))
+    add_own_data_arguments(p)
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    args = p.parse_args(argv)
+    args.overrides += own_data_overrides(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    train = args.transforms
+    try:
+        cfg = load_config(args.config, args.overrides)
+        data_split = cfg.data.train_split if train else cfg.data.test_split
+        split = resolve_split(args.dataset, args.split, data_split, train=train)
+        opts = RunOptions(dataset=args.dataset, data_root=args.data_root or Path("datasets") / args.dataset,
+                          output_dir=args.output_dir)  # fmt: skip
+        dataset = make_dataset(opts, cfg, split, train=train)
+    except (ConfigError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if train and dataset.transforms is not None:
+        dataset.transforms.set_random_seed(args.seed)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    count = len(dataset) if args.num <= 0 else min(args.num, len(dataset))
+    objects: Counter[str] = Counter()
+    drawn = 0
+    for index in range(count):
+        sample = dataset[index]
+        if sample is None:  # unreadable: the dataset logged a warning naming the file
+            continue
+        image, target = sample
+        rgb = (image.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        ignored = target.get("iscrowd", target.get("difficult"))
+        picture = draw_ground_truth(rgb, target["boxes"], target["labels"], dataset.classes, ignored)
+        name = Path(dataset.image_info(index)["file_name"]).stem
+        cv2.imwrite(str(args.output_dir / f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        objects.update(dataset.classes[int(k) - 1] for k in target["labels"])
+        drawn += 1
+    label = own_split_name(opts.dataset, cfg.data, train=train) or split
+    print(f"{args.dataset} {label}{' (training transforms)' if train else ''}: drew {drawn} of {len(dataset)} "
+          f"images to {args.output_dir}")
+    print("objects per class: " + ", ".join(f"{c} {objects[c]}" for c in dataset.classes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
