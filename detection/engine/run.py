@@ -17,11 +17,12 @@ import torch
 from backbones.checkpoint import CheckpointError, load_checkpoint
 from backbones.runtime import barrier, cleanup, init_distributed, pick_device, setup_logging
 from detection.build import build_detector, build_test_detector, load_backbone_weights
-from detection.config import Config, apply_overrides, config_from_dict
+from detection.config import Config, ConfigError, apply_overrides, config_from_dict
 from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import run_inference
+from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
 from detection.optimize import optimize_for_inference, optimize_for_training
 
@@ -38,6 +39,7 @@ class RunOptions:
     strict: bool = False
     progress: bool = True
     resume: bool = False
+    resume_anyway: bool = False  # --resume even from a checkpoint written with another config
     skip_nonfinite: bool = False
     deterministic: bool = False
     evaluate: bool = True
@@ -59,24 +61,44 @@ def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool) -> Any:
     transforms = build_transforms(
         train=train, min_sizes=tuple(i.train_min_sizes), max_size=i.train_max_size, flip_prob=i.flip_prob
     )
-    return build_dataset(
+    dataset = build_dataset(
         opts.dataset, opts.data_root, split, transforms, train=train, strict=opts.strict,
         **{**cfg.data.extra, **opts.dataset_kwargs},
     )
+    for part in getattr(dataset, "datasets", [dataset]):
+        part.max_pixels = cfg.input.max_image_pixels
+    return dataset
 
 
 def check_classes(cfg: Config, classes: list[str], where: str) -> None:
     if cfg.num_classes != len(classes):
-        raise ValueError(
+        raise ConfigError(
             f"the config says num_classes={cfg.num_classes} but {where} has {len(classes)} classes "
             f"({', '.join(classes[:10])}{', …' if len(classes) > 10 else ''}); set num_classes={len(classes)}"
         )
 
 
 def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
-    """Train to ``cfg.solver.max_iter`` and (on rank 0) evaluate on the test split. Returns the metrics."""
+    """Train to ``cfg.solver.max_iter`` and (on rank 0) evaluate on the test split. Returns the metrics.
+
+    Before any work, rank 0 checks that ``opts.output_dir`` is a writable folder, locks it for this run
+    (``train.lock``) and, without ``opts.resume``, refuses a folder holding another run's checkpoints
+    (:mod:`detection.engine.run_dir`)."""
     device = pick_device(opts.device)
     rank, world_size = init_distributed(device)
+    lock = RunLock(opts.output_dir)
+    if rank == 0:
+        prepare_output_dir(opts.output_dir)
+        lock.acquire()
+    try:
+        if rank == 0 and not opts.resume:
+            refuse_foreign_checkpoints(opts.output_dir)
+        return _train(cfg, opts, device, rank, world_size)
+    finally:
+        lock.release()
+
+
+def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world_size: int) -> dict[str, Any] | None:
     setup_logging(opts.output_dir, rank)
     if opts.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -98,7 +120,7 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
         model=model, cfg=cfg, dataset=dataset, output_dir=opts.output_dir, device=device, classes=dataset.classes,
         amp=opts.amp, skip_nonfinite=opts.skip_nonfinite, progress=opts.progress,
     )
-    if not (opts.resume and trainer.resume()):
+    if not (opts.resume and trainer.resume(allow_other_config=opts.resume_anyway)):
         load_backbone_weights(trainer.model, cfg)
     trainer.run()
     skipped = len(getattr(dataset, "skipped", []))
