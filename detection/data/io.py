@@ -155,19 +155,28 @@ def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.rot90(image, k=1)  # 8: rotate 90° counter-clockwise
 
 
+_exif_reported: set[str] = set()  # files whose EXIF decision was logged (once per process: epochs repeat it)
+
+
+def _report_once(path: Path, message: str, *args: object) -> None:
+    if str(path) not in _exif_reported:
+        _exif_reported.add(str(path))
+        logger.info(message, path, *args)
+
+
 def _orientation_to_apply(path: Path, stored: tuple[int, int], orientation: int,
                           annotated: tuple[int, int] | None) -> int:
     """The EXIF orientation to apply (1: none), deciding from the annotated (height, width); logs the decision."""
     swapped = (stored[1], stored[0])
     if orientation in _ROTATED_ORIENTATIONS and annotated is not None and annotated == swapped != stored:
-        logger.info("%s: EXIF orientation %d applied (the annotations give the rotated size %dx%d HxW)", path,
-                    orientation, *annotated)
+        _report_once(path, "%s: EXIF orientation %d applied (the annotations give the rotated size %dx%d HxW)",
+                     orientation, *annotated)
         return orientation
     if orientation != 1:
         reason = ("the annotations give the stored size" if annotated == stored
                   else "no annotated size to decide" if annotated is None
                   else "it does not change the size, so the annotations cannot tell")
-        logger.info("%s: EXIF orientation %d ignored (%s); pixels used as stored", path, orientation, reason)
+        _report_once(path, "%s: EXIF orientation %d ignored (%s); pixels used as stored", orientation, reason)
     elif annotated is not None and annotated == swapped != stored:
         raise UnreadableImageError(
             f"image {path} is {stored[0]}x{stored[1]} (HxW) on disk but {annotated[0]}x{annotated[1]} in the "
