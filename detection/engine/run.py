@@ -122,7 +122,8 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
     )
     if not (opts.resume and trainer.resume(allow_other_config=opts.resume_anyway)):
         load_backbone_weights(trainer.model, cfg)
-    trainer.run()
+    with trainer.stop_signals():  # SIGTERM / Ctrl-C: checkpoint at the current iteration, then TrainingInterrupted
+        trainer.run()
     skipped = len(getattr(dataset, "skipped", []))
     if skipped:
         logger.warning("%d unreadable training images were skipped (see the warnings above)", skipped)

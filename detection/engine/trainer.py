@@ -374,22 +374,21 @@ class Trainer:
             desc="train", dynamic_ncols=True,
         )
         start = time.perf_counter()
-        with self.stop_signals():
-            while self.state.iteration < s.max_iter:
-                images, targets = next(stream)
-                if not images:
-                    continue
-                torch.manual_seed(step_seed(self.cfg.seed, self.state.iteration, self.rank))
-                values = self.step(images, targets)
-                self.state.iteration += 1
-                bar.update(1)
-                if values is not None:
-                    self.log(values, bar)
-                if s.checkpoint_period and self.state.iteration % s.checkpoint_period == 0:
-                    self.save()
-                if runtime.any_true(self.stop_signal is not None):
-                    bar.close()
-                    self.stop()
+        while self.state.iteration < s.max_iter:
+            images, targets = next(stream)
+            if not images:
+                continue
+            torch.manual_seed(step_seed(self.cfg.seed, self.state.iteration, self.rank))
+            values = self.step(images, targets)
+            self.state.iteration += 1
+            bar.update(1)
+            if values is not None:
+                self.log(values, bar)
+            if s.checkpoint_period and self.state.iteration % s.checkpoint_period == 0:
+                self.save()
+            if runtime.any_true(self.stop_signal is not None):  # set under stop_signals(); all workers agree
+                bar.close()
+                self.stop()
         bar.close()
         self.save(final=True)
         if self.writer is not None:
@@ -401,9 +400,10 @@ class Trainer:
     # --- preemption ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def stop_signals(self) -> Iterator[None]:
-        """While training, SIGTERM (what SLURM and Kubernetes send) and SIGINT (Ctrl-C) only set ``stop_signal``:
-        the current step finishes, then :meth:`stop` saves and ends the run. A second signal acts at once (its
-        default action). Previous handlers are restored afterwards. Only the main thread can install handlers."""
+        """Inside the block, SIGTERM (what SLURM and Kubernetes send) and SIGINT (Ctrl-C) only set ``stop_signal``:
+        :meth:`run` finishes the current step, then :meth:`stop` saves and ends the run. A second signal acts at
+        once (its default action). Previous handlers are restored afterwards; only the main thread can install
+        them, elsewhere this is a no-op. ``tools/train_det.py`` trains inside it (``engine/run.py``)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
