@@ -126,7 +126,8 @@ def test_a_second_run_in_a_locked_folder_is_refused_and_a_crashed_holder_leaves_
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
          "from detection.engine.run_dir import RunLock, prepare_output_dir; "
-         "RunLock(prepare_output_dir(Path(sys.argv[1]))).acquire(); print('locked', flush=True); time.sleep(300)",
+         "lock = RunLock(prepare_output_dir(Path(sys.argv[1]))).acquire(); print('locked', flush=True); "
+         "time.sleep(300)",
          str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

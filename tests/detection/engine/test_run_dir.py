@@ -37,7 +37,8 @@ def test_output_path_that_is_a_file_or_not_writable(tmp_path: Path) -> None:
 def test_lock_is_exclusive_and_a_killed_holder_releases_it(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from detection.engine.run_dir import "
-         "RunLock; RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(300)", str(tmp_path)],
+         "RunLock; lock = RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(300)",
+         str(tmp_path)],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
