@@ -80,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no images found in " + " ".join(map(str, args.images)), file=sys.stderr)
         return 2
     records, failed = [], 0
-    for path in tqdm(images, desc="demo"):
+    bar = tqdm(images, desc="demo")
+    for path in bar:
         try:
             image, _ = read_image(path, max_pixels=cfg.input.max_image_pixels)
         except UnreadableImageError as exc:
             if args.strict:
+                bar.close()  # before the error line, so that it stays the last one
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             logger.warning("%s", exc)

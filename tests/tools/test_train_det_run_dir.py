@@ -58,7 +58,8 @@ def test_sigterm_and_ctrl_c_save_the_current_iteration_and_resume_exactly(
     tiny_shapes: Path, reference: Path, tmp_path: Path, run_train, action: str, name: str, code: int
 ) -> None:
     """The signal arrives during step 4 (0-based): that step finishes, ``model_0000005.pth`` is written atomically,
-    the run exits with the shell's code for the signal and one line saying where to continue from."""
+    the run exits with the shell's code for the signal and one line saying where to continue from. (The resume is
+    checked once, after SIGTERM: both signals leave the same checkpoint.)"""
     out = tmp_path / "run"
     done = run_train(tiny_shapes, out, "--no-eval", fault=f"0:4:{action}")
     assert done.returncode == code, done.stderr[-3000:]
@@ -68,6 +69,8 @@ def test_sigterm_and_ctrl_c_save_the_current_iteration_and_resume_exactly(
     assert load_checkpoint(saved)["iteration"] == 5
     assert not (out / "model_final.pth").exists()
     assert not list(out.glob(".model_*"))  # no half-written temporary
+    if action == "int":
+        return
 
     done = run_train(tiny_shapes, out, "--no-eval", "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -107,11 +110,10 @@ def test_new_run_into_another_runs_folder_is_refused_and_resume_checks_the_confi
 def test_resume_with_another_architecture_is_one_line(
     tiny_shapes: Path, reference: Path, tmp_path: Path, run_train
 ) -> None:
+    """Plain ``--resume`` refuses it as another config (checked in the test above); forced with
+    ``--resume-anyway``, the weights do not fit: one line, where there used to be 106 size-mismatch lines."""
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    done = run_train(tiny_shapes, out, "--no-eval", "--resume", "model.backbone.base_width=16")
-    assert done.returncode == 1
-    assert "another config (model.backbone.base_width 8 → 16)" in error_line(done)
     done = run_train(tiny_shapes, out, "--no-eval", "--resume-anyway", "model.backbone.base_width=16")
     assert done.returncode == 1
     assert error_line(done).startswith(f"error: cannot load checkpoint {out / 'model_0000012.pth'}: its weights do "

@@ -40,11 +40,15 @@ def test_every_image_unreadable_stops_after_one_epoch(shapes_copy: Path) -> None
     assert time.monotonic() - start < 10
 
 
-def test_split_without_any_training_box_stops_at_once(shapes_copy: Path) -> None:
+@pytest.mark.parametrize("case", ["all-crowd", "no-annotations"])
+def test_split_without_any_training_box_stops_at_once(shapes_copy: Path, case: str) -> None:
     path = shapes_copy / "annotations" / "instances_train.json"
     data = json.loads(path.read_text())
-    for ann in data["annotations"]:
-        ann["iscrowd"] = 1  # crowd regions are not training boxes
+    if case == "all-crowd":
+        for ann in data["annotations"]:
+            ann["iscrowd"] = 1  # crowd regions are not training boxes
+    else:
+        data["annotations"] = []
     path.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match=r"^the training split has no usable image \(16 images: 0 unreadable, "
                                            r"16 without usable boxes\)"):
