@@ -24,9 +24,10 @@ from backbones.weights import WeightsError  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import DatasetError  # noqa: E402
 from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
+from detection.engine.preemption import TrainingInterrupted  # noqa: E402
 from detection.engine.run import train  # noqa: E402
 from detection.engine.run_dir import RunDirError  # noqa: E402
-from detection.engine.trainer import NonFiniteLossError, TrainingInterrupted  # noqa: E402
+from detection.engine.trainer import NonFiniteLossError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

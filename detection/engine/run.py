@@ -22,6 +22,7 @@ from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import run_inference
+from detection.engine.preemption import stop_signals
 from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
 from detection.optimize import optimize_for_inference, optimize_for_training
@@ -122,7 +123,7 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
     )
     if not (opts.resume and trainer.resume(allow_other_config=opts.resume_anyway)):
         load_backbone_weights(trainer.model, cfg)
-    with trainer.stop_signals():  # SIGTERM / Ctrl-C: checkpoint at the current iteration, then TrainingInterrupted
+    with stop_signals(trainer):  # SIGTERM / Ctrl-C: checkpoint at the current iteration, then TrainingInterrupted
         trainer.run()
     skipped = len(getattr(dataset, "skipped", []))
     if skipped:

@@ -10,12 +10,10 @@ RoIs as an uninterrupted one, whatever the number of data-loading workers.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from detection.config import Config
 from detection.data import collate
 from detection.data.errors import DatasetError
 from detection.data.sampler import GroupedBatchSampler
+from detection.engine.preemption import TrainingInterrupted, ignore_stop_signals
 from detection.engine.run_dir import RunDirError, check_same_run, config_hash
 
 logger = logging.getLogger(__name__)
@@ -47,15 +46,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-class TrainingInterrupted(RuntimeError):
-    """Training stopped on SIGTERM or SIGINT after saving a checkpoint at the current iteration.
-    ``exit_code`` is the shell's convention for death by that signal (143 for SIGTERM, 130 for Ctrl-C)."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 @dataclass
@@ -105,13 +95,6 @@ def step_seed(seed: int, iteration: int, rank: int) -> int:
     return ((seed * 1_000_003 + iteration) * 1_000_003 + rank) % 2**63
 
 
-def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group and SLURM signals every process of a job step: a loading worker
-    # that died of it would break the batch the main process is finishing before it saves its checkpoint.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def describe_split(dataset: Dataset, unreadable: int) -> str:
     """``"12 images: 12 unreadable, 3 without usable boxes"``, counting the images dropped when loading the split."""
     boxless = int(getattr(dataset, "num_without_boxes", 0))
@@ -141,7 +124,7 @@ def data_stream(
             num_workers=num_workers,
             collate_fn=collate,
             persistent_workers=False,
-            worker_init_fn=_leave_stop_signals_to_the_trainer,
+            worker_init_fn=ignore_stop_signals,  # the trainer decides (engine/preemption.py)
             # Its own generator: creating the iterator must not draw from (and so shift) the global torch RNG.
             generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch),
         )
@@ -232,7 +215,7 @@ class Trainer:
         self.writer = None
         self.last_checkpoint: Path | None = None
         self.config_hash = config_hash(cfg.to_dict())
-        self.stop_signal: int | None = None  # set by the SIGTERM / SIGINT handler while ``run`` trains
+        self.stop_signal: int | None = None  # set by preemption.stop_signals' SIGTERM / SIGINT handler
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -386,7 +369,7 @@ class Trainer:
                 self.log(values, bar)
             if s.checkpoint_period and self.state.iteration % s.checkpoint_period == 0:
                 self.save()
-            if runtime.any_true(self.stop_signal is not None):  # set under stop_signals(); all workers agree
+            if runtime.any_true(self.stop_signal is not None):  # set under preemption.stop_signals()
                 bar.close()
                 self.stop()
         bar.close()
@@ -397,30 +380,7 @@ class Trainer:
                     s.max_iter, time.perf_counter() - start, self.state.skipped_batches)
         return self.state
 
-    # --- preemption ----------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def stop_signals(self) -> Iterator[None]:
-        """Inside the block, SIGTERM (what SLURM and Kubernetes send) and SIGINT (Ctrl-C) only set ``stop_signal``:
-        :meth:`run` finishes the current step, then :meth:`stop` saves and ends the run. A second signal acts at
-        once (its default action). Previous handlers are restored afterwards; only the main thread can install
-        them, elsewhere this is a no-op. ``tools/train_det.py`` trains inside it (``engine/run.py``)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            self.stop_signal = signum
-            signal.signal(signum, signal.SIG_DFL)
-            logger.warning("%s received: finishing iteration %d, then saving a checkpoint (send it again to stop "
-                           "at once, without saving)", signal.Signals(signum).name, self.state.iteration)
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
+    # --- preemption (engine/preemption.py) -------------------------------------------------------------
     def stop(self) -> None:
         """Save a checkpoint at the current iteration (unless the periodic one just did) and raise
         :class:`TrainingInterrupted`; every worker gets here at the same iteration (``runtime.any_true``)."""
