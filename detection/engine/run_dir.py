@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = [
     "prepare_output_dir",
     "refuse_foreign_checkpoints",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Results do not depend on the number of loading workers (docs/reliability.md), so changing it resumes the same run.
 _NOT_IDENTITY = (("data", "num_workers"),)
@@ -64,8 +67,11 @@ class RunLock:
         self._file: Any = None
 
     def acquire(self) -> RunLock:
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no flock; the folder checks still apply
+            logger.warning("no file locking on this platform; %s is not protected against a second run", self.path)
+            return self
         try:
             handle = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run on purpose
         except OSError as exc:
