@@ -14,6 +14,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 __all__ = [
     "CheckpointError",
     "CheckpointRotation",
+    "CheckpointWriteError",
     "get_rng_state",
     "latest_good_checkpoint",
     "load_array_pickle",
@@ -45,6 +47,30 @@ class CheckpointError(RuntimeError):
         super().__init__(f"cannot load checkpoint {self.path}: {reason}")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only folder, file-size limit); the previous file, if any,
+    is intact."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"cannot write checkpoint {self.path}: {reason}")
+
+
+def _write_failure(error: BaseException, directory: Path) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 << 20:
+        return f"no space left on device ({free >> 20} MiB free in {directory})"
+    return f"the write failed ({type(error).__name__}: {_first_line(error)}; disk full or a file-size limit?)"
+
+
 _TEMPORARY_SUFFIX = ".tmp."  # save_checkpoint writes ``.<name>.tmp.<pid>`` first
 
 
@@ -63,6 +89,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        # torch.save reports a failed write as RuntimeError("...unexpected pos..."): say what happened instead.
+        raise CheckpointWriteError(path, _write_failure(exc, path.parent)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -175,7 +204,18 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     state = safe_torch_load(path, map_location=map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(path, "not a toolkit checkpoint (expected a dict with a 'model' entry)")
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in model.items()):
+        raise CheckpointError(path, f"its 'model' entry is not a state dict (names → tensors) but "
+                                    f"{_describe(model)}")
     return state
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        bad = next((k for k, v in value.items() if not (isinstance(k, str) and torch.is_tensor(v))), None)
+        return f"a dict whose entry {bad!r} is {type(value.get(bad)).__name__}"
+    return f"a {type(value).__name__}"
 
 
 def _iteration_of(path: Path) -> int | None:

@@ -7,6 +7,7 @@ config becomes modules. Modules themselves take plain keyword arguments and neve
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -50,6 +51,8 @@ class InputConfig:
     # normalised with pixel_mean / pixel_std (MSRA and detectron2 weights: BGR, 255, their mean, std 1).
     channel_order: str = "RGB"
     pixel_scale: float = 1.0
+    # Images whose header announces more pixels are skipped with a warning (an error under --strict), undecoded.
+    max_image_pixels: int = 150_000_000
 
 
 @dataclass
@@ -202,6 +205,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: invalid value: {exc}") from exc
         set_value(cfg, key.strip(), value, where="command line")
+    validate_config(cfg)
     return cfg
 
 
@@ -289,3 +293,53 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+# (dotted key, test, what the value must be): checked when a config is loaded, so a bad value fails before any work.
+_RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("num_classes", lambda v: v >= 0, "non-negative (0: as many as the training data has)"),
+    ("seed", lambda v: v >= 0, "non-negative"),
+    ("solver.base_lr", lambda v: math.isfinite(v) and v > 0, "a positive finite number"),
+    ("solver.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("solver.weight_decay", lambda v: math.isfinite(v) and v >= 0, "a non-negative finite number"),
+    ("solver.ims_per_batch", lambda v: v >= 1, "at least 1"),
+    ("solver.max_iter", lambda v: v >= 1, "at least 1 (0 would write an untrained model_final.pth)"),
+    ("solver.steps", lambda v: all(s >= 0 for s in v), "non-negative iterations"),
+    ("solver.gamma", lambda v: math.isfinite(v) and v > 0, "a positive finite number"),
+    ("solver.warmup_iters", lambda v: v >= 0, "non-negative"),
+    ("solver.warmup_factor", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("solver.checkpoint_period", lambda v: v >= 0, "non-negative (0: only model_final.pth)"),
+    ("solver.clip_grad_norm", lambda v: math.isfinite(v) and v >= 0, "non-negative (0 disables)"),
+    ("input.train_min_sizes", lambda v: len(v) > 0 and all(s >= 1 for s in v), "a non-empty list of positive sizes"),
+    ("input.train_max_size", lambda v: v >= 1, "at least 1"),
+    ("input.test_min_size", lambda v: v >= 1, "at least 1"),
+    ("input.test_max_size", lambda v: v >= 1, "at least 1"),
+    ("input.flip_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("input.pixel_mean", lambda v: len(v) == 3, "3 numbers (R, G, B)"),
+    ("input.pixel_std", lambda v: len(v) == 3 and all(s > 0 for s in v), "3 positive numbers (R, G, B)"),
+    ("input.size_divisible", lambda v: v >= 1, "at least 1"),
+    ("input.max_image_pixels", lambda v: v >= 1, "at least 1"),
+    ("model.anchors.sizes", lambda v: len(v) > 0 and all(s > 0 for s in v), "a non-empty list of positive sizes"),
+    ("model.anchors.aspect_ratios", lambda v: len(v) > 0 and all(s > 0 for s in v), "a non-empty positive list"),
+    ("model.rpn.batch_size_per_image", lambda v: v >= 1, "at least 1"),
+    ("model.rpn.positive_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("model.rpn.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("model.roi_heads.pooler", lambda v: v in ("roipool", "roialign"), "'roipool' or 'roialign'"),
+    ("model.roi_heads.batch_size_per_image", lambda v: v >= 1, "at least 1"),
+    ("model.roi_heads.positive_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("model.roi_heads.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.num_workers", lambda v: v >= 0, "non-negative (0 loads in the main process)"),
+]
+
+
+def validate_config(cfg: Config) -> None:
+    """Raise one ``ConfigError`` listing every value outside its valid range (types are checked on reading)."""
+    problems = []
+    for dotted, ok, expected in _RULES:
+        value: Any = cfg
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if not ok(value):
+            problems.append(f"{dotted}={value!r} must be {expected}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))

@@ -9,6 +9,8 @@ ground truth of the official metrics (``tools/eval_voc.py``, ``tools/eval_imagen
   (docs/DESIGN.md, "Box conventions").
 - VOC: :data:`VOC_CLASSES` (devkit order; label ``k`` is ``VOC_CLASSES[k - 1]``), :func:`read_voc_split`
   (``ImageSets/Main/<split>.txt``) and :func:`voc_uses_07_metric` (which AP the devkit of that year computes).
+- COCO: :func:`read_coco_instances` (``instances_<split>.json``, validated and completed the same way for the
+  training loader and ``tools/eval_coco.py``'s ground truth).
 - ILSVRC DET: :func:`read_class_map` (``devkit/data/map_det.txt``, lines ``<wnid> <class_index> <name>``) and
   :func:`read_ilsvrc_split` (``ImageSets/DET/<split>.txt``, lines ``<image_name> <image_index>``).
 
@@ -18,6 +20,7 @@ Every reader raises :class:`~detection.errors.DevkitError` naming the file and t
 
 from __future__ import annotations
 
+import json
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -41,6 +44,7 @@ __all__ = [
     "numbered_lines",
     "parse_coordinate",
     "read_class_map",
+    "read_coco_instances",
     "read_ilsvrc_split",
     "read_pascal_xml",
     "read_voc_split",
@@ -136,6 +140,8 @@ def read_pascal_xml(path: Path, classes: Collection[str] | None = None) -> Pasca
         width, height = (int(root.findtext(f"size/{k}") or "") for k in ("width", "height"))
     except ValueError:
         raise DevkitError(f"{path}: missing or invalid <size><width>/<height>") from None
+    if width <= 0 or height <= 0:
+        raise DevkitError(f"{path}: <size> gives width {width} and height {height}; both must be positive")
     objects = []
     for i, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
@@ -230,3 +236,84 @@ def read_ilsvrc_split(path: Path) -> list[tuple[str, int]]:
     if not items:
         raise DevkitError(f"{path}: split file is empty")
     return items
+
+
+# ---------------------------------------------------------------------------------------------- COCO
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list_of_dicts(data: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
+    items = data[key]
+    if not isinstance(items, list):
+        raise DevkitError(f"{path}: {key!r} must be a list, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DevkitError(f"{path}: {key}[{i}] must be an object, got {item!r:.80}")
+    return items
+
+
+def read_coco_instances(path: Path, *, image_files: bool = True) -> dict[str, Any]:
+    """A COCO instances file, validated, as the dict pycocotools' ``COCO.dataset`` expects.
+
+    Checked (a :class:`DevkitError` naming the file and the entry): JSON syntax; ``images``, ``annotations`` and
+    ``categories`` lists of objects; integer, unique image and category ids; category names; annotations pointing to
+    known images and categories; ``bbox`` four finite numbers; ``iscrowd`` 0 or 1 (not ``"0"``, which Python
+    would take as true); ``area`` a finite number. With ``image_files`` (the training loader), images also need a
+    ``file_name`` and positive integer ``width``/``height``. Completed: a missing ``iscrowd`` is 0, a missing
+    ``area`` is ``w * h``, a missing annotation ``id`` gets a fresh one.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DevkitError(f"{path}: malformed JSON: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DevkitError(f"cannot read annotation file {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise DevkitError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories')")
+    images = _list_of_dicts(data, "images", path)
+    annotations = _list_of_dicts(data, "annotations", path)
+    categories = _list_of_dicts(data, "categories", path)
+    seen: set[int] = set()
+    for i, image in enumerate(images):
+        if not _is_int(image.get("id")):
+            raise DevkitError(f"{path}: images[{i}] has no integer 'id': {image!r:.120}")
+        if image["id"] in seen:
+            raise DevkitError(f"{path}: duplicate image id {image['id']} ({image.get('file_name')!r})")
+        seen.add(image["id"])
+        if image_files and (not isinstance(image.get("file_name"), str) or not all(
+            _is_int(image.get(k)) and image[k] > 0 for k in ("width", "height")
+        )):
+            raise DevkitError(f"{path}: image id {image['id']} needs a 'file_name' and positive integer "
+                              f"'width'/'height', got {image!r:.200}")
+    for i, category in enumerate(categories):
+        if not _is_int(category.get("id")) or not isinstance(category.get("name"), str) or not category["name"]:
+            raise DevkitError(f"{path}: categories[{i}] needs an integer 'id' and a 'name', got {category!r:.120}")
+    cat_ids = sorted(c["id"] for c in categories)
+    if len(set(cat_ids)) != len(cat_ids):
+        raise DevkitError(f"{path}: duplicate category ids in {cat_ids}")
+    known_cats = set(cat_ids)
+    next_id = 1 + max((a["id"] for a in annotations if _is_int(a.get("id"))), default=0)
+    for ann in annotations:
+        if not _is_int(ann.get("id")):
+            ann["id"], next_id = next_id, next_id + 1
+        obj = f"annotation id {ann['id']} (image {ann.get('image_id')})"
+        if ann.get("image_id") not in seen:
+            raise DevkitError(f"{path}: {obj} refers to unknown image id {ann.get('image_id')!r}")
+        if ann.get("category_id") not in known_cats:
+            raise DevkitError(f"{path}: {obj} has unknown category id {ann.get('category_id')!r}; "
+                              f"known ids: {cat_ids}")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise DevkitError(f"{path}: {obj} has bbox {bbox!r}, expected [x, y, w, h]")
+        ann["bbox"] = [parse_coordinate(v, file=path, obj=obj, name=n) for v, n in zip(bbox, "xywh")]
+        ann.setdefault("iscrowd", 0)
+        if ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], float):
+            raise DevkitError(f"{path}: {obj} has iscrowd {ann['iscrowd']!r}; expected 0 or 1")
+        ann["iscrowd"] = int(ann["iscrowd"])
+        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+        ann["area"] = parse_coordinate(ann["area"], file=path, obj=obj, name="area")
+    return data

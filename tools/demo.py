@@ -30,6 +30,7 @@ from detection.data.errors import UnreadableImageError  # noqa: E402
 from detection.data.io import read_image  # noqa: E402
 from detection.data.transforms import to_tensor  # noqa: E402
 from detection.engine.run import load_detector, pick_device, setup_logging  # noqa: E402
+from detection.engine.run_dir import RunDirError, prepare_output_dir  # noqa: E402
 from detection.optimize import optimize_for_inference  # noqa: E402
 from detection.visualize import draw_detections  # noqa: E402
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable or oversized image")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = p.parse_args(argv)
     # ``--images a.jpg b.jpg key=value`` : argparse hands trailing overrides to --images; take them back.
@@ -67,22 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(None)
     try:
         model, cfg, classes = load_detector(args.weights, overrides=args.overrides)
-    except (ConfigError, CheckpointError) as exc:
+        prepare_output_dir(args.output_dir)
+    except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = pick_device(args.device)
     model = optimize_for_inference(model.to(device))  # frozen BN folded into the convs, channels-last
     model = build_test_detector(model, cfg)  # the image pyramid, if configured
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     images = collect_images(args.images)
     if not images:
         print("error: no images found in " + " ".join(map(str, args.images)), file=sys.stderr)
         return 2
     records, failed = [], 0
-    for path in tqdm(images, desc="demo", disable=args.no_progress):
+    bar = tqdm(images, desc="demo", disable=args.no_progress)
+    for path in bar:
         try:
-            image, _ = read_image(path)
+            image, _ = read_image(path, max_pixels=cfg.input.max_image_pixels)
         except UnreadableImageError as exc:
+            if args.strict:
+                bar.close()  # before the error line, so that it stays the last one
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             logger.warning("%s", exc)
             failed += 1
             continue
@@ -91,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         det = {k: v.cpu() for k, v in det.items()}
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"], classes, args.score_thresh)
         out_path = args.output_dir / f"{path.stem}.png"
-        cv2.imwrite(str(out_path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        if not cv2.imwrite(str(out_path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+            print(f"error: cannot write {out_path} (disk full or folder not writable)", file=sys.stderr)
+            return 1
         keep = det["scores"] >= args.score_thresh
         records.append({
             "image": str(path),
@@ -102,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                 for b, s, lab in zip(det["boxes"][keep].tolist(), det["scores"][keep], det["labels"][keep])
             ],
         })
-    (args.output_dir / "detections.json").write_text(json.dumps(records, indent=2))
+    try:
+        (args.output_dir / "detections.json").write_text(json.dumps(records, indent=2))
+    except OSError as exc:
+        print(f"error: cannot write {args.output_dir / 'detections.json'}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {len(records)} images to {args.output_dir}" + (f" ({failed} unreadable, skipped)" if failed else ""))
     return 1 if failed and not records else 0
 

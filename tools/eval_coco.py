@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from detection.evaluation.coco import coco_eval, load_coco, load_coco_results
+from detection.evaluation.coco import coco_eval, count_inverted_results, load_coco, load_coco_results
 from detection.evaluation.tables import coco_stats_table, coco_table, per_class_table
 from detection.evaluation.voc import EvaluationInputError
 
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except EvaluationInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    inverted = count_inverted_results(results)
+    if inverted:
+        print(f"warning: {inverted} of {len(results)} results in {args.results} have inverted boxes (negative width "
+              "or height in [x, y, w, h]); they match nothing and count as false positives", file=sys.stderr)
     print("COCOeval (bbox), percent:\n")
     print(coco_stats_table(result.stats))
     print("\nPer class (area all, maxDets 100):\n")

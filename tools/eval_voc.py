@@ -19,6 +19,7 @@ from detection.evaluation.tables import voc_table
 from detection.evaluation.voc import (
     VOC_CLASSES,
     EvaluationInputError,
+    count_inverted_detections,
     load_voc_ground_truth,
     plot_pr_curves,
     read_voc_results,
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except EvaluationInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    inverted, total = count_inverted_detections(detections)
+    if inverted:
+        print(f"warning: {inverted} of {total} detections in {args.results} have inverted boxes (xmax < xmin or "
+              "ymax < ymin); they match nothing and count as false positives", file=sys.stderr)
     print(f"VOC {args.split}, {len(ground_truth)} images, {metric} metric: mAP = {100 * result.mAP:.1f}\n")
     print(voc_table([(args.name, result.to_dict())], classes))
     if args.json:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from detection.data.shapes import ensure_shapes, write_crop_dataset  # noqa: E402
+from detection.engine.run_dir import RunDirError, refuse_foreign_checkpoints  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     start = time.perf_counter()
     out = args.output_dir
+    try:  # tools/train_det.py would refuse at step 3; say it before the classifier's minutes are spent
+        refuse_foreign_checkpoints(out / "detector")
+    except RunDirError:
+        print(f"error: {out} holds an earlier quickstart run; pass a new --output-dir or delete it", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
 

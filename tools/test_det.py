@@ -28,6 +28,7 @@ from detection.data.errors import DatasetError  # noqa: E402
 from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
 from detection.engine.run import load_detector, test  # noqa: E402
+from detection.engine.run_dir import RunDirError, prepare_output_dir  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,20 +45,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.output_dir)
     try:
+        prepare_output_dir(args.output_dir)
+        setup_logging(args.output_dir)
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         model, cfg, classes = load_detector(args.weights, cfg, args.overrides)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     opts = run_options(args)
-    split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
     try:
+        split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
         test(cfg, opts, model, split, pick_device(args.device), classes=classes or None)
-    except (ConfigError, DatasetError) as exc:
+    except (DatasetError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # writing results or metrics: disk full, folder made read-only meanwhile
+        print(f"error: cannot write to {args.output_dir}: {exc.strerror or exc} ({exc.filename or ''})",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopped: interrupted; no metrics written", file=sys.stderr)
+        return 130
     return 0
 
 

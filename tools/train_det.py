@@ -19,13 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
 
-from backbones.checkpoint import CheckpointError  # noqa: E402
+from backbones.checkpoint import CheckpointError, CheckpointWriteError  # noqa: E402
 from backbones.weights import WeightsError  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import DatasetError  # noqa: E402
 from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
+from detection.engine.preemption import TrainingInterrupted  # noqa: E402
 from detection.engine.run import train  # noqa: E402
+from detection.engine.run_dir import RunDirError  # noqa: E402
 from detection.engine.trainer import NonFiniteLossError  # noqa: E402
 
 
@@ -33,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=None, help="YAML file overriding the defaults")
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --output-dir")
+    p.add_argument("--resume-anyway", action="store_true",
+                   help="--resume even from a checkpoint written with another config (e.g. a longer max_iter)")
     p.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (exact resumption on CPU)")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate after training")
@@ -52,12 +56,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     opts = run_options(
-        args, resume=args.resume, skip_nonfinite=args.skip_nonfinite, deterministic=args.deterministic,
-        evaluate=not args.no_eval,
+        args, resume=args.resume or args.resume_anyway, resume_anyway=args.resume_anyway,
+        skip_nonfinite=args.skip_nonfinite, deterministic=args.deterministic, evaluate=not args.no_eval,
     )
     try:
         train(cfg, opts)
-    except (CheckpointError, ConfigError, WeightsError, DatasetError, NonFiniteLossError) as exc:
+    except TrainingInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before training started (loading data, building the model): nothing to save
+        print("stopped: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
+    except (ConfigError, RunDirError, CheckpointWriteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except (CheckpointError, WeightsError, DatasetError, NonFiniteLossError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from detection.data.errors import DatasetError, UnreadableImageError
-from detection.data.io import MAX_SIDE, read_image
+from detection.data.io import MAX_PIXELS, MAX_SIDE, read_image
 from detection.data.transforms import DetectionTransform, to_tensor
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,11 @@ class DetectionDataset(Dataset):
         self.filter_empty = train if filter_empty is None else filter_empty
         self.strict = strict
         self.max_side = max_side
+        # Images whose header announces more pixels are skipped unread (run.py sets input.max_image_pixels).
+        self.max_pixels = MAX_PIXELS
         self.skipped: list[str] = []
+        # Images of the split dropped at load time because no usable box was left (``filter_empty``).
+        self.num_without_boxes = 0
 
     # --- provided by subclasses --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -114,14 +118,19 @@ class DetectionDataset(Dataset):
     def load_image(self, index: int) -> tuple[np.ndarray, tuple[int, int]] | None:
         """RGB uint8 image and its on-disk (H, W), or None (recorded in ``skipped``) when unreadable."""
         path = self.image_path(index)
+        info = self.image_info(index)
         try:
-            return read_image(path, max_side=self.max_side)
+            return read_image(path, max_side=self.max_side, max_pixels=self.max_pixels,
+                              annotated_size=(int(info["height"]), int(info["width"])))
         except UnreadableImageError as exc:
             if self.strict:
                 raise
-            logger.warning("skipping sample %d: %s", index, exc)
+            # Once per file and process: training revisits a bad file every epoch.
             if str(path) not in self.skipped:
+                logger.warning("skipping sample %d: %s", index, exc)
                 self.skipped.append(str(path))
+            else:
+                logger.debug("skipping sample %d again: %s", index, exc)
             return None
 
     def __getitem__(self, index: int) -> Sample | None:
@@ -133,6 +142,7 @@ class DetectionDataset(Dataset):
         ann = self.annotation(index)
         boxes = ann.boxes.astype(np.float32, copy=True)
         if (info["height"], info["width"]) != (orig_h, orig_w):
+            # A rotation never gets here (read_image applies EXIF or refuses); this is a file resized after annotation.
             logger.warning("%s is %dx%d (HxW) on disk but %dx%d in the annotations; boxes rescaled",
                            self.image_path(index), orig_h, orig_w, info["height"], info["width"])
         # Annotations are in the annotated size; bring them to the decoded image (smaller only for huge files).
@@ -181,6 +191,10 @@ class ConcatDetectionDataset(ConcatDataset):
     @property
     def skipped(self) -> list[str]:
         return [path for part in self.datasets for path in part.skipped]
+
+    @property
+    def num_without_boxes(self) -> int:
+        return sum(part.num_without_boxes for part in self.datasets)
 
     @property
     def num_classes(self) -> int:

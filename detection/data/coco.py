@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,56 +20,16 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from detection.data.base import Annotation, DetectionDataset, EvalProtocol, check_root, clean_boxes
-from detection.data.errors import DatasetError
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
-from detection.devkit import parse_coordinate
+from detection.devkit import read_coco_instances
 
 
 def load_coco_json(path: Path) -> COCO:
-    """Parse and validate a COCO instances file; returns an indexed pycocotools ``COCO``.
-
-    Raises :class:`DatasetError` naming the file for malformed JSON, missing sections, duplicate image ids,
-    annotations pointing to unknown images or categories, and non-numeric or non-finite boxes.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: malformed JSON: {exc}") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read annotation file {path}: {exc}") from None
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise DatasetError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories')")
-    seen: set[int] = set()
-    for image in data["images"]:
-        if image["id"] in seen:
-            raise DatasetError(f"{path}: duplicate image id {image['id']} ({image.get('file_name')!r})")
-        seen.add(image["id"])
-        if not isinstance(image.get("file_name"), str) or not all(
-            isinstance(image.get(k), int) and image[k] > 0 for k in ("width", "height")
-        ):
-            raise DatasetError(f"{path}: image id {image['id']} needs a 'file_name' and positive integer "
-                               f"'width'/'height', got {image!r}")
-    cat_ids = sorted(c["id"] for c in data["categories"])
-    if len(set(cat_ids)) != len(cat_ids):
-        raise DatasetError(f"{path}: duplicate category ids in {cat_ids}")
-    known_cats = set(cat_ids)
-    for ann in data["annotations"]:
-        obj = f"annotation id {ann.get('id')} (image {ann.get('image_id')})"
-        if ann.get("image_id") not in seen:
-            raise DatasetError(f"{path}: {obj} refers to unknown image id {ann.get('image_id')}")
-        if ann.get("category_id") not in known_cats:
-            raise DatasetError(f"{path}: {obj} has unknown category id {ann.get('category_id')!r}; "
-                               f"known ids: {cat_ids}")
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise DatasetError(f"{path}: {obj} has bbox {bbox!r}, expected [x, y, w, h]")
-        ann["bbox"] = [parse_coordinate(v, file=path, obj=obj, name=n) for v, n in zip(bbox, "xywh")]
-        ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+    """Parse and validate a COCO instances file (:func:`detection.devkit.read_coco_instances`); returns an indexed
+    pycocotools ``COCO``. Raises :class:`DatasetError` naming the file and the faulty entry."""
     coco = COCO()
-    coco.dataset = data
+    coco.dataset = read_coco_instances(path)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco
@@ -121,6 +80,7 @@ class CocoDetection(DetectionDataset):
             safe_join(self.image_dir, info["file_name"], what=f"{self.ann_file}: image {image_id} file_name")
             ann = self._parse(info)
             if self.filter_empty and len(ann.boxes) == 0:
+                self.num_without_boxes += 1
                 continue
             self.image_ids.append(image_id)
             self._annotations.append(ann)

@@ -85,6 +85,7 @@ class ImageNetDetection(DetectionDataset):
             width, height, ann = load_pascal_annotation(xml, wnid_to_label)
             ann.flags.pop("difficult")  # ILSVRC has no difficult flag
             if self.filter_empty and len(ann.boxes) == 0:
+                self.num_without_boxes += 1
                 continue
             self._items.append((name, image_index, width, height, ann))
 

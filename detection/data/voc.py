@@ -140,6 +140,7 @@ class VOCDetection(DetectionDataset):
             if not self.keep_difficult:
                 ann = ann.select(~ann.flags["difficult"])
             if self.filter_empty and len(ann.boxes) == 0:
+                self.num_without_boxes += 1
                 continue
             self._items.append((index, width, height, ann))
 

@@ -26,6 +26,8 @@ from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import run_inference
 from detection.engine.monitor import PeriodicEvaluator
 from detection.engine.own_data import check_classes, check_data_root, own_data_kwargs, own_split_name
+from detection.engine.preemption import stop_signals
+from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
 from detection.optimize import optimize_for_inference, optimize_for_training
 
@@ -42,6 +44,7 @@ class RunOptions:
     strict: bool = False
     progress: bool = True
     resume: bool = False
+    resume_anyway: bool = False  # --resume even from a checkpoint written with another config
     skip_nonfinite: bool = False
     deterministic: bool = False
     evaluate: bool = True
@@ -68,16 +71,36 @@ def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool, classes
     own = own_data_kwargs(opts.dataset, cfg.data, train=train, classes=classes)
     check_data_root(opts.dataset, opts.data_root, own)
     split = own_split_name(opts.dataset, cfg.data, train=train) or split
-    return build_dataset(
+    dataset = build_dataset(
         opts.dataset, opts.data_root, split, transforms, train=train, strict=opts.strict,
         **{**cfg.data.extra, **own, **opts.dataset_kwargs},
     )
+    for part in getattr(dataset, "datasets", [dataset]):
+        part.max_pixels = cfg.input.max_image_pixels
+    return dataset
 
 
 def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
-    """Train to ``cfg.solver.max_iter`` and (on rank 0) evaluate on the test split. Returns the metrics."""
+    """Train to ``cfg.solver.max_iter`` and (on rank 0) evaluate on the test split. Returns the metrics.
+
+    Before any work, rank 0 checks that ``opts.output_dir`` is a writable folder, locks it for this run
+    (``train.lock``) and, without ``opts.resume``, refuses a folder holding another run's checkpoints
+    (:mod:`detection.engine.run_dir`)."""
     device = pick_device(opts.device)
     rank, world_size = init_distributed(device)
+    lock = RunLock(opts.output_dir)
+    if rank == 0:
+        prepare_output_dir(opts.output_dir)
+        lock.acquire()
+    try:
+        if rank == 0 and not opts.resume:
+            refuse_foreign_checkpoints(opts.output_dir)
+        return _train(cfg, opts, device, rank, world_size)
+    finally:
+        lock.release()
+
+
+def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world_size: int) -> dict[str, Any] | None:
     setup_logging(opts.output_dir, rank)
     if opts.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -100,9 +123,10 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
         amp=opts.amp, skip_nonfinite=opts.skip_nonfinite, progress=opts.progress,
     )
     trainer.evaluator = periodic_evaluator(cfg, opts, test_split, device)
-    if not (opts.resume and trainer.resume()):
+    if not (opts.resume and trainer.resume(allow_other_config=opts.resume_anyway)):
         load_backbone_weights(trainer.model, cfg)
-    trainer.run()
+    with stop_signals(trainer):  # SIGTERM / Ctrl-C: checkpoint at the current iteration, then TrainingInterrupted
+        trainer.run()
     skipped = len(getattr(dataset, "skipped", []))
     if skipped:
         logger.warning("%d unreadable training images were skipped (see the warnings above)", skipped)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,8 +36,11 @@ from backbones.checkpoint import (
 )
 from detection.config import Config
 from detection.data import collate
+from detection.data.errors import DatasetError
 from detection.data.sampler import GroupedBatchSampler
 from detection.engine.monitor import IterationTimer, PeriodicEvaluator, peak_memory_mb, training_log_line
+from detection.engine.preemption import TrainingInterrupted, ignore_stop_signals
+from detection.engine.run_dir import RunDirError, check_same_run, config_hash
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +96,28 @@ def step_seed(seed: int, iteration: int, rank: int) -> int:
     return ((seed * 1_000_003 + iteration) * 1_000_003 + rank) % 2**63
 
 
+def describe_split(dataset: Dataset, unreadable: int) -> str:
+    """``"12 images: 12 unreadable, 3 without usable boxes"``, counting the images dropped when loading the split."""
+    boxless = int(getattr(dataset, "num_without_boxes", 0))
+    total = len(dataset) + boxless  # type: ignore[arg-type]
+    return f"{total} images: {unreadable} unreadable, {boxless} without usable boxes"
+
+
 def data_stream(
     dataset: Dataset, sampler: GroupedBatchSampler, state: TrainState, seed: int, num_workers: int
 ) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
-    """Endless (images, targets) batches from ``state.epoch`` / ``state.batch_in_epoch`` on; updates ``state``."""
+    """Endless (images, targets) batches from ``state.epoch`` / ``state.batch_in_epoch`` on; updates ``state``.
+
+    Batches whose every image was unreadable are passed over (they still count in ``batch_in_epoch``). A split
+    with no image, or a whole epoch without one usable batch, raises :class:`DatasetError` saying what was found,
+    instead of looping forever.
+    """
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise DatasetError(f"the training split has no usable image ({describe_split(dataset, 0)}); check its "
+                           "annotations (crowd and difficult objects are not training boxes)")
     wrapped = SeededSamples(dataset)
     while True:
+        whole_epoch = state.batch_in_epoch == 0
         batches = epoch_batches(sampler, state.epoch, seed)[state.batch_in_epoch :]
         loader = DataLoader(
             wrapped,
@@ -105,12 +125,20 @@ def data_stream(
             num_workers=num_workers,
             collate_fn=collate,
             persistent_workers=False,
+            worker_init_fn=ignore_stop_signals,  # the trainer decides (engine/preemption.py)
             # Its own generator: creating the iterator must not draw from (and so shift) the global torch RNG.
             generator=torch.Generator().manual_seed(seed * 1_000_003 + state.epoch),
         )
+        usable, unreadable = 0, 0
         for images, targets in loader:
             state.batch_in_epoch += 1
-            yield images, targets
+            unreadable += getattr(targets, "num_skipped", 0)
+            if images:
+                usable += 1
+                yield images, targets
+        if whole_epoch and not usable:
+            raise DatasetError(f"no usable training batch in a whole epoch of the training split "
+                               f"({describe_split(dataset, unreadable)}); see the warnings above")
         state.epoch += 1
         state.batch_in_epoch = 0
 
@@ -190,6 +218,8 @@ class Trainer:
         self.timer = IterationTimer(window=log_period)
         # Set by detection/engine/run.py when test.eval_period > 0 (every rank holds one; rank 0 evaluates).
         self.evaluator: PeriodicEvaluator | None = None
+        self.config_hash = config_hash(cfg.to_dict())
+        self.stop_signal: int | None = None  # set by preemption.stop_signals' SIGTERM / SIGINT handler
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -204,6 +234,7 @@ class Trainer:
             "skipped_batches": self.state.skipped_batches,
             "rng": get_rng_state(),
             "config": self.cfg.to_dict(),
+            "config_hash": self.config_hash,
             "classes": list(self.classes),
             "world_size": self.world_size,
             "best_metric": self.evaluator.best if self.evaluator is not None else None,
@@ -217,10 +248,14 @@ class Trainer:
         if final:
             save_checkpoint(self.output_dir / "model_final.pth", {k: state[k] for k in ("model", "config", "classes")})
 
-    def resume(self) -> bool:
+    def resume(self, allow_other_config: bool = False) -> bool:
         """Load the newest loadable ``model_<iteration>.pth`` in the output directory (corrupt or truncated ones
         are skipped with a warning). Returns False when there is none. ``model_final.pth`` holds weights only and
-        is never resumed from. Half-written temporaries left by a run killed while saving are deleted."""
+        is never resumed from. Half-written temporaries left by a run killed while saving are deleted.
+
+        A checkpoint written with another config (:func:`~detection.engine.run_dir.check_same_run`) is refused
+        with :class:`RunDirError` unless ``allow_other_config`` (``--resume-anyway``); weights that do not fit
+        this config's model are a one-line :class:`CheckpointError` either way."""
         if self.rank == 0:
             self.checkpoints.remove_partial_writes()
         path = self.checkpoints.newest()
@@ -232,11 +267,21 @@ class Trainer:
         missing = [k for k in required if k not in ckpt]
         if missing:
             raise CheckpointError(path, f"it holds no training state to resume from (missing {', '.join(missing)})")
+        other_run = check_same_run(path, ckpt.get("config"), self.cfg.to_dict())
+        if other_run and not allow_other_config:
+            raise RunDirError(f"--resume: {other_run}; pass a new --output-dir, or --resume-anyway to continue it "
+                              "with this config")
+        if other_run:
+            logger.warning("--resume-anyway: %s; continuing with this config", other_run)
         if ckpt.get("world_size", 1) != self.world_size:
             logger.warning("checkpoint was written with %s workers, resuming with %s: the data order will differ",
                            ckpt.get("world_size"), self.world_size)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:  # another architecture: shapes or keys do not fit
+            lines = str(exc).strip().splitlines()
+            raise CheckpointError(path, "its weights do not fit the configured model: " + " ".join(lines[:2])) from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -334,6 +379,9 @@ class Trainer:
             self.evaluate_if_due()  # before the checkpoint, which then holds the best value so far
             if s.checkpoint_period and self.state.iteration % s.checkpoint_period == 0:
                 self.save()
+            if runtime.any_true(self.stop_signal is not None):  # set under preemption.stop_signals()
+                bar.close()
+                self.stop()
         bar.close()
         self.save(final=True)
         if self.writer is not None:
@@ -341,6 +389,21 @@ class Trainer:
         logger.info("training finished: %d iterations in %.1f s (%d non-finite batches skipped)",
                     s.max_iter, time.perf_counter() - start, self.state.skipped_batches)
         return self.state
+
+    # --- preemption (engine/preemption.py) -------------------------------------------------------------
+    def stop(self) -> None:
+        """Save a checkpoint at the current iteration (unless the periodic one just did) and raise
+        :class:`TrainingInterrupted`; every worker gets here at the same iteration (``runtime.any_true``)."""
+        path = self.checkpoints.path(self.state.iteration)
+        if self.last_checkpoint != path:
+            self.save()
+        if self.writer is not None:
+            self.writer.close()
+        signum = self.stop_signal or signal.SIGTERM
+        name = signal.Signals(signum).name if self.stop_signal else "a stop signal on another worker"
+        raise TrainingInterrupted(
+            f"training stopped by {name} at iteration {self.state.iteration} of {self.cfg.solver.max_iter}; "
+            f"checkpoint {path} saved; continue with --resume", signum)
 
     def log(self, values: dict[str, float], bar: Any) -> None:
         it = self.state.iteration

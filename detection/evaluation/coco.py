@@ -26,6 +26,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detection.devkit import read_coco_instances
 from detection.errors import EvaluationInputError
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "load_coco",
     "load_coco_results",
     "validate_coco_results",
+    "count_inverted_results",
     "coco_eval",
     "coco_eval_files",
     "xyxy_to_coco_results",
@@ -79,11 +81,12 @@ def load_coco(annotations: COCO | str | Path, verbose: bool = False) -> COCO:
     path = Path(annotations)
     if not path.is_file():
         raise EvaluationInputError(f"{path}: annotation file not found")
+    # Validated like the training loader's (NaN boxes, string iscrowd, ...); missing area / iscrowd are filled in.
+    coco = COCO()
+    coco.dataset = read_coco_instances(path, image_files=False)
     with _quiet(verbose):
-        try:
-            return COCO(str(path))
-        except json.JSONDecodeError as e:
-            raise EvaluationInputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        coco.createIndex()
+    return coco
 
 
 def load_coco_results(path: str | Path) -> list[dict[str, Any]]:
@@ -122,7 +125,8 @@ def validate_coco_results(
         if not isinstance(bbox, Sequence | np.ndarray) or len(bbox) != 4:
             raise EvaluationInputError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
         numbers = [*bbox, r["score"]]
-        if not all(isinstance(v, int | float | np.number) and math.isfinite(v) for v in numbers):
+        if not all(isinstance(v, int | float | np.number) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in numbers):
             raise EvaluationInputError(f"{where}: bbox and score must be finite numbers, got {numbers!r}")
         if r["image_id"] not in image_ids:
             raise EvaluationInputError(f"{where}: image_id {r['image_id']!r} is not in the annotations")
@@ -131,6 +135,12 @@ def validate_coco_results(
                 f"{where}: category_id {r['category_id']!r} is not one of the dataset's category ids "
                 f"{sorted(category_ids)[:10]}… (map training labels to the dataset's ids)"
             )
+
+
+def count_inverted_results(results: Sequence[Mapping[str, Any]]) -> int:
+    """How many (validated) results have a negative width or height: they overlap nothing and so score as false
+    positives, which otherwise shows only as a mysteriously low AP (boxes written as xyxy instead of xywh...)."""
+    return sum(1 for r in results if r["bbox"][2] < 0 or r["bbox"][3] < 0)
 
 
 def _empty_results(coco_gt: COCO) -> COCO:

@@ -339,6 +339,12 @@ def read_voc_results(
     return detections
 
 
+def count_inverted_detections(detections: Detections) -> tuple[int, int]:
+    """``(inverted, total)``: detections whose ``xmax < xmin`` or ``ymax < ymin`` (they can match nothing)."""
+    boxes = [box for dets in detections.values() for _, _, box in dets]
+    return sum(1 for b in boxes if b[2] < b[0] or b[3] < b[1]), len(boxes)
+
+
 def plot_pr_curves(result: VOCResult, path: Path) -> None:
     """Draw every class's precision–recall curve into one PNG (Agg canvas; no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

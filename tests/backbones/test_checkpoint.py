@@ -143,3 +143,31 @@ def test_rotation_removes_only_its_partial_writes(tmp_path: Path) -> None:
     foreign.write_bytes(b"another prefix")
     assert rotation.remove_partial_writes() == [partial]
     assert not partial.exists() and foreign.exists() and kept.exists()
+
+
+@pytest.mark.parametrize(("model", "described"), [
+    ([torch.zeros(1)], "a list"),
+    ({"w": [1.0, 2.0]}, "a dict whose entry 'w' is list"),
+])  # fmt: skip
+def test_checkpoint_whose_model_is_not_a_state_dict_is_refused(tmp_path: Path, model: object, described: str) -> None:
+    path = tmp_path / "odd.pth"
+    torch.save({"model": model}, path)
+    with pytest.raises(CheckpointError, match=f"its 'model' entry is not a state dict \\(names → tensors\\) but "
+                                              f"{described}"):
+        load_checkpoint(path)
+
+
+def test_write_failure_names_the_file_and_the_os_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save turns a failing write into RuntimeError("...unexpected pos..."); the cause is reported instead."""
+
+    def full_disk(obj: object, f: object) -> None:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0") from exc
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    path = tmp_path / "model_0000003.pth"
+    with pytest.raises(OSError, match=f"^cannot write checkpoint {path}: No space left on device$"):
+        save_checkpoint(path, {"model": {}})
+    assert list(tmp_path.iterdir()) == []

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from detection.config import ConfigError, config_from_dict, load_config
@@ -57,3 +59,31 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     assert cfg.solver.weight_decay == 1e-4 and cfg.solver.base_lr == 1e30 and cfg.solver.momentum == 0.9
     with pytest.raises(ConfigError, match=r"'solver.base_lr' expects float, got 'fast'"):
         load_config(None, ["solver.base_lr=fast"])
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("solver.base_lr=-0.02", "solver.base_lr=-0.02 must be a positive finite number"),
+    ("solver.base_lr=.nan", "solver.base_lr=nan must be a positive finite number"),
+    ("solver.momentum=-0.9", "solver.momentum=-0.9 must be in [0, 1)"),
+    ("solver.ims_per_batch=0", "solver.ims_per_batch=0 must be at least 1"),
+    ("solver.max_iter=0", "solver.max_iter=0 must be at least 1"),
+    ("solver.max_iter=-5", "solver.max_iter=-5 must be at least 1"),
+    ("input.train_min_sizes=[]", "input.train_min_sizes=[] must be a non-empty list of positive sizes"),
+    ("data.num_workers=-1", "data.num_workers=-1 must be non-negative"),
+    ("num_classes=-1", "num_classes=-1 must be non-negative"),
+    ("input.pixel_std=[0.2,0,0.2]", "input.pixel_std=[0.2, 0.0, 0.2] must be 3 positive numbers"),
+    ("model.roi_heads.pooler=roiwarp", "model.roi_heads.pooler='roiwarp' must be 'roipool' or 'roialign'"),
+])  # fmt: skip
+def test_out_of_range_values_are_refused_when_loading(override, expected):
+    with pytest.raises(ConfigError, match=r"^invalid config: .*" + re.escape(expected)):
+        load_config(overrides=[override])
+
+
+def test_all_out_of_range_values_are_named_in_one_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("solver: {base_lr: -1, max_iter: 0}\ndata: {num_workers: -2}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == ("invalid config: solver.base_lr=-1.0 must be a positive finite number; "
+                               "solver.max_iter=0 must be at least 1 (0 would write an untrained model_final.pth); "
+                               "data.num_workers=-2 must be non-negative (0 loads in the main process)")

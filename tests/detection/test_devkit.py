@@ -132,3 +132,63 @@ def test_box_conventions() -> None:
 @pytest.mark.parametrize("year, eleven_point", [("2007", True), ("2008", True), ("2010", False), (2012, False)])
 def test_voc_metric_by_year(year: str | int, eleven_point: bool) -> None:
     assert voc_uses_07_metric(year) is eleven_point
+
+
+# --- COCO instances files (read_coco_instances: the training loader's and eval_coco's ground truth) -------------
+import json  # noqa: E402
+from typing import Any  # noqa: E402
+
+from detection.devkit import read_coco_instances  # noqa: E402
+
+
+def coco_file(path: Path, edit: Any = None) -> Path:
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 3, "bbox": [10, 10, 20, 30]}],
+        "categories": [{"id": 3, "name": "car"}],
+    }
+    if edit is not None:
+        edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_coco_missing_area_iscrowd_and_annotation_id_are_completed(tmp_path: Path) -> None:
+    def drop_id(data: dict) -> None:
+        data["annotations"].append({"image_id": 1, "category_id": 3, "bbox": [0, 0, 5, 5]})
+
+    data = read_coco_instances(coco_file(tmp_path / "a.json", drop_id))
+    first, second = data["annotations"]
+    assert (first["iscrowd"], first["area"]) == (0, 600.0)
+    assert second["id"] == 8 and second["area"] == 25.0
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["images"][0].pop("id"), r"images\[0\] has no integer 'id'"),
+    (lambda d: d["images"][0].update(id="1"), r"images\[0\] has no integer 'id'"),
+    (lambda d: d["categories"][0].pop("name"), r"categories\[0\] needs an integer 'id' and a 'name'"),
+    (lambda d: d.update(annotations={"7": d["annotations"][0]}), "'annotations' must be a list, got dict"),
+    (lambda d: d.update(images=["a.jpg"]), r"images\[0\] must be an object"),
+    (lambda d: d["annotations"][0].update(iscrowd="0"), r"annotation id 7 \(image 1\) has iscrowd '0'; expected"),
+    (lambda d: d["annotations"][0].update(bbox=[10, float("nan"), 20, 30]), "coordinate y=nan is not finite"),
+    (lambda d: d["annotations"][0].update(area="big"), "coordinate area='big' is not a number"),
+    (lambda d: d["images"][0].update(width=0), "image id 1 needs a 'file_name' and positive integer"),
+])  # fmt: skip
+def test_coco_defects_name_the_file_and_the_entry(tmp_path: Path, edit: Any, message: str) -> None:
+    path = coco_file(tmp_path / "a.json", edit)
+    with pytest.raises(DevkitError, match=rf"^{path}: .*{message}"):
+        read_coco_instances(path)
+
+
+def test_coco_ground_truth_without_file_names_is_accepted_for_evaluation(tmp_path: Path) -> None:
+    path = coco_file(tmp_path / "a.json", lambda d: d["images"][0].pop("file_name"))
+    assert read_coco_instances(path, image_files=False)["images"][0]["id"] == 1
+    with pytest.raises(DevkitError, match="needs a 'file_name'"):
+        read_coco_instances(path)
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 60), (80, -60)])
+def test_pascal_size_must_be_positive(tmp_path: Path, width: int, height: int) -> None:
+    path = write_xml(tmp_path / "a.xml", "", f"<size><width>{width}</width><height>{height}</height></size>")
+    with pytest.raises(DevkitError, match=f"<size> gives width {width} and height {height}; both must be positive"):
+        read_pascal_xml(path)

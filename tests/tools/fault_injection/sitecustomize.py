@@ -3,7 +3,8 @@
 
 At training step ``iteration`` on worker ``rank`` (``Trainer.state.iteration``, 0-based), ``action`` is
 ``raise`` (a RuntimeError naming rank and iteration), ``kill`` (SIGKILL to the worker itself: a hard crash, no
-Python clean-up) or ``nan`` (every loss of that step becomes NaN). Nothing is patched when the variable is unset,
+Python clean-up), ``nan`` (every loss of that step becomes NaN), ``term`` or ``int`` (SIGTERM / SIGINT to the worker
+itself as the step starts: preemption and Ctrl-C, arriving mid-step). Nothing is patched when the variable is unset,
 so the product itself carries no test hooks.
 """
 
@@ -37,6 +38,8 @@ def _install(spec: str) -> None:
         hit = self.rank == rank and self.state.iteration == iteration
         if hit and action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if hit and action in ("term", "int"):
+            os.kill(os.getpid(), signal.SIGTERM if action == "term" else signal.SIGINT)
         if hit and action == "raise":
             raise RuntimeError(f"injected fault on rank {rank} at iteration {iteration}")
         poisoned[0] = hit and action == "nan"

@@ -1,0 +1,160 @@
+"""One output folder, one training run: the folder is checked before any work, locked while a run trains in it, and
+its checkpoints carry the identity (config hash) of the run that wrote them.
+
+- :func:`prepare_output_dir`: the output path must be (or become) a writable folder; one clear error otherwise.
+- :class:`RunLock`: ``OUTPUT_DIR/train.lock`` held with ``flock`` for the whole run. The kernel drops the lock when
+  the process ends, however it ends, so a crashed or SIGKILLed run never leaves the folder locked; the file itself
+  stays (it only records the last holder's pid and host, for the error message).
+- :func:`config_hash` / :func:`check_same_run`: the hash of the config a run trains with (everything except
+  ``data.num_workers``, which does not change results), stored in each checkpoint; ``--resume`` compares it.
+- :func:`refuse_foreign_checkpoints`: a new run (no ``--resume``) into a folder that already holds numbered
+  checkpoints would prune them by number against its own and could later resume from them: refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from backbones.checkpoint import CheckpointRotation
+from detection.config import ConfigError, config_from_dict
+
+__all__ = [
+    "RunDirError",
+    "RunLock",
+    "check_same_run",
+    "config_difference",
+    "config_hash",
+    "prepare_output_dir",
+    "refuse_foreign_checkpoints",
+]
+
+logger = logging.getLogger(__name__)
+
+# Results do not depend on the number of loading workers (docs/reliability.md), so changing it resumes the same run.
+_NOT_IDENTITY = (("data", "num_workers"),)
+
+
+class RunDirError(RuntimeError):
+    """The output folder cannot hold this run: not a writable folder, locked by another run, or holding another
+    run's checkpoints."""
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and check that files can be written in it; :class:`RunDirError` otherwise."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"output path {path} exists and is not a folder; pass a folder to --output-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``directory/train.lock``; use as a context manager or ``acquire``/``release``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / "train.lock"
+        self._file: Any = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no flock; the folder checks still apply
+            logger.warning("no file locking on this platform; %s is not protected against a second run", self.path)
+            return self
+        try:
+            handle = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run on purpose
+        except OSError as exc:
+            raise RunDirError(f"cannot create lock file {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            handle.close()
+            raise RunDirError(
+                f"another training run ({holder}) is using {self.path.parent}; wait for it to finish or pass a new "
+                "--output-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    identity = json.loads(json.dumps(config))  # a deep copy of plain data
+    for section, key in _NOT_IDENTITY:
+        identity.get(section, {}).pop(key, None)
+    return identity
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """16 hex digits identifying a run's config (``Config.to_dict()``), ignoring ``data.num_workers``."""
+    text = json.dumps(_identity(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def config_difference(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    """``"seed 0 → 7, solver.max_iter 400 → 60"``: the first ``limit`` keys whose values differ."""
+    a, b = _flatten(_identity(old)), _flatten(_identity(new))
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    shown = ", ".join(f"{k} {a.get(k)!r} → {b.get(k)!r}" for k in keys[:limit])
+    return shown + (f", … ({len(keys)} keys in all)" if len(keys) > limit else "")
+
+
+def check_same_run(checkpoint: Path, stored_config: dict[str, Any] | None, config: dict[str, Any]) -> str | None:
+    """None when the checkpoint's stored config is this run's (same :func:`config_hash`), else a one-line reason
+    naming the differing keys. A checkpoint without a stored config cannot be checked and passes."""
+    if stored_config is None:
+        return None
+    try:  # fill keys added since the checkpoint was written with their defaults, as loading it would
+        stored_config = config_from_dict(stored_config).to_dict()
+    except ConfigError:
+        pass  # keys this version does not know: the hashes differ, as they should
+    if config_hash(stored_config) == config_hash(config):
+        return None
+    return (f"{checkpoint} was written by a run with another config ({config_difference(stored_config, config)})")
+
+
+def refuse_foreign_checkpoints(directory: Path, prefix: str = "model") -> None:
+    """:class:`RunDirError` when ``directory`` already holds numbered checkpoints (a new run must not mix with them)."""
+    found = CheckpointRotation(directory, prefix=prefix).numbered()
+    if found:
+        names = ", ".join(p.name for p in found[-3:])
+        raise RunDirError(
+            f"{directory} already holds checkpoints of another run ({names}); use --resume to continue that run, "
+            "or pass a new --output-dir"
+        )
