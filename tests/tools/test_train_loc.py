@@ -38,13 +38,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_train_resume_test_and_score(pipeline: tuple[Path, Path]) -> None:
     root, tmp = pipeline
-    common = ["--data-root", str(root), "--no-progress", f"net.weights={tmp / 'cls' / 'model_final.pth'}", *TINY]
-    assert train_loc.main(["rpn", "--output-dir", str(tmp / "rpn"), "solver.max_iter=4", *common]) == 0
-    assert (tmp / "rpn" / "model_0000002.pth").is_file() and (tmp / "rpn" / "model_final.pth").is_file()
-    assert train_loc.main(["rpn", "--resume", "--output-dir", str(tmp / "rpn"), "solver.max_iter=4", *common]) == 0
-    assert "at iteration 2" in (tmp / "rpn" / "log.txt").read_text()
-    rpn = str(tmp / "rpn" / "model_final.pth")
-    assert train_loc.main(["rcnn", "--rpn-weights", rpn, "--output-dir", str(tmp / "rcnn"), *common]) == 0
+    flags = ["--data-root", str(root), "--no-progress"]
+    overrides = [f"net.weights={tmp / 'cls' / 'model_final.pth'}", "solver.max_iter=4", *TINY]
+    rpn_dir = tmp / "rpn"
+    assert train_loc.main(["rpn", *flags, "--output-dir", str(rpn_dir), *overrides]) == 0
+    assert (rpn_dir / "model_0000002.pth").is_file() and (rpn_dir / "model_final.pth").is_file()
+    assert train_loc.main(["rpn", *flags, "--resume", "--output-dir", str(rpn_dir), *overrides]) == 0
+    assert "at iteration 2" in (rpn_dir / "log.txt").read_text()
+    rpn = str(rpn_dir / "model_final.pth")
+    assert train_loc.main(["rcnn", *flags, "--rpn-weights", rpn, "--output-dir", str(tmp / "rcnn"), *overrides]) == 0
     assert (tmp / "rcnn" / "proposals.pth").is_file()
 
     out = tmp / "test"
