@@ -147,7 +147,7 @@ def _train_loop(model: nn.Module, batches: Callable[[int], Any], solver: SolverL
         bar.update(1)
         done = it + 1
         if done % solver.log_period == 0 or done == solver.max_iter:
-            values = runtime.all_reduce_mean({k: float(v) for k, v in losses.items()})
+            values = runtime.all_reduce_mean({k: float(v.detach()) for k, v in losses.items()})
             text = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
             logger.info(f"{desc} iter {done}/{solver.max_iter}  lr {lr:.3g}  {text}  ({time.time() - t0:.0f} s)")
         if done % solver.checkpoint_period == 0 and done < solver.max_iter and rank == 0:
