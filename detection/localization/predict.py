@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -41,8 +43,9 @@ from detection.localization.inference import (
     one_crop_views,
     rcnn_rescore,
 )
+from detection.localization.model import PerClassRPN, RCNNLocalizer
 
-__all__ = ["MODES", "load_classifier", "localize_split"]
+__all__ = ["MODES", "Localizer", "load_classifier", "load_localizer", "localize_split"]
 
 MODES = ("1crop", "dense")
 logger = logging.getLogger(__name__)
@@ -63,6 +66,59 @@ def _devkit_box(box: torch.Tensor) -> Box:
     return (x1, y1, x2, y2)
 
 
+@dataclass
+class Localizer:
+    """The trained parts of the localiser, for one image at a time (``with torch.no_grad()``)."""
+
+    cfg: LocConfig
+    rpn: PerClassRPN
+    rpn_normalizer: nn.Module
+    classifier: nn.Module
+    classifier_normalizer: nn.Module
+    rcnn: RCNNLocalizer | None = None
+    rcnn_normalizer: nn.Module | None = None
+
+    def top5(self, image: np.ndarray) -> list[int]:
+        """The classifier's five best classes (best first) for an HWC uint8 image."""
+        c = self.cfg.input
+        probs = classifier_probabilities(self.classifier, image, self.classifier_normalizer,
+                                         self.cfg.test.classifier_mode, c.crop, c.resize, c.dense_scales)  # fmt: skip
+        return probs.topk(min(5, len(probs))).indices.tolist()
+
+    def boxes(self, image: np.ndarray, mode: str, classes: Sequence[int]) -> dict[str, dict[int, Box]]:
+        """``{system: {class: devkit box}}`` for each of ``classes``: ``rpn_<mode>`` and, for "dense" with an R-CNN,
+        ``rpn_rcnn_dense``."""
+        c = self.cfg.input
+        views = one_crop_views(image, c.crop, c.resize) if mode == "1crop" else dense_views(
+            image, c.dense_scales, c.dense_flip)
+        outputs = RPNOutputs(self.rpn, views, self.rpn_normalizer, image.shape[:2])
+        out: dict[str, dict[int, Box]] = {f"rpn_{mode}": {}}
+        rescore = mode == "dense" and self.rcnn is not None
+        if rescore:
+            out["rpn_rcnn_dense"] = {}
+            pixels = torch.from_numpy(image.transpose(2, 0, 1).copy())
+        for k in classes:
+            candidates, scores = outputs.candidates(k)
+            box, _ = merge_candidates(candidates, scores, self.cfg.test.vote_top)
+            out[f"rpn_{mode}"][k] = _devkit_box(box)
+            if rescore:
+                proposals = candidates[scores.topk(min(self.cfg.rcnn.proposals, len(scores))).indices]
+                new_boxes, new_scores = rcnn_rescore(self.rcnn, pixels, proposals, k, self.rcnn_normalizer,
+                                                     self.cfg.rcnn.warp_size)  # fmt: skip
+                box, _ = merge_candidates(new_boxes, new_scores, self.cfg.test.vote_top)
+                out["rpn_rcnn_dense"][k] = _devkit_box(box)
+        return out
+
+
+def load_localizer(rpn_weights: Path, classifier_weights: str, rcnn_weights: Path | None = None,
+                   device: str = "auto") -> Localizer:  # fmt: skip
+    dev = runtime.pick_device(device)
+    rpn, cfg, rpn_norm = load_rpn(rpn_weights, dev)
+    classifier, cls_norm = load_classifier(classifier_weights, cfg, dev)
+    rcnn, rcnn_norm = load_rcnn(rcnn_weights, dev) if rcnn_weights else (None, None)
+    return Localizer(cfg, rpn, rpn_norm, classifier, cls_norm, rcnn, rcnn_norm)
+
+
 @torch.no_grad()
 def localize_split(rpn_weights: Path, classifier_weights: str, data_root: Path, out: Path, *,
                    rcnn_weights: Path | None = None, modes: Sequence[str] = MODES, split: str = "val",
@@ -73,48 +129,26 @@ def localize_split(rpn_weights: Path, classifier_weights: str, data_root: Path, 
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown testing modes {unknown}; use {MODES}")
-    dev = runtime.pick_device(device)
     out.mkdir(parents=True, exist_ok=True)
-    rpn, cfg, rpn_norm = load_rpn(rpn_weights, dev)
-    classifier, cls_norm = load_classifier(classifier_weights, cfg, dev)
-    rcnn, rcnn_norm = load_rcnn(rcnn_weights, dev) if rcnn_weights else (None, None)
+    localizer = load_localizer(rpn_weights, classifier_weights, rcnn_weights, device)
     data = read_cls_loc(data_root, split)
     records = data.records[:limit] if limit else data.records
-    c = cfg.input
-    systems = [f"rpn_{m}" for m in modes] + (["rpn_rcnn_dense"] if rcnn is not None and "dense" in modes else [])
-    top5: dict[str, dict[str, list]] = {s: {} for s in systems}
-    gt_class: dict[str, dict[str, list]] = {s: {} for s in systems}
+    top5: dict[str, dict[str, list]] = {}
+    gt_class: dict[str, dict[str, list]] = {}
     for record in tqdm(records, desc=f"test {split}", disable=not progress):
         image, _ = read_image(record.path)
-        probs = classifier_probabilities(classifier, image, cls_norm, cfg.test.classifier_mode, c.crop, c.resize,
-                                         c.dense_scales)  # fmt: skip
-        predicted = probs.topk(min(5, len(probs))).indices.tolist()
+        predicted = localizer.top5(image)
         asked = [record.label] + [k for k in predicted if k != record.label]
         for mode in modes:
-            views = one_crop_views(image, c.crop, c.resize) if mode == "1crop" else dense_views(
-                image, c.dense_scales, c.dense_flip)
-            outputs = RPNOutputs(rpn, views, rpn_norm, image.shape[:2])
-            boxes: dict[str, dict[int, Box]] = {f"rpn_{mode}": {}}
-            if mode == "dense" and rcnn is not None:
-                boxes["rpn_rcnn_dense"] = {}
-                pixels = torch.from_numpy(image.transpose(2, 0, 1).copy())
-            for k in asked:
-                candidates, scores = outputs.candidates(k)
-                box, _ = merge_candidates(candidates, scores, cfg.test.vote_top)
-                boxes[f"rpn_{mode}"][k] = _devkit_box(box)
-                if "rpn_rcnn_dense" in boxes:
-                    proposals = candidates[scores.topk(min(cfg.rcnn.proposals, len(scores))).indices]
-                    new_boxes, new_scores = rcnn_rescore(rcnn, pixels, proposals, k, rcnn_norm, cfg.rcnn.warp_size)
-                    box, _ = merge_candidates(new_boxes, new_scores, cfg.test.vote_top)
-                    boxes["rpn_rcnn_dense"][k] = _devkit_box(box)
-            for system, per_class in boxes.items():
-                top5[system][record.image_id] = [(data.wnids[k], per_class[k]) for k in predicted]
-                gt_class[system][record.image_id] = [(data.wnids[record.label], per_class[record.label])]
+            for system, per_class in localizer.boxes(image, mode, asked).items():
+                top5.setdefault(system, {})[record.image_id] = [(data.wnids[k], per_class[k]) for k in predicted]
+                gt_box = per_class[record.label]
+                gt_class.setdefault(system, {})[record.image_id] = [(data.wnids[record.label], gt_box)]
     # Scored from the files just written, as tools/eval_imagenet.py loc would (the ground truth of the tested
     # images only, so that `limit` does not count the others as missed).
     truth = {r.image_id: list(r.boxes) for r in records}
     metrics: dict[str, Any] = {}
-    for system in systems:
+    for system in top5:
         write_loc_predictions(out / f"{system}_top5.csv", top5[system])
         write_loc_predictions(out / f"{system}_gt_class.csv", gt_class[system])
         numbers = imagenet_loc_eval(read_loc_predictions(out / f"{system}_top5.csv", truth), truth).to_dict()
