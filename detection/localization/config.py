@@ -42,6 +42,7 @@ class RPNLocConfig:
 class RCNNLocConfig:
     proposals: int = 200  # the RPN's top proposals per image and class (training: GT class; testing: each predicted)
     warp_size: int = 224  # each proposal is cropped and warped to warp_size x warp_size
+    context_pad: int = 16  # pixels of the warp showing the proposal's surroundings (R-CNN's 16)
     fg_iou: float = 0.5  # R-CNN's rule: a proposal with IoU >= 0.5 with a GT box of the class is positive
     positive_fraction: float = 0.25  # R-CNN's 32 of 128 (the paper does not give its ratio)
 

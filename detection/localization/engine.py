@@ -238,8 +238,8 @@ class RoIDataset(Dataset):
     CACHE_IMAGES = 1024
 
     def __init__(self, records: list[LocRecord], wnids: list[str], proposals: list[Tensor], fg_iou: float,
-                 warp_size: int) -> None:  # fmt: skip
-        self.records, self.warp_size = records, warp_size
+                 warp_size: int, context: int = 0) -> None:  # fmt: skip
+        self.records, self.warp_size, self.context = records, warp_size, context
         self.rois, self.owner, self.positive, self.targets = [], [], [], []
         for i, (record, props) in enumerate(zip(records, proposals)):
             gt = torch.from_numpy(from_devkit_boxes([b for w, b in record.boxes if w == wnids[record.label]]))
@@ -266,7 +266,7 @@ class RoIDataset(Dataset):
 
     def __getitem__(self, j: int) -> tuple[Tensor, int, bool, Tensor]:
         owner = int(self.owner_all[j])
-        crop = warp_crops(self._image(owner), self.rois_all[j : j + 1], self.warp_size)[0]
+        crop = warp_crops(self._image(owner), self.rois_all[j : j + 1], self.warp_size, self.context)[0]
         return crop, self.records[owner].label, bool(self.positive_all[j]), self.targets_all[j]
 
 
@@ -317,7 +317,8 @@ def train_rcnn(cfg: LocConfig, data_root: Path, rpn_weights: Path, out: Path, *,
     torch.manual_seed(cfg.seed)
     model = build_rcnn(cfg)
     normalizer = load_normalizer(cfg.net.weights).to(device)
-    rois = RoIDataset(data.records, data.wnids, proposals, cfg.rcnn.fg_iou, cfg.rcnn.warp_size)
+    rois = RoIDataset(data.records, data.wnids, proposals, cfg.rcnn.fg_iou, cfg.rcnn.warp_size,
+                      cfg.rcnn.context_pad)
     logger.info("R-CNN: %d RoIs (%d positive) from %d images", len(rois), int(rois.positive_all.sum()),
                 len(data.records))
     solver = cfg.rcnn_solver

@@ -111,9 +111,16 @@ def merge_candidates(boxes: Tensor, scores: Tensor, vote_top: int) -> tuple[Tens
     return box[0], float(scores[best])
 
 
-def warp_crops(image: Tensor, boxes: Tensor, size: int) -> Tensor:
+def warp_crops(image: Tensor, boxes: Tensor, size: int, context: int = 0) -> Tensor:
     """R-CNN's warp: each box ``[R, 4]`` of ``image`` (uint8 ``[3, H, W]``) resampled bilinearly to
-    ``[R, 3, size, size]`` (float, still 0–255) whatever its aspect ratio."""
+    ``[R, 3, size, size]`` (float, still 0–255) whatever its aspect ratio. With ``context`` > 0 the box is first
+    grown so that ``context`` pixels of the warp show its surroundings on every side (R-CNN's 16 of 227); outside
+    the image is zero."""
+    if not 0 <= 2 * context < size:
+        raise ValueError(f"context padding {context} leaves no room in a {size}x{size} warp (needs 2 * context < size)")
+    if context > 0:
+        grow = (boxes[:, 2:] - boxes[:, :2]) * context / (size - 2 * context)
+        boxes = torch.cat((boxes[:, :2] - grow, boxes[:, 2:] + grow), dim=1)
     pixels = image.float()[None]
     return roi_align(pixels, [boxes.to(pixels)], output_size=(size, size), spatial_scale=1.0, sampling_ratio=2,
                      aligned=True)  # fmt: skip
@@ -121,13 +128,13 @@ def warp_crops(image: Tensor, boxes: Tensor, size: int) -> Tensor:
 
 @torch.no_grad()
 def rcnn_rescore(rcnn: RCNNLocalizer, image: Tensor, proposals: Tensor, label: int, normalizer: nn.Module,
-                 warp_size: int, batch: int = 256) -> tuple[Tensor, Tensor]:  # fmt: skip
+                 warp_size: int, context: int = 0, batch: int = 256) -> tuple[Tensor, Tensor]:  # fmt: skip
     """New boxes ``[R, 4]`` and scores ``[R]`` of ``proposals`` ``[R, 4]`` for class ``label`` (class k's outputs)."""
     device = next(rcnn.parameters()).device
     boxes, scores = [], []
     for start in range(0, len(proposals), batch):
         chunk = proposals[start : start + batch]
-        logits, deltas = rcnn(normalizer(warp_crops(image, chunk, warp_size).to(device)))
+        logits, deltas = rcnn(normalizer(warp_crops(image, chunk, warp_size, context).to(device)))
         labels = torch.full((len(chunk),), label, dtype=torch.int64, device=device)
         boxes.append(class_boxes(deltas.float(), chunk.to(device), labels, RCNN_DELTA_WEIGHTS).cpu())
         scores.append(logits[:, label].float().sigmoid().cpu())

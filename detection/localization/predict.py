@@ -104,7 +104,7 @@ class Localizer:
             if rescore:
                 proposals = candidates[scores.topk(min(self.cfg.rcnn.proposals, len(scores))).indices]
                 new_boxes, new_scores = rcnn_rescore(self.rcnn, pixels, proposals, k, self.rcnn_normalizer,
-                                                     self.cfg.rcnn.warp_size)  # fmt: skip
+                                                     self.cfg.rcnn.warp_size, self.cfg.rcnn.context_pad)  # fmt: skip
                 box, _ = merge_candidates(new_boxes, new_scores, self.cfg.test.vote_top)
                 out["rpn_rcnn_dense"][k] = _devkit_box(box)
         return out

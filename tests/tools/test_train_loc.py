@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -22,12 +24,22 @@ from detection.localization.data import generate_cls_loc, read_cls_loc, write_im
 TINY = ["num_classes=3", "net.arch=resnet18", "net.base_width=8", "input.crop=48", "input.scale_range=[56,64]",
         "input.resize=56", "input.dense_scales=[48,64]", "rpn.anchor_sizes=[16,32,64]", "solver.batch_size=4",
         "solver.steps=[3]", "solver.checkpoint_period=2", "solver.log_period=1", "rcnn.proposals=6",
-        "rcnn.warp_size=32", "rcnn_solver.batch_size=8", "rcnn_solver.max_iter=2", "rcnn_solver.steps=[]",
-        "rcnn_solver.log_period=1", "test.classifier_mode=10crop", "workers=0"]  # fmt: skip
+        "rcnn.warp_size=32", "rcnn.context_pad=4", "rcnn_solver.batch_size=8", "rcnn_solver.max_iter=2",
+        "rcnn_solver.steps=[]", "rcnn_solver.log_period=1", "test.classifier_mode=10crop", "workers=0"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def one_thread() -> Iterator[None]:
+    """Tiny nets: one thread does the work; on a shared machine a second costs an OpenMP barrier per op (this
+    module took 25x longer with two threads on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("loc")
     root = generate_cls_loc(tmp / "data", num_classes=3, train_per_class=4, num_val=5, min_size=64, max_size=80)
     train(TrainConfig(dataset="imagefolder", data_root=str(write_imagefolder_view(root, tmp / "view")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from backbones import build_resnet
@@ -77,3 +78,15 @@ def test_rcnn_targets() -> None:
     proposals = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 4.0]])
     positive, targets = rcnn_targets(proposals, gt, 0.5)
     assert positive.tolist() == [True, False] and targets[0].abs().max() == 0
+
+
+def test_warp_context_shows_the_surroundings() -> None:
+    image = torch.zeros(3, 40, 40, dtype=torch.uint8)
+    image[:, 10:30, 10:30] = 200
+    # 4 of 16 warp pixels per side are context: the box [10, 30] grows by 20 * 4 / 8 = 10 on each side.
+    crops = warp_crops(image, torch.tensor([[10.0, 10.0, 30.0, 30.0]]), 16, context=4)
+    assert crops[0, :, 5:11, 5:11].min() == 200 and crops[0, :, :3, :3].max() == 0
+    assert torch.equal(warp_crops(image, torch.tensor([[0.0, 0.0, 40.0, 40.0]]), 16, context=4)[0, :, 0, 0],
+                       torch.zeros(3))  # fmt: skip
+    with pytest.raises(ValueError, match="context padding 8 leaves no room"):
+        warp_crops(image, torch.tensor([[0.0, 0.0, 4.0, 4.0]]), 16, context=8)
