@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", type=Path, default=Path("output/quickstart_loc"))
     p.add_argument("--config", type=Path, default=ROOT / "configs/imagenet_loc/quickstart.yaml")
     p.add_argument("--cls-iters", type=int, default=400, help="classifier pre-training iterations (batch 32)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch/OpenMP threads per stage (0: torch's default); 1 is far faster on a busy machine")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/OpenMP threads per stage (0: torch's default). The nets are small: on a shared 2-core "
+                        "machine two threads ran 25x slower than one (an OpenMP barrier per op)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="localiser config overrides key=value (both stages)")
     args = p.parse_args(argv)
