@@ -48,18 +48,13 @@ logger = logging.getLogger(__name__)
 
 
 def build_net(cfg: LocConfig, weights: str | None = None) -> nn.Module:
-    """The classification network (``net.arch``, ``num_classes`` outputs) with ``weights`` (default
-    ``net.weights``; "none" keeps the He initialisation)."""
+    """The classification network ``net.arch`` with ``weights`` (default ``net.weights``; "none" keeps the He
+    initialisation), its fc dropped: both stages read conv5 only (and DDP refuses a parameter without gradient), so
+    a classifier of any number of classes (torchvision's 1000) serves."""
     net = build_classifier(cfg.net.arch, num_classes=cfg.num_classes, base_width=cfg.net.base_width)
     source = weights or cfg.net.weights
     if source != "none":
-        load_weights(net, source)
-    return net
-
-
-def _trunk(cfg: LocConfig, weights: str | None) -> nn.Module:
-    net = build_net(cfg, weights)
-    # Both stages read conv5 only; the classifier's fc would be a parameter without gradient, which DDP refuses.
+        load_weights(net, source, ignore=("fc.",))
     net.fc = nn.Identity()
     return net
 
@@ -67,14 +62,14 @@ def _trunk(cfg: LocConfig, weights: str | None) -> nn.Module:
 def build_rpn(cfg: LocConfig, weights: str | None = None) -> PerClassRPN:
     """The per-class RPN on the classification network's conv5 (its fc dropped)."""
     anchors = AnchorGenerator(cfg.rpn.anchor_sizes, cfg.rpn.aspect_ratios, cfg.rpn.stride)
-    return PerClassRPN(_trunk(cfg, weights), cfg.num_classes, anchors, fg_iou=cfg.rpn.fg_iou,
+    return PerClassRPN(build_net(cfg, weights), cfg.num_classes, anchors, fg_iou=cfg.rpn.fg_iou,
                        bg_iou=cfg.rpn.bg_iou, anchors_per_image=cfg.rpn.anchors_per_image,
                        positive_fraction=cfg.rpn.positive_fraction)  # fmt: skip
 
 
 def build_rcnn(cfg: LocConfig, weights: str | None = None) -> RCNNLocalizer:
     """The R-CNN stage: the classification network (its fc dropped) with per-class cls/reg fc layers."""
-    return RCNNLocalizer(_trunk(cfg, weights), cfg.num_classes)
+    return RCNNLocalizer(build_net(cfg, weights), cfg.num_classes)
 
 
 def load_normalizer(weights: str) -> Normalizer:
