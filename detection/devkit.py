@@ -13,6 +13,9 @@ ground truth of the official metrics (``tools/eval_voc.py``, ``tools/eval_imagen
   training loader and ``tools/eval_coco.py``'s ground truth).
 - ILSVRC DET: :func:`read_class_map` (``devkit/data/map_det.txt``, lines ``<wnid> <class_index> <name>``) and
   :func:`read_ilsvrc_split` (``ImageSets/DET/<split>.txt``, lines ``<image_name> <image_index>``).
+- ILSVRC CLS-LOC (the challenge's files beside ``ILSVRC/``): :func:`read_loc_synset_mapping`
+  (``LOC_synset_mapping.txt``, lines ``<wnid> <names>``) and :func:`read_loc_solution` (``LOC_train_solution.csv`` /
+  ``LOC_val_solution.csv``: ``ImageId,PredictionString`` with ``wnid xmin ymin xmax ymax`` groups, devkit boxes).
 
 Every reader raises :class:`~detection.errors.DevkitError` naming the file and the line or object; it is both a
 ``DatasetError`` and an ``EvaluationInputError``.
@@ -46,6 +49,8 @@ __all__ = [
     "read_class_map",
     "read_coco_instances",
     "read_ilsvrc_split",
+    "read_loc_solution",
+    "read_loc_synset_mapping",
     "read_pascal_xml",
     "read_voc_split",
     "to_devkit_boxes",
@@ -317,3 +322,61 @@ def read_coco_instances(path: Path, *, image_files: bool = True) -> dict[str, An
         ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
         ann["area"] = parse_coordinate(ann["area"], file=path, obj=obj, name="area")
     return data
+
+# ---------------------------------------------------------------------------------------------- CLS-LOC files
+
+
+def read_loc_synset_mapping(path: Path) -> list[tuple[str, str]]:
+    """``LOC_synset_mapping.txt``: ``[(wnid, names)]`` in file order, which is the class order (label ``k`` is line
+    ``k + 1``; 1000 lines on the real data).
+
+    Raises :class:`DevkitError` for a missing or empty file, a line without a name, or a repeated wnid.
+    """
+    entries: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for lineno, _, line in numbered_lines(path, "synset mapping"):
+        fields = line.strip().split(maxsplit=1)
+        if len(fields) != 2:
+            raise DevkitError(f"{path}:{lineno}: expected '<wnid> <names>', got {line!r}")
+        if fields[0] in seen:
+            raise DevkitError(f"{path}:{lineno}: wnid {fields[0]} repeats line {seen[fields[0]]}")
+        seen[fields[0]] = lineno
+        entries.append((fields[0], fields[1]))
+    if not entries:
+        raise DevkitError(f"{path}: synset mapping is empty")
+    return entries
+
+
+def read_loc_solution(path: Path, classes: Collection[str] | None = None) -> dict[str, list[tuple[str, Box]]]:
+    """``LOC_{train,val}_solution.csv``: ``{ImageId: [(wnid, devkit box)]}`` in file order.
+
+    Each row is ``ImageId,PredictionString`` where the string holds ``wnid xmin ymin xmax ymax`` groups (1-based
+    inclusive pixels, as the XMLs). With ``classes``, another wnid is an error. Raises :class:`DevkitError` naming the
+    file and line for a missing file, a wrong header, a group count that is not a multiple of 5, a non-numeric or
+    non-finite coordinate, or an ImageId given twice.
+    """
+    out: dict[str, list[tuple[str, Box]]] = {}
+    for lineno, _, line in numbered_lines(path, "LOC solution file"):
+        if lineno == 1:
+            if [c.strip() for c in line.split(",")] != ["ImageId", "PredictionString"]:
+                raise DevkitError(f"{path}:1: expected the header 'ImageId,PredictionString', got {line!r}")
+            continue
+        image, sep, rest = line.partition(",")
+        image, tokens = image.strip(), rest.split()
+        if not sep or not image or len(tokens) % 5:
+            raise DevkitError(f"{path}:{lineno}: expected 'ImageId,wnid xmin ymin xmax ymax ...', got {line!r}")
+        if image in out:
+            raise DevkitError(f"{path}:{lineno}: ImageId {image!r} appears twice")
+        objects = []
+        for g in range(0, len(tokens), 5):
+            wnid = tokens[g]
+            if classes is not None and wnid not in classes:
+                raise DevkitError(f"{path}:{lineno}: unknown wnid {wnid!r}; known: {_describe(classes)}")
+            where = f"{image} object {g // 5} ({wnid})"
+            coords = [
+                parse_coordinate(v, file=f"{path}:{lineno}", obj=where, name=k)
+                for v, k in zip(tokens[g + 1 : g + 5], ("xmin", "ymin", "xmax", "ymax"))
+            ]
+            objects.append((wnid, (coords[0], coords[1], coords[2], coords[3])))
+        out[image] = objects
+    return out

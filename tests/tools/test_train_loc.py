@@ -1,0 +1,87 @@
+"""End to end on a tiny generated CLS-LOC root: classifier, per-class RPN (with --resume), R-CNN stage, 1-crop and
+dense testing; the CSVs read back by tools/eval_imagenet.py give the numbers test_loc reported."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import eval_imagenet  # noqa: E402
+import test_loc  # noqa: E402
+import train_loc  # noqa: E402
+
+from backbones.train import TrainConfig, train  # noqa: E402
+from detection.localization.data import generate_cls_loc, read_cls_loc, write_imagefolder_view  # noqa: E402
+
+TINY = ["num_classes=3", "net.arch=resnet18", "net.base_width=8", "input.crop=48", "input.scale_range=[56,64]",
+        "input.resize=56", "input.dense_scales=[48,64]", "rpn.anchor_sizes=[16,32,64]", "solver.batch_size=4",
+        "solver.steps=[3]", "solver.checkpoint_period=2", "solver.log_period=1", "rcnn.proposals=6",
+        "rcnn.warp_size=32", "rcnn.context_pad=4", "rcnn_solver.batch_size=8", "rcnn_solver.max_iter=2",
+        "rcnn_solver.steps=[]", "rcnn_solver.log_period=1", "test.classifier_mode=10crop", "workers=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny nets: one thread does the work; on a shared machine a second costs an OpenMP barrier per op (this
+    module took 25x longer with two threads on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("loc")
+    root = generate_cls_loc(tmp / "data", num_classes=3, train_per_class=4, num_val=5, min_size=64, max_size=80)
+    train(TrainConfig(dataset="imagefolder", data_root=str(write_imagefolder_view(root, tmp / "view")),
+                      output_dir=str(tmp / "cls"), arch="resnet18", base_width=8, image_size=48, scale_range=(56, 64),
+                      lighting=0.0, iters=2, batch_size=4, workers=0, progress=False))  # fmt: skip
+    return root, tmp
+
+
+def test_train_resume_test_and_score(pipeline: tuple[Path, Path]) -> None:
+    root, tmp = pipeline
+    flags = ["--data-root", str(root), "--no-progress"]
+    overrides = [f"net.weights={tmp / 'cls' / 'model_final.pth'}", "solver.max_iter=4", *TINY]
+    rpn_dir = tmp / "rpn"
+    assert train_loc.main(["rpn", *flags, "--output-dir", str(rpn_dir), *overrides]) == 0
+    assert (rpn_dir / "model_0000002.pth").is_file() and (rpn_dir / "model_final.pth").is_file()
+    assert train_loc.main(["rpn", *flags, "--resume", "--output-dir", str(rpn_dir), *overrides]) == 0
+    assert "at iteration 2" in (rpn_dir / "log.txt").read_text()
+    rpn = str(rpn_dir / "model_final.pth")
+    assert train_loc.main(["rcnn", *flags, "--rpn-weights", rpn, "--output-dir", str(tmp / "rcnn"), *overrides]) == 0
+    assert (tmp / "rcnn" / "proposals.pth").is_file()
+
+    out = tmp / "test"
+    assert test_loc.main(["--data-root", str(root), "--rpn-weights", rpn, "--classifier",
+                          str(tmp / "cls" / "model_final.pth"), "--rcnn-weights", str(tmp / "rcnn" / "model_final.pth"),
+                          "--output-dir", str(out), "--no-progress"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"rpn_1crop", "rpn_dense", "rpn_rcnn_dense"}
+    val = read_cls_loc(root, "val")
+    for system, numbers in metrics.items():
+        scored = tmp / f"{system}.json"
+        args = ["loc", "--ilsvrc-root", str(root / "ILSVRC"), "--json", str(scored)]
+        assert eval_imagenet.main([*args, "--results", str(out / f"{system}_top5.csv")]) == 0
+        assert json.loads(scored.read_text())["top5_loc_error"] == numbers["top5_loc_error"]
+        assert eval_imagenet.main([*args, "--results", str(out / f"{system}_gt_class.csv"), "--gt-class"]) == 0
+        assert json.loads(scored.read_text())["gt_class_loc_error"] == numbers["gt_class_loc_error"]
+        lines = (out / f"{system}_top5.csv").read_text().splitlines()
+        assert lines[0] == "ImageId,PredictionString" and len(lines) == 1 + len(val.records)
+        guesses = lines[1].split(",")[1].split()
+        assert len(guesses) == 5 * 3 and guesses[0] in val.wnids  # 3 classes: top-5 holds all three
+
+
+def test_rcnn_stage_needs_the_rpn(pipeline: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    root, tmp = pipeline
+    assert train_loc.main(["rcnn", "--data-root", str(root), "--output-dir", str(tmp / "x")]) == 2
+    assert "--rpn-weights" in capsys.readouterr().err
