@@ -140,7 +140,8 @@ def test_test_det_writes_detectron2s_detections_with_coco_category_ids(
             x0, y0, x1, y1 = (float(v) for v in box)
             annotations.append({"id": 1000 * i + j, "image_id": 100 + i, "category_id": cat_ids[int(c)],
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-    categories = [{"id": c, "name": f"class{c}"} for c in reversed(cat_ids)]  # file order must not matter
+    names = load_checkpoint(converted)["classes"]  # test_det checks the data's class names against these
+    categories = [{"id": c, "name": names[k]} for k, c in reversed(list(enumerate(cat_ids)))]  # file order: any
     (root / "annotations").mkdir()
     (root / "annotations" / "instances_val.json").write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": categories}))

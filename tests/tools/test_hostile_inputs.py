@@ -155,7 +155,7 @@ def test_pixel_limit_is_configurable_in_test_det_and_demo(
     cfg = load_config(TINY_CONFIG)
     weights = tmp_path / "model_final.pth"
     save_checkpoint(weights, {"model": build_detector(cfg).state_dict(), "config": cfg.to_dict(),
-                              "classes": ["a", "b", "c", "d", "e"]})
+                              "classes": ["circle", "square", "triangle", "diamond", "cross"]})
     done = run_tool("test_det.py", "--weights", weights, "--dataset", "shapes", "--data-root", tiny_shapes,
                     "--split", "val", "--output-dir", tmp_path / "test", "--device", "cpu", "--no-progress",
                     "input.max_image_pixels=2000")
