@@ -12,14 +12,14 @@ with ``Ay[r, p, y]`` the sum over bin row ``p``'s valid samples of their bilinea
 ``gh``. Only a window of rows and columns around the RoI has non-zero weight, so each RoI reads a ``Ky × Kx``
 window of the map (channels-last, one gather) and pools it with two batched matrix products, ``Ay · window`` then
 ``· Axᵀ``, writing ``[R, P, P, C]`` (channels-last) directly. RoIs are bucketed by window size (powers of two,
-capped at the map) so that each bucket is one gather and two ``matmul`` calls.
+capped at the map) so that each bucket is one gather and two ``matmul`` calls. The op is linear in the map, so its
+backward is the same products transposed (an ``index_add`` into the map's gradient) and keeps no activations.
 
 The sample coordinates repeat the kernel's float32 arithmetic (``roi_align_kernel.cpp``: the ``aligned`` half-pixel
 offset, malformed RoIs forced to 1 × 1 when not aligned, the adaptive grid ``ceil(roi / P)``, clamping at the
 border), so the result equals ``roi_align`` up to the order of the float additions
 (tests/detection/test_separable_align.py, border and off-map RoIs included). A ``stride`` of 2 returns only bins
-``[::2, ::2]``, what a stride-2 1×1 convolution reads, at a quarter of the cost. The ops are ordinary tensor ops, so
-gradients reach the features (``index_select``'s backward scatters them into the map).
+``[::2, ::2]``, what a stride-2 1×1 convolution reads, at a quarter of the cost.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from torch import Tensor
 __all__ = ["AlignPlan", "plan_roi_align"]
 
 
+_GATHER_SIDE = 8  # windows up to 8×8 cells are gathered in buckets; larger ones are pooled one RoI at a time
+
+
 @dataclass(frozen=True)
 class _Bucket:
     rois: Tensor  # [Rb] int64: which RoIs (rows of the output)
@@ -41,11 +44,24 @@ class _Bucket:
 
 
 @dataclass(frozen=True)
+class _Large:
+    rois: list[int]
+    windows: list[tuple[int, int, int, int, int]]  # per RoI: image, first row, rows, first column, columns
+    ay: list[Tensor]  # per RoI [P, rows]
+    ax: list[Tensor]  # per RoI [P, columns]
+
+
+@dataclass(frozen=True)
 class AlignPlan:
     """Where every RoI reads and with what weights; made once by :func:`plan_roi_align` and applied to any
-    number of maps of the same spatial size (e.g. conv5_1's reduced map and its projected shortcut)."""
+    number of maps of the same spatial size (e.g. conv5_1's reduced map and its projected shortcut).
+
+    Small windows (most proposals on a stride-16 map span a few cells) are gathered in buckets of equal size;
+    a bucket of large windows would hold ``rows × columns × C`` values per RoI at once, so those are copied and
+    pooled one RoI at a time (``[rows, columns · C]`` from the channels-last map, two matrix products)."""
 
     buckets: list[_Bucket]
+    large: _Large
     num_rois: int
     output_size: int
     height: int
@@ -53,30 +69,68 @@ class AlignPlan:
 
     def apply(self, features: Tensor, stride: int = 1) -> Tensor:
         """``roi_align(features, rois, ...)[:, :, ::stride, ::stride]``: ``[N, C, H, W]`` (any memory format,
-        any float dtype; the weights are cast to it) → ``[R, C, P', P']`` channels-last."""
-        n, c, h, w = features.shape
-        if (h, w) != (self.height, self.width):
-            raise ValueError(f"AlignPlan made for a {self.height}×{self.width} map, got {h}×{w}")
-        flat = features.permute(0, 2, 3, 1)
-        if not flat.is_contiguous():
-            flat = flat.contiguous()
-        flat = flat.reshape(n * h * w, c)
+        any float dtype; the weights are cast to it) → ``[R, C, P', P']`` channels-last. Differentiable in
+        ``features``; the backward applies the transposed weights and keeps no activations (the op is linear)."""
+        if tuple(features.shape[2:]) != (self.height, self.width):
+            raise ValueError(f"AlignPlan made for a {self.height}×{self.width} map, got "
+                             f"{features.shape[2]}×{features.shape[3]}")
+        return _ApplyPlan.apply(features, self, stride)
+
+    def forward_rows(self, flat: Tensor, stride: int) -> Tensor:
+        """``flat``: the map as ``[N, H, W, C]`` (contiguous) → ``[R, P', P', C]``."""
+        n, h, w, c = flat.shape
         size = len(range(0, self.output_size, stride))
-        outputs, order = [], []
+        out = flat.new_empty((self.num_rois, size, size, c))
+        rows_of = flat.view(n * h * w, c)
         for b in self.buckets:
             rb, ky, kx = b.cells.shape
-            window = flat.index_select(0, b.cells.reshape(-1)).view(rb, ky, kx * c)
-            ay = b.ay[:, ::stride].to(features.dtype)  # [Rb, P', Ky]
-            ax = b.ax[:, ::stride].to(features.dtype)  # [Rb, P', Kx]
+            window = rows_of.index_select(0, b.cells.reshape(-1)).view(rb, ky, kx * c)
+            ay = b.ay[:, ::stride].to(flat.dtype)  # [Rb, P', Ky]
+            ax = b.ax[:, ::stride].to(flat.dtype)  # [Rb, P', Kx]
             rows = torch.bmm(ay, window).view(rb, size, kx, c)  # bin rows × window columns
-            outputs.append(torch.matmul(ax[:, None], rows))  # [Rb, P', P', C]
-            order.append(b.rois)
-        if not outputs:
-            return features.new_zeros((0, size, size, c)).permute(0, 3, 1, 2)
-        pooled = torch.cat(outputs)
-        if len(outputs) > 1:
-            pooled = pooled.index_select(0, torch.argsort(torch.cat(order)))
-        return pooled.permute(0, 3, 1, 2)
+            out.index_copy_(0, b.rois, torch.matmul(ax[:, None], rows))
+        planes = flat.view(n, h, w * c)
+        for r, (i, y0, ky, x0, kx), ay, ax in zip(self.large.rois, self.large.windows, self.large.ay, self.large.ax):
+            window = planes[i, y0 : y0 + ky, x0 * c : (x0 + kx) * c].contiguous()  # copied: faster than strided
+            rows = torch.mm(ay[::stride].to(flat.dtype), window).view(size, kx, c)
+            torch.bmm(ax[::stride].to(flat.dtype).expand(size, size, kx), rows, out=out[r])
+        return out
+
+    def backward_rows(self, grad: Tensor, shape: tuple[int, int, int, int], stride: int) -> Tensor:
+        """The transpose of :meth:`forward_rows`: ``grad [R, P', P', C]`` → ``[N, H, W, C]``."""
+        n, h, w, c = shape
+        out = grad.new_zeros(shape)
+        rows_of = out.view(n * h * w, c)
+        for b in self.buckets:
+            rb, ky, kx = b.cells.shape
+            ay = b.ay[:, ::stride].to(grad.dtype)
+            ax = b.ax[:, ::stride].to(grad.dtype)
+            g = grad.index_select(0, b.rois)  # [Rb, P', P', C]
+            rows = torch.matmul(ax.transpose(1, 2)[:, None], g)  # [Rb, P', Kx, C]
+            window = torch.bmm(ay.transpose(1, 2), rows.reshape(rb, ay.shape[1], kx * c))  # [Rb, Ky, Kx·C]
+            rows_of.index_add_(0, b.cells.reshape(-1), window.view(-1, c))
+        planes = out.view(n, h, w * c)
+        for r, (i, y0, ky, x0, kx), ay, ax in zip(self.large.rois, self.large.windows, self.large.ay, self.large.ax):
+            ay, ax = ay[::stride].to(grad.dtype), ax[::stride].to(grad.dtype)
+            rows = torch.matmul(ax.t(), grad[r])  # [P', Kx, C]
+            planes[i, y0 : y0 + ky, x0 * c : (x0 + kx) * c].addmm_(ay.t(), rows.reshape(ay.shape[0], kx * c))
+        return out
+
+
+class _ApplyPlan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, features: Tensor, plan: AlignPlan, stride: int) -> Tensor:
+        ctx.plan, ctx.stride = plan, stride
+        ctx.channels_last = features.is_contiguous(memory_format=torch.channels_last)
+        flat = features.permute(0, 2, 3, 1)
+        ctx.shape = tuple(flat.shape)
+        return plan.forward_rows(flat.contiguous(), stride).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
+        flat = ctx.plan.backward_rows(grad.permute(0, 2, 3, 1).contiguous(), ctx.shape, ctx.stride)
+        grad_features = flat.permute(0, 3, 1, 2)
+        return (grad_features if ctx.channels_last else grad_features.contiguous()), None, None
 
 
 def _axis(
@@ -138,6 +192,8 @@ def plan_roi_align(
     in input pixels (``detection.pooling.boxes_to_rois``)."""
     rois = rois.float()
     p = output_size
+    if rois.shape[0] == 0:
+        return AlignPlan([], _Large([], [], [], []), 0, p, height, width)
     offset = 0.5 if aligned else 0.0
     scaled = rois[:, 1:] * torch.tensor(spatial_scale, dtype=torch.float32, device=rois.device) - offset
     start_x, start_y, end_x, end_y = scaled.unbind(1)
@@ -153,21 +209,27 @@ def plan_roi_align(
     xs = _axis(start_x, bin_w, grid_w, p, width)
     y0, band_y = _window(ys[0], ys[1], ys[2])
     x0, band_x = _window(xs[0], xs[1], xs[2])
-    # Windows are square powers of two (capped at the map) so that few buckets hold all RoIs.
+    # Small windows: square powers of two (capped at the map), so that few buckets hold them; large: tight.
     side = torch.maximum(band_y, band_x).float().log2().ceil().exp2().long()
-    ky, kx = side.clamp(max=height), side.clamp(max=width)
+    small = side <= _GATHER_SIDE
+    ky = torch.where(small, side.clamp(max=height), band_y)
+    kx = torch.where(small, side.clamp(max=width), band_x)
     y0 = torch.minimum(y0, height - ky)
     x0 = torch.minimum(x0, width - kx)
     ay = _weights(*ys, y0, height)
     ax = _weights(*xs, x0, width)
     image = rois[:, 0].long()
     buckets = []
-    for key in torch.unique(ky * (width + 1) + kx).tolist():
+    for key in torch.unique((ky * (width + 1) + kx)[small]).tolist():
         h, w = divmod(key, width + 1)
-        members = torch.nonzero((ky == h) & (kx == w)).squeeze(1)
+        members = torch.nonzero(small & (ky == h) & (kx == w)).squeeze(1)
         rows = y0[members, None] + torch.arange(h, device=rois.device)
         cols = x0[members, None] + torch.arange(w, device=rois.device)
         base = (image[members] * height)[:, None, None] + rows[:, :, None]
         cells = base * width + cols[:, None, :]
         buckets.append(_Bucket(members, cells, ay[members, :, :h], ax[members, :, :w]))
-    return AlignPlan(buckets, rois.shape[0], p, height, width)
+    big = torch.nonzero(~small).squeeze(1).tolist()
+    windows = list(zip(*(t[big].tolist() for t in (image, y0, ky, x0, kx))))
+    large = _Large(big, windows, [ay[r, :, : w[2]] for r, w in zip(big, windows)],
+                   [ax[r, :, : w[4]] for r, w in zip(big, windows)])
+    return AlignPlan(buckets, large, rois.shape[0], p, height, width)
