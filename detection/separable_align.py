@@ -12,8 +12,9 @@ with ``Ay[r, p, y]`` the sum over bin row ``p``'s valid samples of their bilinea
 ``gh``. Only a window of rows and columns around the RoI has non-zero weight, so each RoI reads a ``Ky × Kx``
 window of the map (channels-last, one gather) and pools it with two batched matrix products, ``Ay · window`` then
 ``· Axᵀ``, writing ``[R, P, P, C]`` (channels-last) directly. RoIs are bucketed by window size (powers of two,
-capped at the map) so that each bucket is one gather and two ``matmul`` calls. The op is linear in the map, so its
-backward is the same products transposed (an ``index_add`` into the map's gradient) and keeps no activations.
+capped at the map) so that each bucket is one gather and two ``matmul`` calls (in chunks for large windows). The
+op is linear in the map, so its backward is the same products transposed (an ``index_add`` into the map's
+gradient) and keeps no activations.
 
 The sample coordinates repeat the kernel's float32 arithmetic (``roi_align_kernel.cpp``: the ``aligned`` half-pixel
 offset, malformed RoIs forced to 1 × 1 when not aligned, the adaptive grid ``ceil(roi / P)``, clamping at the
@@ -32,7 +33,7 @@ from torch import Tensor
 __all__ = ["AlignPlan", "plan_roi_align"]
 
 
-_GATHER_SIDE = 8  # windows up to 8×8 cells are gathered in buckets; larger ones are pooled one RoI at a time
+_CHUNK_ELEMENTS = 1 << 23  # at most this many window values gathered at once (32 MiB in float32)
 
 
 @dataclass(frozen=True)
@@ -42,26 +43,23 @@ class _Bucket:
     ay: Tensor  # [Rb, P, Ky] float32: row weights (bin row p, window row)
     ax: Tensor  # [Rb, P, Kx] float32: column weights
 
-
-@dataclass(frozen=True)
-class _Large:
-    rois: list[int]
-    windows: list[tuple[int, int, int, int, int]]  # per RoI: image, first row, rows, first column, columns
-    ay: list[Tensor]  # per RoI [P, rows]
-    ax: list[Tensor]  # per RoI [P, columns]
+    def chunks(self, channels: int) -> list[_Bucket]:
+        """The bucket in pieces whose gathered windows hold at most ``_CHUNK_ELEMENTS`` values."""
+        rb, ky, kx = self.cells.shape
+        step = max(1, _CHUNK_ELEMENTS // (ky * kx * channels))
+        if step >= rb:
+            return [self]
+        return [_Bucket(self.rois[i : i + step], self.cells[i : i + step], self.ay[i : i + step],
+                        self.ax[i : i + step]) for i in range(0, rb, step)]
 
 
 @dataclass(frozen=True)
 class AlignPlan:
     """Where every RoI reads and with what weights; made once by :func:`plan_roi_align` and applied to any
-    number of maps of the same spatial size (e.g. conv5_1's reduced map and its projected shortcut).
-
-    Small windows (most proposals on a stride-16 map span a few cells) are gathered in buckets of equal size;
-    a bucket of large windows would hold ``rows × columns × C`` values per RoI at once, so those are copied and
-    pooled one RoI at a time (``[rows, columns · C]`` from the channels-last map, two matrix products)."""
+    number of maps of the same spatial size (e.g. conv5_1's reduced map and its projected shortcut). Buckets of
+    large windows are processed in chunks, so the gathered windows never hold more than 32 MiB (float32)."""
 
     buckets: list[_Bucket]
-    large: _Large
     num_rois: int
     output_size: int
     height: int
@@ -77,59 +75,48 @@ class AlignPlan:
         return _ApplyPlan.apply(features, self, stride)
 
     def forward_rows(self, flat: Tensor, stride: int) -> Tensor:
-        """``flat``: the map as ``[N, H, W, C]`` (contiguous) → ``[R, P', P', C]``."""
-        n, h, w, c = flat.shape
+        """``flat``: the map as ``[N·H·W, C]`` rows → ``[R, P', P', C]``."""
+        c = flat.shape[1]
         size = len(range(0, self.output_size, stride))
         out = flat.new_empty((self.num_rois, size, size, c))
-        rows_of = flat.view(n * h * w, c)
-        for b in self.buckets:
+        for b in (chunk for bucket in self.buckets for chunk in bucket.chunks(c)):
             rb, ky, kx = b.cells.shape
-            window = rows_of.index_select(0, b.cells.reshape(-1)).view(rb, ky, kx * c)
+            window = flat.index_select(0, b.cells.reshape(-1)).view(rb, ky, kx * c)
             ay = b.ay[:, ::stride].to(flat.dtype)  # [Rb, P', Ky]
             ax = b.ax[:, ::stride].to(flat.dtype)  # [Rb, P', Kx]
             rows = torch.bmm(ay, window).view(rb, size, kx, c)  # bin rows × window columns
             out.index_copy_(0, b.rois, torch.matmul(ax[:, None], rows))
-        planes = flat.view(n, h, w * c)
-        for r, (i, y0, ky, x0, kx), ay, ax in zip(self.large.rois, self.large.windows, self.large.ay, self.large.ax):
-            window = planes[i, y0 : y0 + ky, x0 * c : (x0 + kx) * c].contiguous()  # copied: faster than strided
-            rows = torch.mm(ay[::stride].to(flat.dtype), window).view(size, kx, c)
-            torch.bmm(ax[::stride].to(flat.dtype).expand(size, size, kx), rows, out=out[r])
         return out
 
-    def backward_rows(self, grad: Tensor, shape: tuple[int, int, int, int], stride: int) -> Tensor:
-        """The transpose of :meth:`forward_rows`: ``grad [R, P', P', C]`` → ``[N, H, W, C]``."""
-        n, h, w, c = shape
-        out = grad.new_zeros(shape)
-        rows_of = out.view(n * h * w, c)
-        for b in self.buckets:
+    def backward_rows(self, grad: Tensor, cells: int, stride: int) -> Tensor:
+        """The transpose of :meth:`forward_rows`: ``grad [R, P', P', C]`` → ``[cells, C]``."""
+        c = grad.shape[3]
+        out = grad.new_zeros((cells, c))
+        for b in (chunk for bucket in self.buckets for chunk in bucket.chunks(c)):
             rb, ky, kx = b.cells.shape
             ay = b.ay[:, ::stride].to(grad.dtype)
             ax = b.ax[:, ::stride].to(grad.dtype)
             g = grad.index_select(0, b.rois)  # [Rb, P', P', C]
             rows = torch.matmul(ax.transpose(1, 2)[:, None], g)  # [Rb, P', Kx, C]
             window = torch.bmm(ay.transpose(1, 2), rows.reshape(rb, ay.shape[1], kx * c))  # [Rb, Ky, Kx·C]
-            rows_of.index_add_(0, b.cells.reshape(-1), window.view(-1, c))
-        planes = out.view(n, h, w * c)
-        for r, (i, y0, ky, x0, kx), ay, ax in zip(self.large.rois, self.large.windows, self.large.ay, self.large.ax):
-            ay, ax = ay[::stride].to(grad.dtype), ax[::stride].to(grad.dtype)
-            rows = torch.matmul(ax.t(), grad[r])  # [P', Kx, C]
-            planes[i, y0 : y0 + ky, x0 * c : (x0 + kx) * c].addmm_(ay.t(), rows.reshape(ay.shape[0], kx * c))
+            out.index_add_(0, b.cells.reshape(-1), window.view(-1, c))
         return out
 
 
 class _ApplyPlan(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, features: Tensor, plan: AlignPlan, stride: int) -> Tensor:
-        ctx.plan, ctx.stride = plan, stride
+        n, c, h, w = features.shape
+        ctx.plan, ctx.stride, ctx.shape = plan, stride, (n, c, h, w)
         ctx.channels_last = features.is_contiguous(memory_format=torch.channels_last)
-        flat = features.permute(0, 2, 3, 1)
-        ctx.shape = tuple(flat.shape)
-        return plan.forward_rows(flat.contiguous(), stride).permute(0, 3, 1, 2)
+        flat = features.permute(0, 2, 3, 1).contiguous().view(n * h * w, c)
+        return plan.forward_rows(flat, stride).permute(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
-        flat = ctx.plan.backward_rows(grad.permute(0, 2, 3, 1).contiguous(), ctx.shape, ctx.stride)
-        grad_features = flat.permute(0, 3, 1, 2)
+        n, c, h, w = ctx.shape
+        flat = ctx.plan.backward_rows(grad.permute(0, 2, 3, 1).contiguous(), n * h * w, ctx.stride)
+        grad_features = flat.view(n, h, w, c).permute(0, 3, 1, 2)
         return (grad_features if ctx.channels_last else grad_features.contiguous()), None, None
 
 
@@ -193,7 +180,7 @@ def plan_roi_align(
     rois = rois.float()
     p = output_size
     if rois.shape[0] == 0:
-        return AlignPlan([], _Large([], [], [], []), 0, p, height, width)
+        return AlignPlan([], 0, p, height, width)
     offset = 0.5 if aligned else 0.0
     scaled = rois[:, 1:] * torch.tensor(spatial_scale, dtype=torch.float32, device=rois.device) - offset
     start_x, start_y, end_x, end_y = scaled.unbind(1)
@@ -209,27 +196,21 @@ def plan_roi_align(
     xs = _axis(start_x, bin_w, grid_w, p, width)
     y0, band_y = _window(ys[0], ys[1], ys[2])
     x0, band_x = _window(xs[0], xs[1], xs[2])
-    # Small windows: square powers of two (capped at the map), so that few buckets hold them; large: tight.
+    # Windows are square powers of two (capped at the map), so that few buckets hold all RoIs.
     side = torch.maximum(band_y, band_x).float().log2().ceil().exp2().long()
-    small = side <= _GATHER_SIDE
-    ky = torch.where(small, side.clamp(max=height), band_y)
-    kx = torch.where(small, side.clamp(max=width), band_x)
+    ky, kx = side.clamp(max=height), side.clamp(max=width)
     y0 = torch.minimum(y0, height - ky)
     x0 = torch.minimum(x0, width - kx)
     ay = _weights(*ys, y0, height)
     ax = _weights(*xs, x0, width)
     image = rois[:, 0].long()
     buckets = []
-    for key in torch.unique((ky * (width + 1) + kx)[small]).tolist():
+    for key in torch.unique(ky * (width + 1) + kx).tolist():
         h, w = divmod(key, width + 1)
-        members = torch.nonzero(small & (ky == h) & (kx == w)).squeeze(1)
+        members = torch.nonzero((ky == h) & (kx == w)).squeeze(1)
         rows = y0[members, None] + torch.arange(h, device=rois.device)
         cols = x0[members, None] + torch.arange(w, device=rois.device)
         base = (image[members] * height)[:, None, None] + rows[:, :, None]
         cells = base * width + cols[:, None, :]
         buckets.append(_Bucket(members, cells, ay[members, :, :h], ax[members, :, :w]))
-    big = torch.nonzero(~small).squeeze(1).tolist()
-    windows = list(zip(*(t[big].tolist() for t in (image, y0, ky, x0, kx))))
-    large = _Large(big, windows, [ay[r, :, : w[2]] for r, w in zip(big, windows)],
-                   [ax[r, :, : w[4]] for r, w in zip(big, windows)])
-    return AlignPlan(buckets, large, rois.shape[0], p, height, width)
+    return AlignPlan(buckets, rois.shape[0], p, height, width)
