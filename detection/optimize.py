@@ -7,9 +7,14 @@ also swaps each RoIPool box head for its gather form (``detection.pooling.Gather
 conv5, ``detection.factored_head.FactoredC4BoxHead``): the same numbers, several times faster. The swaps show in
 ``repr(model)``; the modules themselves never pick a path by device or by ``requires_grad``.
 
+With a RoIAlign pooler and a bottleneck conv5, the box head becomes ``detection.commuted_head.CommutedRoIAlignBoxHead``
+(conv5_1's affine 1×1 layers run on the stride-16 map before the pooling; any device).
+
 ``optimize_for_training`` does the same fold for training without changing the parameters or the state-dict keys:
 each convolution followed by a frozen BN computes ``conv(x, w · s) + b`` with ``(s, b)`` read from the BN's buffers
-at every call, so gradients still reach ``w`` and checkpoints load into the plain model and back.
+at every call, so gradients still reach ``w`` and checkpoints load into the plain model and back. It swaps in the
+same box heads (``CommutedRoIAlignBoxHead``; ``FactoredC4BoxHead`` for RoIPool), whose gradients equal the plain
+head's (tests/detection/test_optimize.py).
 
 Both work in place and return the model; wrap inference in ``torch.inference_mode()`` (and ``torch.autocast`` for
 bf16) yourself.
@@ -22,21 +27,24 @@ from torch import Tensor, nn
 
 from backbones.frozen_bn import FrozenBatchNorm2d, conv_bn_pairs, fuse_conv_frozen_bn
 from detection.box_head import C4BoxHead
+from detection.commuted_head import CommutedRoIAlignBoxHead, supports_commuted_head
 from detection.factored_head import FactoredC4BoxHead, supports_factored_head
-from detection.pooling import GatherRoIPool, RoIPool
+from detection.pooling import GatherRoIPool, RoIAlign, RoIPool
 
 __all__ = [
     "ConvFrozenBN2d",
     "FoldedFrozenBatchNorm2d",
     "optimize_for_inference",
     "optimize_for_training",
+    "swap_commuted_box_heads",
     "swap_gather_box_heads",
 ]
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fast_box_heads: bool = True) -> nn.Module:
     """Eval mode, frozen BNs folded into convs, no parameter needs a gradient, optionally channels-last weights,
-    and (parameters on the CPU) the gather RoIPool / factored conv5 box heads swapped in.
+    and the fast box heads swapped in: RoIAlign → :func:`swap_commuted_box_heads`; RoIPool (parameters on the
+    CPU) → :func:`swap_gather_box_heads`.
 
     ``model`` is a ``FasterRCNN`` (or any module built from this toolkit's ResNet blocks). State-dict keys change
     (the BNs become ``Identity``, the convs gain a bias): load checkpoints and move the model to its device before
@@ -47,15 +55,28 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fast
     model.requires_grad_(False)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if fast_box_heads:
+        swap_commuted_box_heads(model)
     if fast_box_heads and all(p.device.type == "cpu" for p in model.parameters()):
         swap_gather_box_heads(model)
+    return model
+
+
+def swap_commuted_box_heads(model: nn.Module) -> nn.Module:
+    """Replace, in place, each ``C4BoxHead`` with a RoIAlign pooler and a bottleneck conv5 by a
+    ``CommutedRoIAlignBoxHead`` (same pooler and head modules, so the same parameters and state-dict keys)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is C4BoxHead and type(child.pooler) is RoIAlign and supports_commuted_head(child.head):
+                setattr(parent, name, CommutedRoIAlignBoxHead(pooler=child.pooler, head=child.head))
     return model
 
 
 def swap_gather_box_heads(model: nn.Module) -> nn.Module:
     """Replace, in place, each ``C4BoxHead`` with a RoIPool pooler by its inference fast path: a
     ``FactoredC4BoxHead`` when conv5_1 starts with per-position layers (bottleneck nets), else the same box head
-    with ``GatherRoIPool``. Same parameters; no gradient reaches the features through the gather."""
+    with ``GatherRoIPool``. Same parameters; gradients reach the features through the gather as through
+    torchvision's RoIPool (the first maximum of each window, in the same scan order)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not C4BoxHead or type(child.pooler) is not RoIPool:
@@ -117,11 +138,16 @@ def fold_frozen_bn_for_training(module: nn.Module) -> nn.Module:
     return module
 
 
-def optimize_for_training(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
-    """Fold the frozen BNs into their convs for training (same parameters and state-dict keys) and optionally store
-    the weights channels-last. Build the optimiser before or after: the Parameter objects do not change."""
+def optimize_for_training(model: nn.Module, *, channels_last: bool = True, fast_box_heads: bool = True) -> nn.Module:
+    """Fold the frozen BNs into their convs for training (same parameters and state-dict keys), optionally store
+    the weights channels-last, and swap in the fast box heads (:func:`swap_commuted_box_heads` for RoIAlign,
+    :func:`swap_gather_box_heads` for RoIPool; both differentiable, on any device). Build the optimiser before or
+    after: the Parameter objects do not change. ``fast_box_heads=False`` keeps the box heads as built."""
     fold_frozen_bn_for_training(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if fast_box_heads:
+        swap_commuted_box_heads(model)
+        swap_gather_box_heads(model)
     return model
 

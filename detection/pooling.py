@@ -15,7 +15,9 @@ zero row, as torchvision's kernel writes 0 there.
 The bin boundaries repeat torchvision's CPU/CUDA kernel arithmetic in float32 (``round`` half away from zero,
 ``floor``/``ceil`` of ``ph · bin_size``, clipping to the map), so the output is bit-identical
 (tests/detection/test_pooling.py). Max commutes with rounding to bf16, so pooling bf16 features directly equals
-pooling in float32 and rounding. No backward: training uses torchvision's op (its argmax gradient).
+pooling in float32 and rounding. Gradients flow through ``max_pool2d`` and the gather: each bin's gradient goes to
+the first maximum of its window in row-major order, as torchvision's kernel sends it (its strict ``>`` scan), and
+the same window shared by several bins gathers their sum.
 """
 
 from __future__ import annotations
@@ -91,7 +93,6 @@ def _bin_windows(
     return hs, kh, ws, kw
 
 
-@torch.no_grad()
 def roi_pool_factored(features: Tensor, rois: Tensor, output_size: int, spatial_scale: float) -> FactoredRoIPool:
     """``torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)`` as a :class:`FactoredRoIPool`.
 
@@ -126,9 +127,8 @@ def roi_pool_factored(features: Tensor, rois: Tensor, output_size: int, spatial_
     return FactoredRoIPool(rows, index)
 
 
-@torch.no_grad()
 def roi_pool_gather(features: Tensor, rois: Tensor, output_size: int, spatial_scale: float) -> Tensor:
-    """``torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)`` without autograd.
+    """``torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)``, gather form.
 
     ``features``: ``[N, C, H, W]`` (any float dtype, any memory format); ``rois``: ``[R, 5]`` as
     :func:`boxes_to_rois`. Returns ``[R, C, P, P]`` in ``features.dtype``, channels-last.
@@ -187,8 +187,8 @@ class RoIAlign(RoIPool):
 
 class GatherRoIPool(RoIPool):
     """:class:`RoIPool` computed by :func:`roi_pool_factored` (bit-identical, native bf16, channels-last output).
-    No backward to the features: ``optimize_for_inference`` swaps it in, ``optimize_for_training`` only when the
-    whole trunk is frozen. :meth:`factored` hands the factored form to ``detection.factored_head``."""
+    ``optimize_for_inference`` (CPU) and ``optimize_for_training`` swap it in. :meth:`factored` hands the factored
+    form to ``detection.factored_head``."""
 
     def factored(self, features: Tensor, boxes: list[Tensor]) -> FactoredRoIPool:
         return roi_pool_factored(features, boxes_to_rois(boxes), self.output_size, self.spatial_scale)

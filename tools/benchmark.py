@@ -8,7 +8,9 @@ Rows: torchvision (fp32, the baseline of every ratio), ours as built (fp32), our
 frozen BN folded into the convs, channels-last; inference under ``torch.inference_mode``) in each ``--dtype``
 (bf16 = ``torch.autocast``). Times are medians over ``--iters`` after ``--warmup``; FLOPs are counted once with
 ``FlopCounterMode`` and divided by the median time; the peak is the best of a large channels-last 3×3 convolution on
-the same device and dtype. Timed numbers are reported, never asserted.
+the same device and dtype. "CPU s/img" is the median process CPU time per call: on a shared machine at
+``--threads 1`` it is the least disturbed measure of the work (at 2 threads it includes OpenMP spin-waiting).
+Timed numbers are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Variant:
     peak_bytes: int = 0
     flops: int = 0
     cpu_share: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)  # process CPU seconds per timed call
 
 
 # --- measurement helpers ----------------------------------------------------------------------------------------
@@ -179,6 +182,7 @@ def measure(variants: list[Variant], steps: list[Callable[[], Any]], device: tor
                 v.times.append(elapsed)
                 v.peak_bytes = max(v.peak_bytes, mem.peak)
                 v.cpu_share.append((time.process_time() - cpu0) / elapsed / torch.get_num_threads())
+                v.cpu_times.append(time.process_time() - cpu0)
 
 
 def count_flops(step: Callable[[], Any]) -> int:
@@ -283,6 +287,8 @@ def row(mode: str, v: Variant, images: int, baseline: Variant, peaks: dict[str, 
         "gflop_per_img": v.flops / images / 1e9, "gflops": gflops,
         "pct_peak": 100 * gflops / peaks.get(v.dtype, peaks.get("fp32", float("nan"))),
         "vs_torchvision": median / base, "cpu_share": statistics.median(v.cpu_share),
+        "cpu_s_per_img": statistics.median(v.cpu_times) / images,
+        "cpu_vs_torchvision": statistics.median(v.cpu_times) / statistics.median(baseline.cpu_times),
         "times": v.times,
     }
 
@@ -310,14 +316,15 @@ def markdown(result: dict[str, Any], args: argparse.Namespace, command: str) -> 
         "peak conv: " + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in result["peak_gflops"].items()),
         "",
         "| mode | model | dtype | s/img (median) | img/s | peak mem MB | GFLOP/img | GFLOP/s | % conv peak "
-        "| × torchvision time | CPU share |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| × torchvision time | CPU share | CPU s/img | × torchvision CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['mode']} | {r['model']} | {r['dtype']} | {r['s_per_img']:.3f} | {r['img_per_s']:.2f} "
             f"| {r['peak_mb']:.0f} | {r['gflop_per_img']:.0f} | {r['gflops']:.0f} | {r['pct_peak']:.0f} "
-            f"| {r['vs_torchvision']:.2f} | {r['cpu_share']:.2f} |"
+            f"| {r['vs_torchvision']:.2f} | {r['cpu_share']:.2f} | {r['cpu_s_per_img']:.3f} "
+            f"| {r['cpu_vs_torchvision']:.2f} |"
         )
     if result["agreement"]:
         lines += ["", "Output agreement with torchvision fp32 (eval, same weights, same image):", "",

@@ -2,9 +2,10 @@
 
 ``build_torchvision_c4`` assembles torchvision's ``FasterRCNN`` with this toolkit's R-C4 architecture and settings:
 torchvision's ResNet trunk to layer3 with torchvision's ``FrozenBatchNorm2d``, layer4 + mean-pool as the box head
-(no TwoMLPHead), ``FastRCNNPredictor`` on the 2048-d feature, the config's RoI op (RoIPool or RoIAlign with
-``aligned=True``, as ours) at 14×14 and 1/16, one feature level with the config's anchors at stride 16, and the
-config's proposal counts, thresholds and image sizes. ``copy_weights`` maps our state onto it.
+(no TwoMLPHead), ``FastRCNNPredictor`` on the 2048-d feature, the config's RoI op (RoIPool, or RoIAlign with the
+config's ``sampling_ratio`` and ``roi_align_aligned``, as ours) at 14×14 and 1/16, one feature level with the
+config's anchors at stride 16, and the config's proposal counts, thresholds and image sizes. ``copy_weights`` maps
+our state onto it.
 
 Random weights are fine for timing, but a network of random convs with unit BN statistics has activations that
 explode or vanish and a predictor whose scores never pass the 0.05 threshold. ``calibrate`` therefore sets every
@@ -38,19 +39,20 @@ from detection.model import FasterRCNN
 class SingleLevelPooler(MultiScaleRoIAlign):
     """torchvision's ``box_roi_pool`` slot filled with our exact RoI op on the single stride-16 level "0"."""
 
-    def __init__(self, op: str, resolution: int, sampling_ratio: int, spatial_scale: float) -> None:
+    def __init__(self, op: str, resolution: int, sampling_ratio: int, spatial_scale: float, aligned: bool) -> None:
         super().__init__(["0"], resolution, sampling_ratio)
         self.op = op
         self.resolution = resolution
         self.ratio = sampling_ratio
         self.spatial_scale = spatial_scale
+        self.aligned = aligned
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         features = x["0"]
         size = (self.resolution, self.resolution)
         if self.op == "roipool":
             return roi_pool(features, boxes, size, self.spatial_scale)
-        return roi_align(features, boxes, size, self.spatial_scale, self.ratio, aligned=True)
+        return roi_align(features, boxes, size, self.spatial_scale, self.ratio, aligned=self.aligned)
 
 
 class MeanPoolHead(nn.Module):
@@ -101,7 +103,8 @@ def build_torchvision_c4(cfg: Config) -> TVFasterRCNN:
         rpn_bg_iou_thresh=m.rpn.bg_iou_thresh,
         rpn_batch_size_per_image=m.rpn.batch_size_per_image,
         rpn_positive_fraction=m.rpn.positive_fraction,
-        box_roi_pool=SingleLevelPooler(r.pooler, r.pooler_resolution, r.sampling_ratio, 1.0 / 16),
+        box_roi_pool=SingleLevelPooler(r.pooler, r.pooler_resolution, r.sampling_ratio, 1.0 / 16,
+                                       r.roi_align_aligned),
         box_head=MeanPoolHead(net.layer4),
         box_predictor=FastRCNNPredictor(head_channels, cfg.num_classes + 1),
         box_score_thresh=r.score_thresh,

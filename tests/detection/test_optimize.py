@@ -5,21 +5,31 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from backbones import FrozenBatchNorm2d
 from detection import build_detector, load_config
+from detection.commuted_head import CommutedRoIAlignBoxHead
+from detection.factored_head import FactoredC4BoxHead
 from detection.model import FasterRCNN
 from detection.optimize import ConvFrozenBN2d, optimize_for_inference, optimize_for_training
 
+POOLERS = {  # config overrides → the box head the optimisers swap in
+    "roipool": ([], FactoredC4BoxHead),
+    "roialign": (["model.roi_heads.pooler=roialign", "model.roi_heads.roi_align_aligned=false"],
+                 CommutedRoIAlignBoxHead),
+    "roialign_aligned": (["model.roi_heads.pooler=roialign"], CommutedRoIAlignBoxHead),
+}
 
-def tiny_model() -> FasterRCNN:
+
+def tiny_model(*overrides: str) -> FasterRCNN:
     cfg = load_config(None, [
         "num_classes=3", "model.backbone.depth=50", "model.backbone.base_width=8", "model.backbone.weights=none",
         "model.anchors.sizes=[16,32,64]", "model.rpn.pre_nms_top_n_train=200", "model.rpn.post_nms_top_n_train=50",
         "model.rpn.pre_nms_top_n_test=100", "model.rpn.post_nms_top_n_test=20",
         "model.roi_heads.batch_size_per_image=16", "model.roi_heads.score_thresh=0.0",
-        "input.test_min_size=64", "input.test_max_size=96",
+        "input.test_min_size=64", "input.test_max_size=96", *overrides,
     ])
     torch.manual_seed(0)
     model = build_detector(cfg)
@@ -45,9 +55,12 @@ def batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     return images, targets
 
 
-def test_inference_gives_the_same_detections() -> None:
-    plain = tiny_model().eval()
+@pytest.mark.parametrize("pooler", list(POOLERS))
+def test_inference_gives_the_same_detections(pooler: str) -> None:
+    overrides, fast_head = POOLERS[pooler]
+    plain = tiny_model(*overrides).eval()
     fast = optimize_for_inference(copy.deepcopy(plain))
+    assert type(fast.roi_heads.box_head) is fast_head
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
     assert fast.trunk.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     images, _ = batch()
@@ -69,10 +82,13 @@ def test_bf16_autocast_runs_and_keeps_float32_boxes() -> None:
     assert all(o["boxes"].dtype == torch.float32 and torch.isfinite(o["boxes"]).all() for o in out)
 
 
-def test_training_fold_keeps_losses_gradients_and_state_dict() -> None:
-    plain = tiny_model().train()
+@pytest.mark.parametrize("pooler", list(POOLERS))
+def test_training_fold_keeps_losses_gradients_and_state_dict(pooler: str) -> None:
+    overrides, fast_head = POOLERS[pooler]
+    plain = tiny_model(*overrides).train()
     fast = optimize_for_training(copy.deepcopy(plain))
     assert any(isinstance(m, ConvFrozenBN2d) for m in fast.modules())
+    assert type(fast.roi_heads.box_head) is fast_head
     assert list(fast.state_dict()) == list(plain.state_dict())
     images, targets = batch()
     losses = {}

@@ -64,3 +64,21 @@ def test_factored_form_holds_each_window_once_and_subsamples() -> None:
     assert torch.equal(half.dense(), expected[:, :, ::2, ::2])
     assert half.rows.shape[0] == torch.unique(half.index).numel() <= factored.rows.shape[0]
     assert factored.subsample(1) is factored
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradient_equals_torchvision_roi_pool_with_ties(channels_last: bool) -> None:
+    """Each bin's gradient goes to the first maximum of its window, as torchvision's kernel sends it: features of
+    a few integer levels tie everywhere (as ReLU's zeros do)."""
+    g = torch.Generator().manual_seed(7)
+    features = torch.randint(0, 3, (2, 8, 13, 17), generator=g).float()
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    rois = random_rois(g, 80, 2, extent=17 * 16)
+    upstream = torch.randn(80, 8, 14, 14, generator=g)
+    grads = []
+    for pool in (roi_pool, roi_pool_gather):
+        x = features.clone().requires_grad_()
+        (pool(x, rois, 14, 1 / 16) * upstream).sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
