@@ -97,10 +97,16 @@ class TestConfig:
     # Multi-scale testing (Appendix B): shorter sides of the pyramid; empty = single scale.
     pyramid_min_sizes: list[int] = field(default_factory=list)
     pyramid_max_size: int = 2000
+    # Horizontal-flip testing (beyond the paper): each model also scores the mirrored images; scores and boxes
+    # averaged with the unmirrored ones (detection/ensemble.py).
+    flip: bool = False
 
 
 @dataclass
 class ModelConfig:
+    # A detector checkpoint to start training from (after the backbone weights): every tensor of the same name and
+    # shape, and the class-specific rows of the classes both models name (detection/transfer.py). "" = none.
+    weights: str = ""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)

@@ -10,7 +10,8 @@ ground truth of the official metrics (``tools/eval_voc.py``, ``tools/eval_imagen
 - VOC: :data:`VOC_CLASSES` (devkit order; label ``k`` is ``VOC_CLASSES[k - 1]``), :func:`read_voc_split`
   (``ImageSets/Main/<split>.txt``) and :func:`voc_uses_07_metric` (which AP the devkit of that year computes).
 - ILSVRC DET: :func:`read_class_map` (``devkit/data/map_det.txt``, lines ``<wnid> <class_index> <name>``) and
-  :func:`read_ilsvrc_split` (``ImageSets/DET/<split>.txt``, lines ``<image_name> <image_index>``).
+  :func:`read_ilsvrc_split` (``ImageSets/DET/<split>.txt``, lines ``<image_name> <image_index>``);
+  :func:`find_det_blacklist` (the devkit's validation blacklist, lines ``<image_index> <wnid>``).
 
 Every reader raises :class:`~detection.errors.DevkitError` naming the file and the line or object; it is both a
 ``DatasetError`` and an ``EvaluationInputError``.
@@ -37,6 +38,7 @@ __all__ = [
     "PascalAnnotation",
     "PascalObject",
     "Synset",
+    "find_det_blacklist",
     "from_devkit_boxes",
     "numbered_lines",
     "parse_coordinate",
@@ -230,3 +232,11 @@ def read_ilsvrc_split(path: Path) -> list[tuple[str, int]]:
     if not items:
         raise DevkitError(f"{path}: split file is empty")
     return items
+
+
+def find_det_blacklist(ilsvrc_root: Path) -> Path | None:
+    """The DET validation blacklist the devkit ships (``devkit/data/ILSVRC<year>_det_validation_blacklist.txt``),
+    the newest year's if several; ``None`` when there is none. Both the datasets and ``tools/eval_imagenet.py``
+    use it, so the numbers of a training run and of the tool agree."""
+    found = sorted((Path(ilsvrc_root) / "devkit" / "data").glob("ILSVRC*_det_validation_blacklist.txt"))
+    return found[-1] if found else None

@@ -7,7 +7,8 @@ every number comes from ``detection.evaluation`` (one implementation per protoco
   11-point mAP@0.5 too, as the headline number.
 - ``"voc"``: ``comp4_det_<split>_<class>.txt`` (1-based, ``image_names()``) → mAP@0.5 with the devkit's AP of the
   dataset's year (``use_07_metric``: 11-point for VOC2007, area for VOC2010 on).
-- ``"imagenet_det"``: devkit result lines (``wnids``, ``label_to_class_index``) → the ILSVRC DET mAP.
+- ``"imagenet_det"``: devkit result lines (``wnids``, ``label_to_class_index``) → the ILSVRC DET mAP, skipping
+  the devkit blacklist's (image, class) pairs (``blacklist_file``), as ``tools/eval_imagenet.py det`` does.
 
 ``metrics["mAP50"]`` is always the headline IoU-0.5 mAP as a fraction; ``metrics["metric"]`` says which one.
 """
@@ -27,7 +28,7 @@ from detection.data.base import ConcatDetectionDataset, DetectionDataset
 from detection.devkit import to_devkit_boxes
 from detection.engine.inference import Predictions
 from detection.evaluation.coco import coco_eval, xyxy_to_coco_results
-from detection.evaluation.imagenet_det import imagenet_det_eval, write_det_results
+from detection.evaluation.imagenet_det import imagenet_det_eval, read_det_blacklist, write_det_results
 from detection.evaluation.tables import ap_table, coco_stats_table, per_class_table
 from detection.evaluation.voc import VOCEvaluator, VOCResult, write_voc_results
 
@@ -152,8 +153,11 @@ def _evaluate_imagenet_det(
     class_index = {wnid: dataset.label_to_class_index[label] for label, wnid in enumerate(wnids, start=1)}
     write_det_results(output_dir / f"ilsvrc_det_{split}.txt", detections, class_index)
     names = dict(zip(wnids, dataset.classes))
-    result = imagenet_det_eval(detections, ground_truth, wnids, names=names)
-    metrics = {"mAP50": result.mAP, "metric": "ILSVRC DET mAP", "ap": dict(result.ap)}
+    blacklist_file = dataset.blacklist_file  # the devkit's: the same numbers as tools/eval_imagenet.py det
+    blacklist = read_det_blacklist(blacklist_file, wnids) if blacklist_file else set()
+    result = imagenet_det_eval(detections, ground_truth, wnids, blacklist, names=names)
+    metrics = {"mAP50": result.mAP, "metric": "ILSVRC DET mAP", "ap": dict(result.ap),
+               "blacklist": str(blacklist_file) if blacklist_file else None}
     return metrics, ap_table(result.ap, result.mAP, names=names)
 
 
