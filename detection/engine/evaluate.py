@@ -10,7 +10,9 @@ every number comes from ``detection.evaluation`` (one implementation per protoco
 - ``"imagenet_det"``: devkit result lines (``wnids``, ``label_to_class_index``) → the ILSVRC DET mAP, skipping
   the devkit blacklist's (image, class) pairs (``blacklist_file``), as ``tools/eval_imagenet.py det`` does.
 
-``metrics["mAP50"]`` is always the headline IoU-0.5 mAP as a fraction; ``metrics["metric"]`` says which one.
+``metrics["mAP50"]`` is always the headline IoU-0.5 mAP as a fraction; ``metrics["metric"]`` says which one. A test
+split without public annotations (``has_annotations`` False) gets the server's submission files instead
+(detection/engine/submission.py) and ``mAP50 = None``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from detection.data import CocoDetection, ImageNetDetDataset, ImageNetDetection,
 from detection.data.base import ConcatDetectionDataset, DetectionDataset
 from detection.devkit import to_devkit_boxes
 from detection.engine.inference import Predictions
+from detection.engine.submission import write_submission
 from detection.evaluation.coco import coco_eval, xyxy_to_coco_results
 from detection.evaluation.imagenet_det import imagenet_det_eval, read_det_blacklist, write_det_results
 from detection.evaluation.tables import ap_table, coco_stats_table, per_class_table
@@ -47,7 +50,9 @@ def evaluate_predictions(
     Returns ``(metrics, markdown table)``; ``dataset_name`` and ``split`` label the metrics and the files.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    if dataset.protocol == "coco":
+    if not dataset.has_annotations:  # a test split for the evaluation server: its files, no number
+        metrics, table = write_submission(dataset, predictions, output_dir, split)
+    elif dataset.protocol == "coco":
         metrics, table = _evaluate_coco(dataset, predictions, output_dir, split)
     elif dataset.protocol == "voc":
         metrics, table = _evaluate_voc(dataset, predictions, output_dir, split)

@@ -177,8 +177,8 @@ def test(
     metrics["seconds_per_image"] = predictions.seconds / max(len(predictions.outputs), 1)
     metrics = summarize_metrics(metrics)
     (opts.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"\n{opts.dataset} {split}: {metrics['metric']} = {100 * metrics['mAP50']:.1f}  "
-          f"({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
+    score = "not scored" if metrics["mAP50"] is None else f"{metrics['metric']} = {100 * metrics['mAP50']:.1f}"
+    print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
     print(table)
     logger.info("metrics written to %s", opts.output_dir / "metrics.json")
     return metrics
