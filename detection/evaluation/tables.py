@@ -2,6 +2,7 @@
 
 - VOC (Tables 10/11): ``| method | mAP | aero | bike | … | tv |`` — :func:`voc_table`.
 - COCO (Tables 8/9): ``| method | mAP@.5 | mAP@[.5, .95] |`` — :func:`coco_table`.
+- Table 9's cumulative rows with the paper's numbers beside ours and the time per image — :func:`table9`.
 - Per-class tables and the 12 COCO numbers — :func:`ap_table`, :func:`per_class_table`,
   :func:`coco_stats_table`.
 
@@ -29,6 +30,8 @@ __all__ = [
     "result_kind",
     "comparison_tables",
     "load_results",
+    "PAPER_TABLE9",
+    "table9",
 ]
 
 VOC_SHORT_NAMES: dict[str, str] = {
@@ -151,3 +154,31 @@ def load_results(
                 raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         rows.append((names[i] if names else Path(path).stem, result))
     return rows
+
+
+# Table 9 (ResNet-101, Faster R-CNN): (mAP@.5, mAP@[.5, .95]) in percent. Rows 1–4: trained on COCO train (80k),
+# evaluated on val; the ensemble row: trained on trainval, evaluated on test-dev (its single model: 55.7 / 34.9).
+PAPER_TABLE9: dict[str, tuple[float, float]] = {
+    "baseline": (48.4, 27.2),
+    "+box refinement": (49.9, 29.9),
+    "+context": (51.1, 30.0),
+    "+multi-scale testing": (53.8, 32.5),
+    "+ensemble": (59.0, 37.4),
+}
+
+
+def table9(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Table 9's layout, ours beside the paper's: ``(label, metrics)`` from ``detection.engine.run.test``.
+
+    Ours: COCO mAP@.5 and mAP@[.5, .95] (``coco_stats``) when the split has them, else the split's headline
+    mAP@.5 (``mAP50``, VOC / ILSVRC) and ``n/a``; seconds per image of the whole row (``seconds_per_image``)."""
+    body = []
+    for label, m in rows:
+        stats = m.get("coco_stats")
+        ours = (stats[1], stats[0]) if stats else (m.get("mAP50"), None)
+        seconds = m.get("seconds_per_image")
+        paper = PAPER_TABLE9.get(label)
+        body.append([label, pct(ours[0]), pct(ours[1]), "n/a" if seconds is None else f"{seconds:.3f}",
+                     *((f"{paper[0]:.1f}", f"{paper[1]:.1f}") if paper else ("", ""))])  # fmt: skip
+    header = ["method", "mAP@.5", "mAP@[.5, .95]", "s / image", "paper mAP@.5", "paper mAP@[.5, .95]"]
+    return markdown_table(header, body)
