@@ -157,6 +157,15 @@ def _average_scores(
         all_probs.append(probs)
         all_boxes.append([scale_boxes(c, s, r) for c, s, r in zip(class_boxes, view.image_sizes, reference)])
     per_image = range(len(boxes))
-    mean_probs = [torch.stack([p[i] for p in all_probs]).mean(dim=0) for i in per_image]
-    mean_boxes = [torch.stack([b[i] for b in all_boxes]).mean(dim=0) for i in per_image]
+    mean_probs = [_mean([p[i] for p in all_probs]) for i in per_image]
+    mean_boxes = [_mean([b[i] for b in all_boxes]) for i in per_image]
     return mean_probs, mean_boxes
+
+
+def _mean(values: list[Tensor]) -> Tensor:
+    """The mean, as the first value plus the mean difference from it: exactly the value when all are equal (a
+    plain sum over three copies then ÷ 3 is not), so copies of one model reproduce it bit for bit."""
+    first = values[0]
+    if len(values) == 1:
+        return first
+    return first + torch.stack([v - first for v in values[1:]]).sum(dim=0) / len(values)

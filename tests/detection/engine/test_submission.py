@@ -16,9 +16,10 @@ import torch
 
 from detection.data import CocoDetection, ImageNetDetDataset, VOCDataset
 from detection.data.errors import DatasetError
+from detection.engine import run
 from detection.engine.evaluate import evaluate_predictions
 from detection.engine.inference import Predictions
-from detection.engine.run import RunOptions, test
+from detection.engine.run import RunOptions
 
 WNIDS = ("n02672831", "n02691156")
 
@@ -135,7 +136,7 @@ def test_testing_a_tiny_model_on_test_dev_end_to_end(tmp_path: Path, tiny_config
     model = build_detector(cfg).eval()
     opts = RunOptions(dataset="coco", data_root=coco_test_dev(tmp_path / "coco"), output_dir=tmp_path / "out",
                       device="cpu", progress=False)  # fmt: skip
-    metrics = test(cfg, opts, model, "test-dev2017")
+    metrics = run.test(cfg, opts, model, "test-dev2017")
     assert metrics["mAP50"] is None and metrics["images"] == 2
     with zipfile.ZipFile(metrics["submission"]) as zf:
         results = json.loads(zf.read(zf.namelist()[0]))
