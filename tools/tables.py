@@ -5,6 +5,7 @@ COCO results become Table 9 rows (mAP@.5, mAP@[.5, .95]); VOC results Table 10 r
 ImageNet DET results one column per class; LOC results their error columns. Example::
 
     python tools/tables.py r50.json r101.json --names ResNet-50 ResNet-101
+    python tools/tables.py voc07.json --names ours --paper table10    # the paper's Table 10 rows beneath ours
 
 Table 9 (baseline → +box refinement → +context → +multi-scale testing → +ensemble) on one split, ours beside the
 paper's, with the time per image of each row (rows 1–2 need the baseline checkpoint, 3–4 a global-context
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detection.evaluation.tables import comparison_tables, load_results, table9  # noqa: E402
+from detection.evaluation.tables import comparison_tables, load_results, paper_voc_rows, table9  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("results", type=Path, nargs="+", help="JSON files written by tools/eval_*.py --json")
     parser.add_argument("--names", nargs="+", help="row labels, one per file (default: the file names)")
+    parser.add_argument("--paper", choices=["table10", "table11"],
+                        help="append the paper's VOC2007 (Table 10) or VOC2012 (Table 11) rows")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        print(comparison_tables(load_results(args.results, args.names)))
+        rows = load_results(args.results, args.names) + (paper_voc_rows(args.paper) if args.paper else [])
+        print(comparison_tables(rows))
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
