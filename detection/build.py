@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -13,6 +14,7 @@ from backbones.c4 import C4Head
 from detection.anchors import AnchorGenerator
 from detection.box_head import C4BoxHead, GlobalContextBoxHead, conv5_of
 from detection.config import Config, ConfigError, RoIHeadsConfig
+from detection.ensemble import EnsembleDetector
 from detection.model import DetectorTrunk, FasterRCNN, ImageTransform
 from detection.multiscale import MultiScaleDetector
 from detection.pooling import RoIAlign, RoIPool
@@ -127,9 +129,17 @@ def build_roi_heads(r: RoIHeadsConfig, conv5: C4Head, num_classes: int) -> C4RoI
     )
 
 
-def build_test_detector(model: FasterRCNN, cfg: Config) -> nn.Module:
-    """``model`` itself, or wrapped for multi-scale testing when ``test.pyramid_min_sizes`` is set. Call after
-    ``optimize_for_inference`` (the wrapper runs whatever modules the model holds)."""
+def build_test_detector(model: FasterRCNN | Sequence[FasterRCNN], cfg: Config) -> nn.Module:
+    """``model`` itself, or wrapped for multi-scale testing when ``test.pyramid_min_sizes`` is set; several
+    models (an ensemble) or ``test.flip`` give an ``EnsembleDetector`` (with the pyramid inside it). Call after
+    ``optimize_for_inference`` (the wrappers run whatever modules the models hold)."""
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    if len(models) > 1 or cfg.test.flip:
+        return EnsembleDetector(
+            models, pyramid_min_sizes=cfg.test.pyramid_min_sizes, pyramid_max_size=cfg.test.pyramid_max_size,
+            flip=cfg.test.flip,
+        )
+    model = models[0]
     if cfg.test.pyramid_min_sizes:
         return MultiScaleDetector(model, min_sizes=cfg.test.pyramid_min_sizes, max_size=cfg.test.pyramid_max_size)
     return model

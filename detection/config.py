@@ -117,10 +117,16 @@ class TestConfig:
     # "mAP50" or COCO's "mAP") to model_best.pth.
     eval_period: int = 0
     best_metric: str = "mAP50"
+    # Horizontal-flip testing (beyond the paper): each model also scores the mirrored images; scores and boxes
+    # averaged with the unmirrored ones (detection/ensemble.py).
+    flip: bool = False
 
 
 @dataclass
 class ModelConfig:
+    # A detector checkpoint to start training from (after the backbone weights): every tensor of the same name and
+    # shape, and the class-specific rows of the classes both models name (detection/transfer.py). "" = none.
+    weights: str = ""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)

@@ -12,7 +12,8 @@ ground truth of the official metrics (``tools/eval_voc.py``, ``tools/eval_imagen
 - COCO: :func:`read_coco_instances` (``instances_<split>.json``, validated and completed the same way for the
   training loader and ``tools/eval_coco.py``'s ground truth).
 - ILSVRC DET: :func:`read_class_map` (``devkit/data/map_det.txt``, lines ``<wnid> <class_index> <name>``) and
-  :func:`read_ilsvrc_split` (``ImageSets/DET/<split>.txt``, lines ``<image_name> <image_index>``).
+  :func:`read_ilsvrc_split` (``ImageSets/DET/<split>.txt``, lines ``<image_name> <image_index>``);
+  :func:`find_det_blacklist` (the devkit's validation blacklist, lines ``<image_index> <wnid>``).
 - ILSVRC CLS-LOC (the challenge's files beside ``ILSVRC/``): :func:`read_loc_synset_mapping`
   (``LOC_synset_mapping.txt``, lines ``<wnid> <names>``) and :func:`read_loc_solution` (``LOC_train_solution.csv`` /
   ``LOC_val_solution.csv``: ``ImageId,PredictionString`` with ``wnid xmin ymin xmax ymax`` groups, devkit boxes).
@@ -43,6 +44,7 @@ __all__ = [
     "PascalAnnotation",
     "PascalObject",
     "Synset",
+    "find_det_blacklist",
     "from_devkit_boxes",
     "numbered_lines",
     "parse_coordinate",
@@ -243,6 +245,14 @@ def read_ilsvrc_split(path: Path) -> list[tuple[str, int]]:
     return items
 
 
+def find_det_blacklist(ilsvrc_root: Path) -> Path | None:
+    """The DET validation blacklist the devkit ships (``devkit/data/ILSVRC<year>_det_validation_blacklist.txt``),
+    the newest year's if several; ``None`` when there is none. Both the datasets and ``tools/eval_imagenet.py``
+    use it, so the numbers of a training run and of the tool agree."""
+    found = sorted((Path(ilsvrc_root) / "devkit" / "data").glob("ILSVRC*_det_validation_blacklist.txt"))
+    return found[-1] if found else None
+
+
 # ---------------------------------------------------------------------------------------------- COCO
 
 
@@ -261,7 +271,8 @@ def _list_of_dicts(data: dict[str, Any], key: str, path: Path) -> list[dict[str,
 
 
 def read_coco_instances(path: Path, *, image_files: bool = True) -> dict[str, Any]:
-    """A COCO instances file, validated, as the dict pycocotools' ``COCO.dataset`` expects.
+    """A COCO instances file (or a test split's image-info file, which has no ``annotations``), validated, as the
+    dict pycocotools' ``COCO.dataset`` expects.
 
     Checked (a :class:`DevkitError` naming the file and the entry): JSON syntax; ``images``, ``annotations`` and
     ``categories`` lists of objects; integer, unique image and category ids; category names; annotations pointing to
@@ -277,10 +288,12 @@ def read_coco_instances(path: Path, *, image_files: bool = True) -> dict[str, An
         raise DevkitError(f"{path}: malformed JSON: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DevkitError(f"cannot read annotation file {path}: {exc}") from None
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise DevkitError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories')")
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "categories")):
+        raise DevkitError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories'; "
+                          "an image-info file of a test split: 'images' and 'categories')")
     images = _list_of_dicts(data, "images", path)
-    annotations = _list_of_dicts(data, "annotations", path)
+    # An image-info file (COCO test-dev) has no 'annotations': returned without the key, so callers can tell.
+    annotations = _list_of_dicts(data, "annotations", path) if "annotations" in data else []
     categories = _list_of_dicts(data, "categories", path)
     seen: set[int] = set()
     for i, image in enumerate(images):

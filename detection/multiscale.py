@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from detection.boxes import resized_shape, scale_boxes
 from detection.model import FasterRCNN, ImageBatch
 
-__all__ = ["CANONICAL_AREA", "MultiScaleDetector", "choose_levels"]
+__all__ = ["CANONICAL_AREA", "MultiScaleDetector", "Pyramid", "choose_levels"]
 
 CANONICAL_AREA = 224.0 * 224.0
 
@@ -62,7 +62,7 @@ class MultiScaleDetector(nn.Module):
         batch = model.transform(images)
         features = model.trunk(batch.tensor)
         proposals, _ = model.rpn(features, batch.image_sizes)
-        pyramid = _Pyramid(model, images, self.min_sizes, self.max_size, batch, features)
+        pyramid = Pyramid(model, images, self.min_sizes, self.max_size, batch, features)
         detections = model.roi_heads.detect(pyramid.score, proposals)
         return model.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
@@ -70,7 +70,7 @@ class MultiScaleDetector(nn.Module):
         return f"min_sizes={self.min_sizes}, max_size={self.max_size}"
 
 
-class _Pyramid:
+class Pyramid:
     """The trunk's features at each pyramid level, computed when a RoI first needs that level (the test-scale
     pass is reused where a level has the same image sizes), and the maxout scorer over them."""
 

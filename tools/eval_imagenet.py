@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--ilsvrc-root", type=Path, required=True, help="folder with Annotations/, ImageSets/, devkit/"
         )
         p.add_argument("--results", type=Path, required=True, help="the results file")
-        p.add_argument("--blacklist", type=Path, help="devkit blacklist file")
+        p.add_argument("--blacklist", type=Path,
+                       help="devkit blacklist file (det default: the devkit's own, if devkit/data has one)")
         p.add_argument("--json", type=Path, help="write the numbers as JSON here")
     return parser.parse_args(argv)
 

@@ -9,7 +9,8 @@
 Writes COCO results JSON (dataset category ids, [x, y, w, h]), VOC ``results/comp4_det_<split>_<class>.txt``
 (1-based) or ILSVRC DET result lines, then ``metrics.json``, and prints the per-class table. Trailing
 ``key=value`` arguments override the config stored in the checkpoint (e.g. ``test.pyramid_min_sizes=[400,600,800]``
-for multi-scale testing, ``model.roi_heads.box_voting=true``).
+for multi-scale testing, ``model.roi_heads.box_voting=true``, ``test.flip=true``). Several ``--weights`` test their
+ensemble: every model proposes and scores; the first one's config decides the test-time settings.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from detection.data import resolve_split  # noqa: E402
 from detection.data.errors import DatasetError  # noqa: E402
 from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
-from detection.engine.run import load_detector, test  # noqa: E402
+from detection.engine.run import load_detector, load_ensemble_members, test  # noqa: E402
 from detection.engine.run_dir import RunDirError, prepare_output_dir  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=Path, required=True, help="a checkpoint written by tools/train_det.py")
+    p.add_argument("--weights", type=Path, nargs="+", required=True,
+                   help="a checkpoint written by tools/train_det.py; several: their ensemble (Appendix B)")
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: the one in the checkpoint)")
     p.add_argument("--split", default="", help="default: the dataset's test split")
     add_own_data_arguments(p, train=False)
@@ -49,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         prepare_output_dir(args.output_dir)
         setup_logging(args.output_dir)
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
-        model, cfg, classes = load_detector(args.weights, cfg, args.overrides)
+        model, cfg, classes = load_detector(args.weights[0], cfg, args.overrides)
+        models = [model] + load_ensemble_members(args.weights[1:], cfg, classes, args.config, args.overrides)
     except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     opts = run_options(args)
     try:
         split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
-        test(cfg, opts, model, split, pick_device(args.device), classes=classes or None)
+        test(cfg, opts, models, split, pick_device(args.device), classes=classes or None)
     except (DatasetError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from detection.data.errors import DatasetError, UnreadableImageError
-from detection.data.io import MAX_PIXELS, MAX_SIDE, read_image
+from detection.data.io import MAX_PIXELS, MAX_SIDE, header_size, read_image
 from detection.data.transforms import DetectionTransform, to_tensor
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,11 @@ class Annotation:
     def select(self, keep: np.ndarray) -> Annotation:
         return Annotation(self.boxes[keep], self.labels[keep], {k: v[keep] for k, v in self.flags.items()})
 
+    @staticmethod
+    def empty(*flags: str) -> Annotation:
+        """No objects (an image of a split without annotations), with empty boolean ``flags``."""
+        return Annotation(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), {f: np.zeros(0, bool) for f in flags})
+
 
 def clean_boxes(boxes: np.ndarray, *, width: float, height: float, file: str | Path, objects: list[str]) -> np.ndarray:
     """Clip xyxy ``boxes`` (in place) to ``[0, width] × [0, height]`` and return the mask of boxes to keep.
@@ -55,6 +60,23 @@ def clean_boxes(boxes: np.ndarray, *, width: float, height: float, file: str | P
         logger.warning("%s: %s has zero or negative width/height inside the image %s; dropped", file, objects[i],
                        boxes[i].tolist())
     return keep
+
+
+def unannotated(split_name: str, train: bool) -> None:
+    """A split without annotations may be tested (its submission files written), never trained on."""
+    if train:
+        raise DatasetError(f"{split_name} has no annotations: it can be a test split (for the evaluation server) "
+                           "but not a training split")
+
+
+def image_file_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, for a split whose annotations give no size; (0, 0) when
+    the header cannot be read (the image is then skipped with a warning when it is loaded)."""
+    try:
+        with open(path, "rb") as f:
+            return header_size(f.read(1 << 20)) or (0, 0)
+    except OSError:
+        return (0, 0)
 
 
 def check_root(root: Path, *required: str) -> None:
@@ -82,6 +104,9 @@ class DetectionDataset(Dataset):
 
     classes: list[str]
     protocol: ClassVar[EvalProtocol]
+    # False for a test split whose annotations are not public (COCO test-dev, VOC2012 test, ILSVRC DET test):
+    # its images come with empty targets, and evaluation writes the server's submission files instead of a metric.
+    has_annotations: bool = True
 
     def __init__(self, transforms: DetectionTransform | None = None, *, train: bool = False,
                  filter_empty: bool | None = None, strict: bool = False, max_side: int = MAX_SIDE) -> None:
@@ -195,6 +220,10 @@ class ConcatDetectionDataset(ConcatDataset):
     @property
     def num_without_boxes(self) -> int:
         return sum(part.num_without_boxes for part in self.datasets)
+
+    @property
+    def has_annotations(self) -> bool:
+        return all(part.has_annotations for part in self.datasets)
 
     @property
     def num_classes(self) -> int:

@@ -4,22 +4,25 @@ Category ids (1..90 with gaps in COCO) map to contiguous labels 1..K in increasi
 ``label_to_cat_id[k]`` / ``cat_id_to_label[cat_id]``. ``image_id`` in targets is the COCO image id. Boxes
 ``[x, y, w, h]`` become xyxy ``[x, y, x + w, y + h]``.
 
-Training mode (``train=True``): crowd regions are removed from ``boxes`` (they are not positives) and images left
-without objects are dropped (``filter_empty``). Evaluation mode (the default) keeps every image and every box, crowd
-ones flagged in ``target["iscrowd"]``; it is scored with pycocotools (``protocol = "coco"``).
+Test splits without annotations (``test-dev2017``: ``annotations/image_info_test-dev2017.json`` + ``test2017/``)
+load with empty targets and ``has_annotations = False``; evaluation then writes the zipped results JSON for the
+server. Training mode (``train=True``): crowd regions are removed from ``boxes`` (they are not positives) and
+images left without objects are dropped (``filter_empty``). Evaluation mode (the default) keeps every image and
+every box, crowd ones flagged in ``target["iscrowd"]``; it is scored with pycocotools (``protocol = "coco"``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from detection.data.base import Annotation, DetectionDataset, EvalProtocol, check_root, clean_boxes
+from detection.data.base import Annotation, DetectionDataset, EvalProtocol, check_root, clean_boxes, unannotated
 from detection.data.io import safe_join
 from detection.data.transforms import DetectionTransform
 from detection.devkit import read_coco_instances
@@ -33,6 +36,22 @@ def load_coco_json(path: Path) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco
+
+
+def default_annotation_file(root: Path, split: str) -> Path:
+    """``annotations/instances_<split>.json``; for a test split without it, COCO's image-info file
+    ``annotations/image_info_<split>.json`` (e.g. ``image_info_test-dev2017.json``)."""
+    instances = root / "annotations" / f"instances_{split}.json"
+    info = root / "annotations" / f"image_info_{split}.json"
+    return info if not instances.exists() and split.startswith("test") and info.exists() else instances
+
+
+def default_image_dir(root: Path, split: str) -> Path:
+    """``<root>/<split>``; test-dev's images live in the test folder of its year (``test-dev2017`` → ``test2017``)."""
+    match = re.fullmatch(r"test-dev(\d{4})", split)
+    if not (root / split).is_dir() and match:
+        return root / f"test{match.group(1)}"
+    return root / split
 
 
 class CocoDetection(DetectionDataset):
@@ -63,10 +82,15 @@ class CocoDetection(DetectionDataset):
         self.split = split
         self.keep_crowd = not self.train if keep_crowd is None else keep_crowd
         if ann_file is None:
-            check_root(self.root, f"annotations/instances_{split}.json", split)
-        self.ann_file = Path(ann_file) if ann_file is not None else self.root / f"annotations/instances_{split}.json"
-        self.image_dir = Path(image_dir) if image_dir is not None else self.root / split
+            ann_file = default_annotation_file(self.root, split)
+            check_root(self.root, f"annotations/{ann_file.name}", default_image_dir(self.root, split).name)
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir) if image_dir is not None else default_image_dir(self.root, split)
         self.coco = load_coco_json(self.ann_file)
+        # An image-info file (test-dev, test) lists images but no annotations: a split for the evaluation server.
+        self.has_annotations = "annotations" in self.coco.dataset
+        if not self.has_annotations:
+            unannotated(f"{self.ann_file} (COCO {split})", self.train)
 
         cat_ids = sorted(self.coco.getCatIds())
         self.classes = [self.coco.cats[c]["name"] for c in cat_ids]

@@ -7,7 +7,8 @@ flags difficult objects; training mode drops them (``keep_difficult``) and image
 Split specs accepted by :class:`VOCDataset` (and ``build_dataset("voc", ...)``): ``"2007_test"``,
 ``"2012_trainval"``; a bare split (``"trainval"``, ``"train"``, ``"val"``) for every year present under the root,
 ``"test"`` for VOC2007 test; the paper's ``"07+12"`` (07 trainval + 12 trainval) and ``"07++12"``
-(07 trainval + 07 test + 12 trainval); and any ``+``-joined list of ``<year>_<split>``.
+(07 trainval + 07 test + 12 trainval); and any ``+``-joined list of ``<year>_<split>``. ``"2012_test"`` (any year
+after 2007) has no public annotations: its images come with empty targets and ``has_annotations`` is False.
 
 Own data in the same format needs no ``VOC<year>`` folder: a root that itself holds ``Annotations/``,
 ``JPEGImages/`` and ``ImageSets/Main/`` is one dataset whose splits are named bare (``"train"``, ``"test"``,
@@ -31,6 +32,8 @@ from detection.data.base import (
     EvalProtocol,
     check_root,
     clean_boxes,
+    image_file_size,
+    unannotated,
 )
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
@@ -119,7 +122,11 @@ class VOCDetection(DetectionDataset):
         self.year, self.split = str(year), split
         self.keep_difficult = not self.train if keep_difficult is None else keep_difficult
         self.year_dir = find_devkit(root) / f"VOC{self.year}" if self.year else Path(root)
-        check_root(self.year_dir, "Annotations", "JPEGImages", "ImageSets/Main")
+        # Only VOC2007's test annotations were released; a later year's test split is for the evaluation server.
+        self.has_annotations = not (split == "test" and self.year not in ("", "2007"))
+        if not self.has_annotations:
+            unannotated(f"VOC{self.year} {split}", self.train)
+        check_root(self.year_dir, *(("Annotations",) if self.has_annotations else ()), "JPEGImages", "ImageSets/Main")
         self.classes = voc_classes(self.year_dir, classes)
         self.split_file = self.year_dir / "ImageSets" / "Main" / f"{split}.txt"
         self._names = read_voc_split(self.split_file)
@@ -128,7 +135,7 @@ class VOCDetection(DetectionDataset):
         self._files: dict[int, str] = {}  # split index → image file name (own data may be .png)
         for index, name in enumerate(self._names):
             xml = safe_join(self.year_dir / "Annotations", f"{name}.xml", what=f"{self.split_file}: image name")
-            if not xml.is_file():
+            if self.has_annotations and not xml.is_file():
                 raise DatasetError(f"{self.split_file} names {name!r} but its annotation {xml} is missing")
             image = next((p for p in (safe_join(self.year_dir / "JPEGImages", name + suffix)
                                       for suffix in IMAGE_SUFFIXES) if p.is_file()), None)
@@ -136,6 +143,10 @@ class VOCDetection(DetectionDataset):
                 raise DatasetError(f"{self.split_file} names {name!r} but its image {self.year_dir}/JPEGImages/"
                                    f"{name}.jpg is missing (also looked for {'/'.join(IMAGE_SUFFIXES[1:])})")
             self._files[index] = image.name
+            if not self.has_annotations:
+                height, width = image_file_size(image)
+                self._items.append((index, width, height, Annotation.empty("difficult")))
+                continue
             width, height, ann = load_pascal_annotation(xml, class_to_label)
             if not self.keep_difficult:
                 ann = ann.select(~ann.flags["difficult"])

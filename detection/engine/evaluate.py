@@ -8,9 +8,12 @@ every number comes from ``detection.evaluation`` (one implementation per protoco
 - ``"voc"``: ``comp4_det_<split>_<class>.txt`` (1-based, ``image_names()``; ``<split>`` is the devkit's, ``test``
   for ``2007_test``) → mAP@0.5 with the devkit's AP of the
   dataset's year (``use_07_metric``: 11-point for VOC2007, area for VOC2010 on).
-- ``"imagenet_det"``: devkit result lines (``wnids``, ``label_to_class_index``) → the ILSVRC DET mAP.
+- ``"imagenet_det"``: devkit result lines (``wnids``, ``label_to_class_index``) → the ILSVRC DET mAP, skipping
+  the devkit blacklist's (image, class) pairs (``blacklist_file``), as ``tools/eval_imagenet.py det`` does.
 
-``metrics["mAP50"]`` is always the headline IoU-0.5 mAP as a fraction; ``metrics["metric"]`` says which one.
+``metrics["mAP50"]`` is always the headline IoU-0.5 mAP as a fraction; ``metrics["metric"]`` says which one. A test
+split without public annotations (``has_annotations`` False) gets the server's submission files instead
+(detection/engine/submission.py) and ``mAP50 = None``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from detection.data import CocoDetection, ImageNetDetDataset, ImageNetDetection,
 from detection.data.base import ConcatDetectionDataset, DetectionDataset
 from detection.devkit import to_devkit_boxes
 from detection.engine.inference import Predictions
+from detection.engine.submission import write_submission
 from detection.evaluation.coco import coco_eval, xyxy_to_coco_results
-from detection.evaluation.imagenet_det import imagenet_det_eval, write_det_results
+from detection.evaluation.imagenet_det import imagenet_det_eval, read_det_blacklist, write_det_results
 from detection.evaluation.tables import ap_table, coco_stats_table, per_class_table
 from detection.evaluation.voc import VOCEvaluator, VOCResult, write_voc_results
 
@@ -47,7 +51,9 @@ def evaluate_predictions(
     Returns ``(metrics, markdown table)``; ``dataset_name`` and ``split`` label the metrics and the files.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    if dataset.protocol == "coco":
+    if not dataset.has_annotations:  # a test split for the evaluation server: its files, no number
+        metrics, table = write_submission(dataset, predictions, output_dir, split)
+    elif dataset.protocol == "coco":
         metrics, table = _evaluate_coco(dataset, predictions, output_dir, split)
     elif dataset.protocol == "voc":
         metrics, table = _evaluate_voc(dataset, predictions, output_dir, split)
@@ -154,8 +160,11 @@ def _evaluate_imagenet_det(
     class_index = {wnid: dataset.label_to_class_index[label] for label, wnid in enumerate(wnids, start=1)}
     write_det_results(output_dir / f"ilsvrc_det_{split}.txt", detections, class_index)
     names = dict(zip(wnids, dataset.classes))
-    result = imagenet_det_eval(detections, ground_truth, wnids, names=names)
-    metrics = {"mAP50": result.mAP, "metric": "ILSVRC DET mAP", "ap": dict(result.ap)}
+    blacklist_file = dataset.blacklist_file  # the devkit's: the same numbers as tools/eval_imagenet.py det
+    blacklist = read_det_blacklist(blacklist_file, wnids) if blacklist_file else set()
+    result = imagenet_det_eval(detections, ground_truth, wnids, blacklist, names=names)
+    metrics = {"mAP50": result.mAP, "metric": "ILSVRC DET mAP", "ap": dict(result.ap),
+               "blacklist": str(blacklist_file) if blacklist_file else None}
     return metrics, ap_table(result.ap, result.mAP, names=names)
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from backbones.checkpoint import CheckpointError, load_checkpoint
 from backbones.runtime import barrier, cleanup, init_distributed, pick_device, setup_logging
 from backbones.weights import checkpoint_style
 from detection.build import build_detector, build_test_detector, load_backbone_weights
-from detection.config import Config, apply_overrides, config_from_dict
+from detection.config import Config, apply_overrides, config_from_dict, load_config
 from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
@@ -30,6 +31,7 @@ from detection.engine.preemption import stop_signals
 from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
 from detection.optimize import optimize_for_inference, optimize_for_training
+from detection.transfer import load_detector_weights
 
 logger = logging.getLogger("detection")
 
@@ -125,6 +127,8 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
     trainer.evaluator = periodic_evaluator(cfg, opts, test_split, device)
     if not (opts.resume and trainer.resume(allow_other_config=opts.resume_anyway)):
         load_backbone_weights(trainer.model, cfg)
+        if cfg.model.weights:  # e.g. COCO-trained weights for VOC fine-tuning (Tables 10/11, "baseline+++")
+            load_detector_weights(trainer.model, cfg.model.weights, classes=dataset.classes)
     with stop_signals(trainer):  # SIGTERM / Ctrl-C: checkpoint at the current iteration, then TrainingInterrupted
         trainer.run()
     skipped = len(getattr(dataset, "skipped", []))
@@ -175,20 +179,42 @@ def load_detector(
     return model, cfg, list(ckpt.get("classes", []))
 
 
+def load_ensemble_members(
+    weights: Sequence[Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str]
+) -> list[torch.nn.Module]:
+    """The other members of an ensemble whose first member was loaded with ``cfg`` and ``classes``: each from
+    its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes."""
+    members = []
+    for path in weights:
+        own_cfg = load_config(config_file, overrides) if config_file is not None else None
+        model, own_cfg, own_classes = load_detector(path, own_cfg, overrides)
+        if own_cfg.num_classes != cfg.num_classes or (classes and own_classes and own_classes != classes):
+            raise CheckpointError(path, "an ensemble member must predict the same classes as the first model")
+        members.append(model)
+    return members
+
+
 def test(
-    cfg: Config, opts: RunOptions, model: torch.nn.Module, split: str, device: torch.device | None = None,
+    cfg: Config,
+    opts: RunOptions,
+    model: torch.nn.Module | Sequence[torch.nn.Module],
+    split: str,
+    device: torch.device | None = None,
     classes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Inference on ``split``, submission files and metrics under ``opts.output_dir``; prints the table.
-    ``classes``: the model's class names (a checkpoint's); data with other names is an error."""
+    """Inference on ``split`` (several models: their ensemble), submission files and metrics under
+    ``opts.output_dir``; prints the table. ``classes``: the model's class names (a checkpoint's); data with other
+    names is an error."""
     device = device or pick_device(opts.device)
     dataset = make_dataset(opts, cfg, split, train=False, classes=classes)
     split = own_split_name(opts.dataset, cfg.data, train=False) or split
     check_classes(cfg, dataset.classes, f"{opts.dataset} {split}", model_classes=classes)
-    model.to(device)
+    models = [model] if isinstance(model, torch.nn.Module) else list(model)
+    for member in models:
+        member.to(device)
     if opts.optimize:
-        model = optimize_for_inference(copy.deepcopy(model))
-    model = build_test_detector(model, cfg)  # the image pyramid, if configured
+        models = [optimize_for_inference(copy.deepcopy(member)) for member in models]
+    model = build_test_detector(models, cfg)  # the image pyramid, flips, the ensemble, as configured
     share_cpu_with_workers(device, cfg.data.num_workers)
     predictions = run_inference(
         model, dataset, device=device, batch_size=1, num_workers=cfg.data.num_workers, amp=opts.amp,
@@ -198,8 +224,8 @@ def test(
     metrics["seconds_per_image"] = predictions.seconds / max(len(predictions.outputs), 1)
     metrics = summarize_metrics(metrics)
     (opts.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"\n{opts.dataset} {split}: {metrics['metric']} = {100 * metrics['mAP50']:.1f}  "
-          f"({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
+    score = "not scored" if metrics["mAP50"] is None else f"{metrics['metric']} = {100 * metrics['mAP50']:.1f}"
+    print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
     print(table)
     logger.info("metrics written to %s", opts.output_dir / "metrics.json")
     return metrics

@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from detection.devkit import Box, numbered_lines, read_class_map, read_ilsvrc_split, read_pascal_xml
+from detection.devkit import (
+    Box,
+    find_det_blacklist,
+    numbered_lines,
+    read_class_map,
+    read_ilsvrc_split,
+    read_pascal_xml,
+)
 from detection.errors import EvaluationInputError
 from detection.evaluation.voc import APResult, voc_ap
 
@@ -221,7 +228,8 @@ def write_det_results(path: Path, detections: Iterable[DETDetection], class_inde
 def evaluate_det_files(
     ilsvrc_root: Path, split: str, results: Path, blacklist: Path | None = None, progress: bool = False
 ) -> DETResult:
-    """Read the ILSVRC layout under ``ilsvrc_root`` and a submission file, then :func:`imagenet_det_eval`."""
+    """Read the ILSVRC layout under ``ilsvrc_root`` and a submission file, then :func:`imagenet_det_eval`;
+    ``blacklist`` defaults to the devkit's (:func:`detection.devkit.find_det_blacklist`), if it has one."""
     root = Path(ilsvrc_root)
     # The devkit iterates images in ascending index order; it decides the order of tied detections.
     split_file = root / "ImageSets" / "DET" / f"{split}.txt"
@@ -230,5 +238,6 @@ def evaluate_det_files(
     wnids = [s.wnid for s in synsets]
     gt = load_det_ground_truth(root, images, wnids, progress)
     dets = read_det_results(results, images, {s.index: s.wnid for s in synsets})
+    blacklist = blacklist or find_det_blacklist(root)
     black = read_det_blacklist(blacklist, wnids) if blacklist else set()
     return imagenet_det_eval(dets, gt, wnids, black, names={s.wnid: s.name for s in synsets})

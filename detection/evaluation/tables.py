@@ -2,6 +2,8 @@
 
 - VOC (Tables 10/11): ``| method | mAP | aero | bike | … | tv |`` — :func:`voc_table`.
 - COCO (Tables 8/9): ``| method | mAP@.5 | mAP@[.5, .95] |`` — :func:`coco_table`.
+- The paper's Tables 10/11 rows beside ours (:func:`paper_voc_rows`, ``tools/tables.py --paper table10``).
+- Table 9's cumulative rows with the paper's numbers beside ours and the time per image — :func:`table9`.
 - Per-class tables and the 12 COCO numbers — :func:`ap_table`, :func:`per_class_table`,
   :func:`coco_stats_table`.
 
@@ -29,6 +31,11 @@ __all__ = [
     "result_kind",
     "comparison_tables",
     "load_results",
+    "PAPER_TABLE9",
+    "PAPER_TABLE10",
+    "PAPER_TABLE11",
+    "paper_voc_rows",
+    "table9",
 ]
 
 VOC_SHORT_NAMES: dict[str, str] = {
@@ -151,3 +158,75 @@ def load_results(
                 raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         rows.append((names[i] if names else Path(path).stem, result))
     return rows
+
+
+# Table 9 (ResNet-101, Faster R-CNN): (mAP@.5, mAP@[.5, .95]) in percent. Rows 1–4: trained on COCO train (80k),
+# evaluated on val; the ensemble row: trained on trainval, evaluated on test-dev (its single model: 55.7 / 34.9).
+PAPER_TABLE9: dict[str, tuple[float, float]] = {
+    "baseline": (48.4, 27.2),
+    "+box refinement": (49.9, 29.9),
+    "+context": (51.1, 30.0),
+    "+multi-scale testing": (53.8, 32.5),
+    "+ensemble": (59.0, 37.4),
+}
+
+
+def table9(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Table 9's layout, ours beside the paper's: ``(label, metrics)`` from ``detection.engine.run.test``.
+
+    Ours: COCO mAP@.5 and mAP@[.5, .95] (``coco_stats``) when the split has them, else the split's headline
+    mAP@.5 (``mAP50``, VOC / ILSVRC) and ``n/a``; seconds per image of the whole row (``seconds_per_image``)."""
+    body = []
+    for label, m in rows:
+        stats = m.get("coco_stats")
+        ours = (stats[1], stats[0]) if stats else (m.get("mAP50"), None)
+        seconds = m.get("seconds_per_image")
+        paper = PAPER_TABLE9.get(label)
+        body.append([label, pct(ours[0]), pct(ours[1]), "n/a" if seconds is None else f"{seconds:.3f}",
+                     *((f"{paper[0]:.1f}", f"{paper[1]:.1f}") if paper else ("", ""))])  # fmt: skip
+    header = ["method", "mAP@.5", "mAP@[.5, .95]", "s / image", "paper mAP@.5", "paper mAP@[.5, .95]"]
+    return markdown_table(header, body)
+
+# Tables 10 (VOC2007 test) and 11 (VOC2012 test, from the evaluation server): mAP and the 20 APs in percent, in
+# VOC_CLASSES order, as published.
+PAPER_TABLE10: dict[str, tuple[float, tuple[float, ...]]] = {
+    "baseline VGG-16 07+12": (73.2, (
+        76.5, 79.0, 70.9, 65.5, 52.1, 83.1, 84.7, 86.4, 52.0, 81.9,
+        65.7, 84.8, 84.6, 77.5, 76.7, 38.8, 73.6, 73.9, 83.0, 72.6,
+    )),
+    "baseline ResNet-101 07+12": (76.4, (
+        79.8, 80.7, 76.2, 68.3, 55.9, 85.1, 85.3, 89.8, 56.7, 87.8,
+        69.4, 88.3, 88.9, 80.9, 78.4, 41.7, 78.6, 79.8, 85.3, 72.0,
+    )),
+    "baseline+++ ResNet-101 COCO+07+12": (85.6, (
+        90.0, 89.6, 87.8, 80.8, 76.1, 89.9, 89.9, 89.6, 75.5, 90.0,
+        80.7, 89.6, 90.3, 89.1, 88.7, 65.4, 88.1, 85.6, 89.0, 86.8,
+    )),
+}
+PAPER_TABLE11: dict[str, tuple[float, tuple[float, ...]]] = {
+    "baseline VGG-16 07++12": (70.4, (
+        84.9, 79.8, 74.3, 53.9, 49.8, 77.5, 75.9, 88.5, 45.6, 77.1,
+        55.3, 86.9, 81.7, 80.9, 79.6, 40.1, 72.6, 60.9, 81.2, 61.5,
+    )),
+    "baseline ResNet-101 07++12": (73.8, (
+        86.5, 81.6, 77.2, 58.0, 51.0, 78.6, 76.6, 93.2, 48.6, 80.4,
+        59.0, 92.1, 85.3, 84.8, 80.7, 48.1, 77.3, 66.5, 84.7, 65.6,
+    )),
+    "baseline+++ ResNet-101 COCO+07++12": (83.8, (
+        92.1, 88.4, 84.8, 75.9, 71.4, 86.3, 87.8, 94.2, 66.8, 89.4,
+        69.2, 93.9, 91.9, 90.9, 89.6, 67.9, 88.2, 76.8, 90.3, 80.0,
+    )),
+}
+PAPER_VOC_TABLES = {"table10": PAPER_TABLE10, "table11": PAPER_TABLE11}
+
+
+def paper_voc_rows(table: str) -> list[tuple[str, dict[str, Any]]]:
+    """The paper's rows of ``table`` ("table10" or "table11") as :func:`voc_table` rows, labelled ``paper: …``."""
+    from detection.devkit import VOC_CLASSES
+
+    if table not in PAPER_VOC_TABLES:
+        raise ValueError(f"no paper table {table!r}; known: {', '.join(PAPER_VOC_TABLES)}")
+    return [
+        (f"paper: {label}", {"mAP": m / 100, "ap": {c: a / 100 for c, a in zip(VOC_CLASSES, ap)}, "metric": table})
+        for label, (m, ap) in PAPER_VOC_TABLES[table].items()
+    ]

@@ -48,6 +48,9 @@ def test_bad_inputs(ilsvrc_root):
     (sets / "val2.txt").write_text("../../../../../etc/passwd 1\n")
     with pytest.raises(DatasetError, match="escapes the dataset root"):
         ImageNetDetection(ilsvrc_root, "val2")
+    with pytest.raises(DatasetError, match=r"Data/DET/test is missing"):  # test: images only, for the server
+        ImageNetDetection(ilsvrc_root, "test")
+    (ilsvrc_root / "ILSVRC/Data/DET/test").mkdir()
     with pytest.raises(DatasetError, match=r"ImageSets/DET/test.txt is missing"):
         ImageNetDetection(ilsvrc_root, "test")
     xml = ilsvrc_root / "ILSVRC/Annotations/DET/val/ILSVRC2012_val_00000001.xml"

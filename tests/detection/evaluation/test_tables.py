@@ -86,3 +86,17 @@ def test_help(tool: str, load_tool, capsys) -> None:
         load_tool(tool).main(["--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_the_papers_voc_rows_render_as_published(tmp_path: Path, load_tool, capsys) -> None:
+    from detection.evaluation.tables import paper_voc_rows
+
+    table = voc_table(paper_voc_rows("table10"))
+    assert "| paper: baseline ResNet-101 07+12 | 76.4 | 79.8 | 80.7 | 76.2 |" in table
+    assert table.splitlines()[-1].endswith("| 65.4 | 88.1 | 85.6 | 89.0 | 86.8 |")  # baseline+++ … plant … tv
+    assert "| paper: baseline+++ ResNet-101 COCO+07++12 | 83.8 | 92.1 |" in voc_table(paper_voc_rows("table11"))
+    ours = {"mAP": 0.5, "ap": {c: 0.5 for c in VOC_CLASSES}, "metric": "07"}
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    assert load_tool("tables").main([str(tmp_path / "ours.json"), "--paper", "table10"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| ours | 50.0 |") and out[3].startswith("| paper: baseline VGG-16 07+12 | 73.2 |")

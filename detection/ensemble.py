@@ -1,0 +1,171 @@
+"""Ensembles (ResNet paper, Appendix B) and horizontal-flip testing, as one test-time wrapper of built detectors.
+
+The wrapper looks at the images through several *views*: each member model (``models``), and with ``flip=True``
+each member again on the mirrored images. A view runs its model's transform, trunk and RPN, and offers
+
+- ``proposals``: its RPN's proposals (after the RPN's own NMS), per image, in the view's test-scale pixels;
+- ``score(boxes)``: its model's per-region classifier on any boxes in those pixels — single scale
+  (``roi_heads.score``), or over the image pyramid (``detection.multiscale.Pyramid``) when ``pyramid_min_sizes``
+  is given — returning probabilities ``[R, K]`` and class boxes ``[R, K, 4]``.
+
+Everything is expressed in one reference frame: the first view's test-scale image (the same frame a single model
+works in). The union of every view's proposals (the paper: "the union set of proposals") is scored by every view
+and the probabilities and class boxes are averaged; that average is a *scorer* (detection/postprocess.py) handed
+to the first model's ``roi_heads.detect``, so its box refinement (refined boxes scored again by the whole
+ensemble), voting and NMS compose with ensembles, flips and the pyramid alike.
+
+Exactness (tests/detection/test_ensemble.py): an ensemble of one model, or of copies of one model, gives that
+model's detections bit for bit; mirroring is exact (``mirror_boxes`` twice is the identity on whole pixels), and
+with ``flip=True`` a mirror-symmetric image gives a mirror-symmetric set of detections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from detection.boxes import scale_boxes
+from detection.model import FasterRCNN
+from detection.multiscale import Pyramid
+
+__all__ = ["EnsembleDetector", "mirror_boxes", "union_of_proposals"]
+
+Sizes = list[tuple[int, int]]
+
+
+def mirror_boxes(boxes: Tensor, width: int) -> Tensor:
+    """Boxes ``[..., 4]`` xyxy in an image ``width`` pixels wide → the same boxes in the horizontally mirrored
+    image: ``x1' = W - x2``, ``x2' = W - x1`` (continuous pixel coordinates, so ``[0, W]`` maps to itself)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((width - x2, y1, width - x1, y2), dim=-1)
+
+
+def union_of_proposals(proposals: Sequence[Tensor]) -> Tensor:
+    """Concatenate ``[P_i, 4]`` proposal sets and drop exact repeats, keeping each box's first occurrence (so
+    the union of one set, or of a set with itself, is that set in its order)."""
+    boxes = torch.cat(list(proposals))
+    if len(boxes) < 2:
+        return boxes
+    same = (boxes[:, None, :] == boxes[None, :, :]).all(dim=2)
+    repeated = torch.tril(same, diagonal=-1).any(dim=1)
+    return boxes[~repeated]
+
+
+class _View:
+    """One model on one version of the images (plain or mirrored): its proposals and its scorer, in its own
+    test-scale pixels (``image_sizes``)."""
+
+    def __init__(self, model: FasterRCNN, images: list[Tensor], min_sizes: list[int], max_size: int) -> None:
+        batch = model.transform(images)
+        features = model.trunk(batch.tensor)
+        self.image_sizes: Sizes = batch.image_sizes
+        self.proposals, _ = model.rpn(features, batch.image_sizes)
+        if min_sizes:
+            self._score = Pyramid(model, images, min_sizes, max_size, batch, features).score
+        else:
+            self._score = lambda boxes: model.roi_heads.score(features, boxes, batch.image_sizes)
+
+    def score(self, boxes: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        return self._score(boxes)
+
+
+class _MirroredView:
+    """A view computed on mirrored images, seen from the unmirrored images: boxes are mirrored on the way in and
+    the class boxes on the way out, so it proposes and scores in the same frame as an unmirrored view."""
+
+    def __init__(self, view: _View) -> None:
+        self.view = view
+        self.image_sizes = view.image_sizes
+        self.proposals = [mirror_boxes(p, w) for p, (_, w) in zip(view.proposals, view.image_sizes)]
+
+    def score(self, boxes: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        widths = [w for _, w in self.image_sizes]
+        probs, class_boxes = self.view.score([mirror_boxes(b, w) for b, w in zip(boxes, widths)])
+        return probs, [mirror_boxes(b, w) for b, w in zip(class_boxes, widths)]
+
+
+class EnsembleDetector(nn.Module):
+    """``EnsembleDetector([model_a, model_b, …], pyramid_min_sizes=[], pyramid_max_size=2000, flip=False)(images)``:
+    the output of ``model_a(images)`` (eval mode only), proposed and scored by the whole ensemble.
+
+    ``images``: float RGB ``[3, H, W]`` in [0, 1]; returns per image ``{"boxes": [N, 4] xyxy in original pixels,
+    "scores": [N], "labels": [N] in 1..K}``. All members must predict the same classes. The first member's
+    transform sets the reference frame and its RoI heads' refinement, NMS and voting settings apply.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[FasterRCNN],
+        *,
+        pyramid_min_sizes: Sequence[int] = (),
+        pyramid_max_size: int = 2000,
+        flip: bool = False,
+    ) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("EnsembleDetector needs at least one model")
+        classes = {m.num_classes for m in models}
+        if len(classes) != 1:
+            raise ValueError(f"ensemble members predict different numbers of classes: {sorted(classes)}")
+        self.models = nn.ModuleList(models)
+        self.pyramid_min_sizes = sorted(pyramid_min_sizes)
+        self.pyramid_max_size = pyramid_max_size
+        self.flip = flip
+
+    @property
+    def num_classes(self) -> int:
+        return self.models[0].num_classes
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        if any(m.training for m in self.models):
+            raise RuntimeError("EnsembleDetector is for inference: call .eval() (train the members one by one)")
+        original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+        views = self.views(images)
+        reference = views[0].image_sizes
+        proposals = [
+            union_of_proposals([scale_boxes(v.proposals[i], v.image_sizes[i], reference[i]) for v in views])
+            for i in range(len(images))
+        ]
+        first = self.models[0]
+        detections = first.roi_heads.detect(lambda boxes: _average_scores(views, reference, boxes), proposals)
+        return first.transform.postprocess(detections, reference, original_sizes)
+
+    def views(self, images: list[Tensor]) -> list[_View | _MirroredView]:
+        """Each member on the images, then (``flip``) each member on the mirrored images."""
+        args = (self.pyramid_min_sizes, self.pyramid_max_size)
+        views: list[_View | _MirroredView] = [_View(m, images, *args) for m in self.models]
+        if self.flip:
+            mirrored = [i.flip(-1) for i in images]
+            views += [_MirroredView(_View(m, mirrored, *args)) for m in self.models]
+        return views
+
+    def extra_repr(self) -> str:
+        return f"pyramid_min_sizes={self.pyramid_min_sizes}, pyramid_max_size={self.pyramid_max_size}, flip={self.flip}"
+
+
+def _average_scores(
+    views: Sequence[_View | _MirroredView], reference: Sizes, boxes: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The ensemble's scorer: ``boxes`` per image in the reference frame → the views' mean probabilities
+    ``[R, K]`` and mean class boxes ``[R, K, 4]``, in the reference frame."""
+    all_probs, all_boxes = [], []
+    for view in views:
+        local = [scale_boxes(b, r, s) for b, r, s in zip(boxes, reference, view.image_sizes)]
+        probs, class_boxes = view.score(local)
+        all_probs.append(probs)
+        all_boxes.append([scale_boxes(c, s, r) for c, s, r in zip(class_boxes, view.image_sizes, reference)])
+    per_image = range(len(boxes))
+    mean_probs = [_mean([p[i] for p in all_probs]) for i in per_image]
+    mean_boxes = [_mean([b[i] for b in all_boxes]) for i in per_image]
+    return mean_probs, mean_boxes
+
+
+def _mean(values: list[Tensor]) -> Tensor:
+    """The mean, as the first value plus the mean difference from it: exactly the value when all are equal (a
+    plain sum over three copies then ÷ 3 is not), so copies of one model reproduce it bit for bit."""
+    first = values[0]
+    if len(values) == 1:
+        return first
+    return first + torch.stack([v - first for v in values[1:]]).sum(dim=0) / len(values)
