@@ -211,7 +211,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: invalid value: {exc}") from exc
         set_value(cfg, key.strip(), value, where="command line")
-    validate_config(cfg)
+    if isinstance(cfg, Config):  # the localiser's config (detection/localization/config.py) has its own fields
+        validate_config(cfg)
     return cfg
 
 
