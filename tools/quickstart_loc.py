@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,11 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from detection.evaluation.tables import markdown_table, pct  # noqa: E402
 from detection.localization.data import generate_cls_loc, read_cls_loc, write_imagefolder_view  # noqa: E402
-
-
-def run(cmd: list[str]) -> None:
-    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    subprocess.run(cmd, check=True)
+from tools.quickstart import run  # noqa: E402  (prints each stage's command, then runs it)
 
 
 def table13(metrics: dict, net: str) -> str:
