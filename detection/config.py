@@ -120,6 +120,11 @@ class TestConfig:
     # Horizontal-flip testing (beyond the paper): each model also scores the mirrored images; scores and boxes
     # averaged with the unmirrored ones (detection/ensemble.py).
     flip: bool = False
+    # Ensembles and flips: the union of the views' proposals is NMS-ed once more (Appendix B's "union set of
+    # proposals"): at this IoU threshold (null: the RPN's, model.rpn.nms_thresh), keeping this many per image
+    # (null: model.rpn.post_nms_top_n_test).
+    ensemble_nms_thresh: float | None = None
+    ensemble_proposals: int | None = None
 
 
 @dataclass
@@ -336,6 +341,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.roi_heads.positive_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("model.roi_heads.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("data.num_workers", lambda v: v >= 0, "non-negative (0 loads in the main process)"),
+    ("test.ensemble_nms_thresh", lambda v: v is None or 0 < v <= 1, "in (0, 1], or null (the RPN's)"),
+    ("test.ensemble_proposals", lambda v: v is None or v >= 1, "at least 1, or null (the RPN's test count)"),
 ]
 
 
