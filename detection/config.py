@@ -155,15 +155,24 @@ class SolverConfig:
 
 @dataclass
 class DataConfig:
-    train_split: str = ""  # "" = the dataset's default training split
+    # "" = the dataset's default training split; several splits train as one: "train2014+valminusminival2014" or
+    # a list [train2014, valminusminival2014] (the same; VOC's "07+12", ILSVRC's "train+val1"): detection/data/splits.py
+    train_split: str | list[str] = ""
     test_split: str = ""  # "" = the dataset's default test split
     num_workers: int = 2
     # Dataset-specific extra paths (e.g. R-CNN's val1/val2 lists for ImageNet DET).
     extra: dict[str, str] = field(default_factory=dict)
+    # COCO: image folder of a split, relative to the data root (default: <split>/; minival2014 and
+    # valminusminival2014 → val2014/, test-dev2017 → test2017/), e.g. {minival2014: val2014}.
+    image_dirs: dict[str, str] = field(default_factory=dict)
+    # COCO training: image ids removed from the training splits, from a COCO JSON (e.g. instances_minival2014.json)
+    # or a file of ids; "" = none.
+    exclude_images: str = ""
     # Own data in COCO format (docs/custom_data.md): an instances JSON anywhere and its image folder, per split;
-    # they replace <data-root>/annotations/instances_<split>.json and <data-root>/<split>/.
-    train_json: str = ""
-    train_images: str = ""
+    # they replace <data-root>/annotations/instances_<split>.json and <data-root>/<split>/. Training may list
+    # several JSONs (with one image folder for all, or one each).
+    train_json: str | list[str] = ""
+    train_images: str | list[str] = ""
     test_json: str = ""
     test_images: str = ""
     # Own data in VOC format: the class names in label order (default: <root>/classes.txt, else the 20 VOC ones).
