@@ -113,13 +113,15 @@ def _names(classes: list[str], shown: int = 10) -> str:
 def add_own_data_arguments(parser: argparse.ArgumentParser, *, train: bool = True) -> None:
     """``--train-json/--train-images`` (training tools) and ``--test-json/--test-images``: own COCO-format data."""
     for which in ("train", "test") if train else ("test",):
-        several = {"nargs": "+", "metavar": "PATH"} if which == "train" else {}
+        # Training may repeat the flags (several JSONs train as one); repeated, not nargs="+", so that trailing
+        # key=value overrides are not taken for paths.
+        several = {"action": "append"} if which == "train" else {}
         parser.add_argument(f"--{which}-json", type=Path, default=None, **several,
                             help=f"COCO-format instances JSON of the {which} split (own data, any path"
-                                 f"{'; several train as one' if several else ''})")  # fmt: skip
+                                 f"{'; repeat it to train on several as one' if several else ''})")  # fmt: skip
         parser.add_argument(f"--{which}-images", type=Path, default=None, **several,
                             help=f"image folder of --{which}-json (file_name is relative to it"
-                                 f"{'; one for all, or one per JSON' if several else ''})")  # fmt: skip
+                                 f"{'; once for all JSONs, or once per JSON' if several else ''})")  # fmt: skip
 
 
 def own_data_overrides(args: argparse.Namespace) -> list[str]:

@@ -279,12 +279,23 @@ def test_training_on_full_val_with_minival_excluded_and_the_leak_refused(coco201
 
 def test_several_own_coco_jsons_train_as_one(own_coco: Path, tmp_path: Path) -> None:
     rc = tool("train_det").main([
-        "--dataset", "coco", "--train-json", str(own_coco / "labels/train.json"), str(own_coco / "labels/val.json"),
-        "--train-images", str(own_coco / "pictures/train"), str(own_coco / "pictures/val"),
-        "--test-json", str(own_coco / "labels/val.json"), "--test-images", str(own_coco / "pictures/val"),
-        *common(tmp_path),
+        "--dataset", "coco", "--train-json", str(own_coco / "labels/train.json"), "--train-images",
+        str(own_coco / "pictures/train"), "--train-json", str(own_coco / "labels/val.json"), "--train-images",
+        str(own_coco / "pictures/val"), "--test-json", str(own_coco / "labels/val.json"), "--test-images",
+        str(own_coco / "pictures/val"), *common(tmp_path),
     ])  # fmt: skip
     assert rc == 0
     images = sum(len(build_dataset("coco", own_coco, "", None, train=True, ann_file=own_coco / f"labels/{s}.json",
                                    image_dir=own_coco / f"pictures/{s}")) for s in ("train", "val"))
     assert f": {images} images" in (tmp_path / "log.txt").read_text()  # the ids repeat, the files do not
+
+
+def test_exclude_images_is_for_coco_training_only(tmp_path: Path) -> None:
+    from detection.config import ConfigError, load_config
+    from detection.engine.own_data import own_data_kwargs
+
+    cfg = load_config(None, [f"data.exclude_images={tmp_path / 'minival.json'}", "data.image_dirs={minival: val}"])
+    assert own_data_kwargs("coco", cfg.data, train=True)["exclude_images"] == tmp_path / "minival.json"
+    assert own_data_kwargs("coco", cfg.data, train=False) == {"image_dirs": {"minival": "val"}}  # tests see all
+    with pytest.raises(ConfigError, match="data.exclude_images .* removes COCO image ids; --dataset voc"):
+        own_data_kwargs("voc", cfg.data, train=True)
