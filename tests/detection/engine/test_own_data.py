@@ -287,7 +287,7 @@ def test_several_own_coco_jsons_train_as_one(own_coco: Path, tmp_path: Path) -> 
     assert rc == 0
     images = sum(len(build_dataset("coco", own_coco, "", None, train=True, ann_file=own_coco / f"labels/{s}.json",
                                    image_dir=own_coco / f"pictures/{s}")) for s in ("train", "val"))
-    assert f": {images} images" in (tmp_path / "log.txt").read_text()  # the ids repeat, the files do not
+    assert f"coco train+val: {images} images" in (tmp_path / "log.txt").read_text()  # ids repeat, files do not
 
 
 def test_exclude_images_is_for_coco_training_only(tmp_path: Path) -> None:
