@@ -137,7 +137,8 @@ def build_test_detector(model: FasterRCNN | Sequence[FasterRCNN], cfg: Config) -
     if len(models) > 1 or cfg.test.flip:
         return EnsembleDetector(
             models, pyramid_min_sizes=cfg.test.pyramid_min_sizes, pyramid_max_size=cfg.test.pyramid_max_size,
-            flip=cfg.test.flip,
+            flip=cfg.test.flip, proposal_nms_thresh=cfg.test.ensemble_nms_thresh,
+            proposals_per_image=cfg.test.ensemble_proposals,
         )
     model = models[0]
     if cfg.test.pyramid_min_sizes:

@@ -120,6 +120,11 @@ class TestConfig:
     # Horizontal-flip testing (beyond the paper): each model also scores the mirrored images; scores and boxes
     # averaged with the unmirrored ones (detection/ensemble.py).
     flip: bool = False
+    # Ensembles and flips: the union of the views' proposals is NMS-ed once more (Appendix B's "union set of
+    # proposals"): at this IoU threshold (null: the RPN's, model.rpn.nms_thresh), keeping this many per image
+    # (null: model.rpn.post_nms_top_n_test).
+    ensemble_nms_thresh: float | None = None
+    ensemble_proposals: int | None = None
 
 
 @dataclass
@@ -150,15 +155,24 @@ class SolverConfig:
 
 @dataclass
 class DataConfig:
-    train_split: str = ""  # "" = the dataset's default training split
+    # "" = the dataset's default training split; several splits train as one: "train2014+valminusminival2014" or
+    # a list [train2014, valminusminival2014] (the same; VOC's "07+12", ILSVRC's "train+val1"): detection/data/splits.py
+    train_split: str | list[str] = ""
     test_split: str = ""  # "" = the dataset's default test split
     num_workers: int = 2
     # Dataset-specific extra paths (e.g. R-CNN's val1/val2 lists for ImageNet DET).
     extra: dict[str, str] = field(default_factory=dict)
+    # COCO: image folder of a split, relative to the data root (default: <split>/; minival2014 and
+    # valminusminival2014 → val2014/, test-dev2017 → test2017/), e.g. {minival2014: val2014}.
+    image_dirs: dict[str, str] = field(default_factory=dict)
+    # COCO training: image ids removed from the training splits, from a COCO JSON (e.g. instances_minival2014.json)
+    # or a file of ids; "" = none.
+    exclude_images: str = ""
     # Own data in COCO format (docs/custom_data.md): an instances JSON anywhere and its image folder, per split;
-    # they replace <data-root>/annotations/instances_<split>.json and <data-root>/<split>/.
-    train_json: str = ""
-    train_images: str = ""
+    # they replace <data-root>/annotations/instances_<split>.json and <data-root>/<split>/. Training may list
+    # several JSONs (with one image folder for all, or one each).
+    train_json: str | list[str] = ""
+    train_images: str | list[str] = ""
     test_json: str = ""
     test_images: str = ""
     # Own data in VOC format: the class names in label order (default: <root>/classes.txt, else the 20 VOC ones).
@@ -336,6 +350,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.roi_heads.positive_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("model.roi_heads.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("data.num_workers", lambda v: v >= 0, "non-negative (0 loads in the main process)"),
+    ("test.ensemble_nms_thresh", lambda v: v is None or 0 < v <= 1, "in (0, 1], or null (the RPN's)"),
+    ("test.ensemble_proposals", lambda v: v is None or v >= 1, "at least 1, or null (the RPN's test count)"),
 ]
 
 

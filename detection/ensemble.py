@@ -3,20 +3,29 @@
 The wrapper looks at the images through several *views*: each member model (``models``), and with ``flip=True``
 each member again on the mirrored images. A view runs its model's transform, trunk and RPN, and offers
 
-- ``proposals``: its RPN's proposals (after the RPN's own NMS), per image, in the view's test-scale pixels;
+- ``proposals`` and ``objectness``: its RPN's proposals (after the RPN's own NMS) and their probabilities, per
+  image, in the view's test-scale pixels;
 - ``score(boxes)``: its model's per-region classifier on any boxes in those pixels — single scale
   (``roi_heads.score``), or over the image pyramid (``detection.multiscale.Pyramid``) when ``pyramid_min_sizes``
   is given — returning probabilities ``[R, K]`` and class boxes ``[R, K, 4]``.
 
 Everything is expressed in one reference frame: the first view's test-scale image (the same frame a single model
-works in). The union of every view's proposals (the paper: "the union set of proposals") is scored by every view
-and the probabilities and class boxes are averaged; that average is a *scorer* (detection/postprocess.py) handed
-to the first model's ``roi_heads.detect``, so its box refinement (refined boxes scored again by the whole
-ensemble), voting and NMS compose with ensembles, flips and the pyramid alike.
+works in). The union of every view's proposals (the paper: "the union set of proposals") goes through NMS once
+more, by objectness, at the RPN's NMS threshold and keeping as many as one RPN does at test time (both settable:
+``proposal_nms_thresh``, ``proposals_per_image``; config ``test.ensemble_nms_thresh``,
+``test.ensemble_proposals``), so the ensemble's classifiers see as many, as distinct regions as one model's do.
+Those proposals are scored by every view and the probabilities and class boxes are averaged; that average is a
+*scorer* (detection/postprocess.py) handed to the first model's ``roi_heads.detect``, so its box refinement
+(refined boxes scored again by the whole ensemble), voting and NMS compose with ensembles, flips and the pyramid
+alike.
 
 Exactness (tests/detection/test_ensemble.py): an ensemble of one model, or of copies of one model, gives that
-model's detections bit for bit; mirroring is exact (``mirror_boxes`` twice is the identity on whole pixels), and
-with ``flip=True`` a mirror-symmetric image gives a mirror-symmetric set of detections.
+model's detections bit for bit. With the union NMS this holds because one RPN's output is already what that NMS
+keeps: its boxes come in descending objectness, no two overlap by more than the threshold and there are at most
+``proposals_per_image`` of them, so NMS at the same threshold (a stable sort, the same IoU arithmetic) keeps every
+one in the same order; a copy's repeats of a box have IoU 1 with it and the same score, and fall behind it in the
+stable order, so they are the ones suppressed. Mirroring is exact (``mirror_boxes`` twice is the identity on whole
+pixels), and with ``flip=True`` a mirror-symmetric image gives a mirror-symmetric set of detections.
 """
 
 from __future__ import annotations
@@ -26,11 +35,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from detection.boxes import scale_boxes
+from detection.boxes import nms_first_k, scale_boxes
 from detection.model import FasterRCNN
 from detection.multiscale import Pyramid
 
-__all__ = ["EnsembleDetector", "mirror_boxes", "union_of_proposals"]
+__all__ = ["EnsembleDetector", "mirror_boxes", "nms_union_of_proposals"]
 
 Sizes = list[tuple[int, int]]
 
@@ -42,15 +51,13 @@ def mirror_boxes(boxes: Tensor, width: int) -> Tensor:
     return torch.stack((width - x2, y1, width - x1, y2), dim=-1)
 
 
-def union_of_proposals(proposals: Sequence[Tensor]) -> Tensor:
-    """Concatenate ``[P_i, 4]`` proposal sets and drop exact repeats, keeping each box's first occurrence (so
-    the union of one set, or of a set with itself, is that set in its order)."""
-    boxes = torch.cat(list(proposals))
-    if len(boxes) < 2:
-        return boxes
-    same = (boxes[:, None, :] == boxes[None, :, :]).all(dim=2)
-    repeated = torch.tril(same, diagonal=-1).any(dim=1)
-    return boxes[~repeated]
+def nms_union_of_proposals(
+    proposals: Sequence[Tensor], scores: Sequence[Tensor], iou_thresh: float, keep: int
+) -> Tensor:
+    """The union of several ``[P_i, 4]`` proposal sets (objectness ``[P_i]`` each, comparable across sets) after
+    NMS at ``iou_thresh``: at most ``keep`` boxes ``[P, 4]`` in descending objectness (ties in set order)."""
+    boxes, objectness = torch.cat(list(proposals)), torch.cat(list(scores))
+    return boxes[nms_first_k(boxes, objectness, iou_thresh, keep)]
 
 
 class _View:
@@ -61,7 +68,7 @@ class _View:
         batch = model.transform(images)
         features = model.trunk(batch.tensor)
         self.image_sizes: Sizes = batch.image_sizes
-        self.proposals, _ = model.rpn(features, batch.image_sizes)
+        self.proposals, self.objectness = model.rpn.propose(features, batch.image_sizes)
         if min_sizes:
             self._score = Pyramid(model, images, min_sizes, max_size, batch, features).score
         else:
@@ -79,6 +86,7 @@ class _MirroredView:
         self.view = view
         self.image_sizes = view.image_sizes
         self.proposals = [mirror_boxes(p, w) for p, (_, w) in zip(view.proposals, view.image_sizes)]
+        self.objectness = view.objectness
 
     def score(self, boxes: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         widths = [w for _, w in self.image_sizes]
@@ -93,6 +101,8 @@ class EnsembleDetector(nn.Module):
     ``images``: float RGB ``[3, H, W]`` in [0, 1]; returns per image ``{"boxes": [N, 4] xyxy in original pixels,
     "scores": [N], "labels": [N] in 1..K}``. All members must predict the same classes. The first member's
     transform sets the reference frame and its RoI heads' refinement, NMS and voting settings apply.
+    ``proposal_nms_thresh`` and ``proposals_per_image`` (default: the first member's RPN NMS threshold and test
+    post-NMS count) set the NMS over the union of the views' proposals.
     """
 
     def __init__(
@@ -102,6 +112,8 @@ class EnsembleDetector(nn.Module):
         pyramid_min_sizes: Sequence[int] = (),
         pyramid_max_size: int = 2000,
         flip: bool = False,
+        proposal_nms_thresh: float | None = None,
+        proposals_per_image: int | None = None,
     ) -> None:
         super().__init__()
         if not models:
@@ -113,6 +125,9 @@ class EnsembleDetector(nn.Module):
         self.pyramid_min_sizes = sorted(pyramid_min_sizes)
         self.pyramid_max_size = pyramid_max_size
         self.flip = flip
+        rpn = models[0].rpn
+        self.proposal_nms_thresh = rpn.nms_thresh if proposal_nms_thresh is None else proposal_nms_thresh
+        self.proposals_per_image = rpn.post_nms_top_n[1] if proposals_per_image is None else proposals_per_image
 
     @property
     def num_classes(self) -> int:
@@ -125,7 +140,10 @@ class EnsembleDetector(nn.Module):
         views = self.views(images)
         reference = views[0].image_sizes
         proposals = [
-            union_of_proposals([scale_boxes(v.proposals[i], v.image_sizes[i], reference[i]) for v in views])
+            nms_union_of_proposals(
+                [scale_boxes(v.proposals[i], v.image_sizes[i], reference[i]) for v in views],
+                [v.objectness[i] for v in views], self.proposal_nms_thresh, self.proposals_per_image,
+            )
             for i in range(len(images))
         ]
         first = self.models[0]
@@ -142,7 +160,9 @@ class EnsembleDetector(nn.Module):
         return views
 
     def extra_repr(self) -> str:
-        return f"pyramid_min_sizes={self.pyramid_min_sizes}, pyramid_max_size={self.pyramid_max_size}, flip={self.flip}"
+        return (f"pyramid_min_sizes={self.pyramid_min_sizes}, pyramid_max_size={self.pyramid_max_size}, "
+                f"flip={self.flip}, proposal_nms_thresh={self.proposal_nms_thresh}, "
+                f"proposals_per_image={self.proposals_per_image}")
 
 
 def _average_scores(

@@ -99,10 +99,26 @@ class RegionProposalNetwork(nn.Module):
             losses = self.losses(anchors, logits, deltas, targets)
         return proposals, losses
 
+    @torch.no_grad()
+    def propose(self, features: Tensor, image_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor]]:
+        """Proposals as ``forward`` selects them, with their objectness: per image ``[P, 4]`` xyxy boxes (in the
+        pixels of ``image_sizes``) and ``[P]`` probabilities, in descending order (ensembles NMS the union of
+        several RPNs' proposals by these scores, detection/ensemble.py)."""
+        logits, deltas = self.head(features)
+        anchors = self.anchors(features.shape[-2], features.shape[-1], features.device)
+        scored = self.select_scored_proposals(anchors, logits.float(), deltas.float(), image_sizes)
+        return [boxes for boxes, _ in scored], [scores.sigmoid() for _, scores in scored]
+
     def select_proposals(
         self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]]
     ) -> list[Tensor]:
         """Per image: top pre-NMS by objectness, decode, clip, drop tiny, NMS, top post-NMS. ``[P, 4]`` each."""
+        return [boxes for boxes, _ in self.select_scored_proposals(anchors, logits, deltas, image_sizes)]
+
+    def select_scored_proposals(
+        self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """:meth:`select_proposals` with each proposal's objectness logit: per image ``([P, 4], [P])``."""
         mode = 0 if self.training else 1
         pre_n = min(self.pre_nms_top_n[mode], logits.shape[1])
         post_n = self.post_nms_top_n[mode]
@@ -115,7 +131,8 @@ class RegionProposalNetwork(nn.Module):
             wh = boxes[:, 2:] - boxes[:, :2]
             keep = torch.nonzero((wh > self.min_box_size).all(dim=1) & torch.isfinite(scores)).squeeze(1)
             boxes, scores = boxes[keep], scores[keep]
-            proposals.append(boxes[nms_first_k(boxes, scores, self.nms_thresh, post_n)])
+            keep = nms_first_k(boxes, scores, self.nms_thresh, post_n)
+            proposals.append((boxes[keep], scores[keep]))
         return proposals
 
     def losses(

@@ -6,21 +6,25 @@ Every dataset yields ``(image float32 [3, H, W] in [0, 1], target dict)`` as spe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from detection.data.base import ConcatDetectionDataset, DetectionDataset
-from detection.data.coco import CocoDetection
+from detection.data.coco import CocoDetection, CocoUnion, coco_dataset
 from detection.data.collate import collate
 from detection.data.errors import DatasetError
 from detection.data.imagenet_det import ImageNetDetDataset, ImageNetDetection
 from detection.data.sampler import GroupedBatchSampler
 from detection.data.shapes import ShapesDataset, generate_shapes, write_crop_dataset
+from detection.data.splits import join_splits
 from detection.data.transforms import DetectionTransform, build_transforms
 from detection.data.voc import VOCDataset, VOCDetection
 
-DATASETS: dict[str, type[DetectionDataset | ConcatDetectionDataset]] = {
-    "coco": CocoDetection,
+# Name → what builds it from (root, split, transforms, **kwargs): a class, or for COCO a function that returns one
+# split (CocoDetection) or a union of several (CocoUnion).
+DATASETS: dict[str, Callable[..., DetectionDataset | ConcatDetectionDataset]] = {
+    "coco": coco_dataset,
     "voc": VOCDataset,
     "imagenet_det": ImageNetDetDataset,
     "shapes": ShapesDataset,
@@ -39,18 +43,19 @@ DEFAULT_SPLITS: dict[tuple[str, bool], str] = {
 }
 
 
-def resolve_split(name: str, *splits: str, train: bool) -> str:
+def resolve_split(name: str, *splits: str | Sequence[str], train: bool) -> str:
     """The first non-empty of ``splits`` (e.g. the command line's, then the config's), else the default training
-    or test split of dataset ``name`` (:data:`DEFAULT_SPLITS`)."""
+    or test split of dataset ``name`` (:data:`DEFAULT_SPLITS`). A list of split names (a union) comes back in the
+    one spelling every dataset reads, ``+``-joined (detection/data/splits.py)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    return next((split for split in splits if split), DEFAULT_SPLITS[(name, train)])
+    return join_splits(next((split for split in splits if split), DEFAULT_SPLITS[(name, train)]))
 
 
 def build_dataset(
     name: str,
     root: str | Path,
-    split: str,
+    split: str | Sequence[str],
     transforms: DetectionTransform | None,
     *,
     train: bool = False,
@@ -59,6 +64,7 @@ def build_dataset(
 ) -> DetectionDataset | ConcatDetectionDataset:
     """The dataset ``name`` (a key of :data:`DATASETS`) at ``root``.
 
+    ``split`` is one split or a union (``"train2014+valminusminival2014"``, or the list of names).
     ``train`` selects training mode (drop crowd and difficult objects, drop images left empty) and, when ``split``
     is ``""``, the default training split instead of the test one (:func:`resolve_split`); the transforms do not
     decide it. Other keyword arguments go to the dataset class.
@@ -71,6 +77,7 @@ __all__ = [
     "DATASETS",
     "DEFAULT_SPLITS",
     "CocoDetection",
+    "CocoUnion",
     "DatasetError",
     "GroupedBatchSampler",
     "ImageNetDetDataset",
@@ -80,6 +87,7 @@ __all__ = [
     "VOCDetection",
     "build_dataset",
     "build_transforms",
+    "coco_dataset",
     "collate",
     "generate_shapes",
     "resolve_split",

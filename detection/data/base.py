@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -19,6 +20,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from detection.data.errors import DatasetError, UnreadableImageError
 from detection.data.io import MAX_PIXELS, MAX_SIDE, header_size, read_image
+from detection.data.splits import check_disjoint
 from detection.data.transforms import DetectionTransform, to_tensor
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,16 @@ class DetectionDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def description(self) -> str:
+        """How errors name this split, e.g. ``VOC2007 trainval`` (subclasses say more)."""
+        return f"{type(self).__name__} {getattr(self, 'split', '')}".rstrip()
+
+    def image_key(self, index: int) -> Hashable:
+        """What makes image ``index`` the same image as one of another split (a union's parts must not share
+        any; detection/data/splits.py): by default its file."""
+        return str(self.image_path(index))
+
     def load_image(self, index: int) -> tuple[np.ndarray, tuple[int, int]] | None:
         """RGB uint8 image and its on-disk (H, W), or None (recorded in ``skipped``) when unreadable."""
         path = self.image_path(index)
@@ -193,7 +205,8 @@ class DetectionDataset(Dataset):
 
 
 class ConcatDetectionDataset(ConcatDataset):
-    """Several detection datasets with the same ``classes`` as one (e.g. VOC "07+12").
+    """Several detection datasets with the same ``classes`` and no image in common as one (e.g. VOC "07+12"); a
+    shared image (by the parts' ``image_key``) is a :class:`DatasetError` naming both parts.
 
     Item ``i`` keeps its part's target but ``image_id`` is offset by the number of items before its part, so ids
     stay unique; :meth:`locate` maps a global index back to ``(part, local index)``.
@@ -201,6 +214,8 @@ class ConcatDetectionDataset(ConcatDataset):
 
     datasets: list[DetectionDataset]
     protocol: ClassVar[EvalProtocol]
+    # Appended to the error for parts that share images: what to train on instead.
+    overlap_hint: ClassVar[str] = ""
 
     def __init__(self, datasets: list[DetectionDataset]) -> None:
         if not datasets:
@@ -209,6 +224,7 @@ class ConcatDetectionDataset(ConcatDataset):
             if part.classes != datasets[0].classes:
                 raise DatasetError(f"cannot join datasets with different classes: {datasets[0].classes} vs "
                                    f"{part.classes}")
+        check_disjoint(datasets, self.overlap_hint)
         super().__init__(datasets)
         self.classes = list(datasets[0].classes)
         self.transforms = datasets[0].transforms

@@ -35,6 +35,7 @@ from detection.data.base import (
 )
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
+from detection.data.splits import split_parts
 from detection.data.transforms import DetectionTransform
 from detection.data.voc import load_pascal_annotation
 from detection.devkit import find_det_blacklist, read_class_map, read_ilsvrc_split
@@ -120,6 +121,10 @@ class ImageNetDetection(DetectionDataset):
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def description(self) -> str:
+        return f"ILSVRC DET {self.split} ({self.split_file})"
+
     def image_info(self, index: int) -> dict[str, Any]:
         name, image_index, width, height, _ = self._items[index]
         return {"height": height, "width": width, "file_name": f"{name}.JPEG", "image_id": image_index}
@@ -141,7 +146,7 @@ class ImageNetDetDataset(ConcatDetectionDataset):
 
     def __init__(self, root: str | Path, split: str, transforms: DetectionTransform | None = None,
                  **kwargs: Any) -> None:
-        super().__init__([ImageNetDetection(root, s, transforms, **kwargs) for s in split.split("+")])
+        super().__init__([ImageNetDetection(root, s, transforms, **kwargs) for s in split_parts(split)])
         self.wnids: list[str] = self.datasets[0].wnids
         self.label_to_class_index: dict[int, int] = self.datasets[0].label_to_class_index
         self.blacklist_file: Path | None = next((d.blacklist_file for d in self.datasets if d.blacklist_file), None)

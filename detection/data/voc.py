@@ -37,6 +37,7 @@ from detection.data.base import (
 )
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
+from detection.data.splits import split_parts
 from detection.data.transforms import DetectionTransform
 from detection.devkit import VOC_CLASSES, from_devkit_boxes, read_pascal_xml, read_voc_split, voc_uses_07_metric
 
@@ -167,6 +168,10 @@ class VOCDetection(DetectionDataset):
         """Image names of the whole split file, in its order (what the devkit's evaluation iterates)."""
         return list(self._names)
 
+    @property
+    def description(self) -> str:
+        return f"VOC{self.year} {self.split}" if self.year else f"{self.split_file}"
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -194,14 +199,14 @@ def years_present(root: str | Path) -> list[str]:
 def parse_split_spec(root: str | Path, spec: str) -> list[tuple[str, str]]:
     """``(year, split)`` pairs for a split spec (see the module docstring)."""
     if is_voc_folder(root):  # own data: one folder, bare split names
-        return [("", part) for part in spec.split("+")]
-    spec = PAPER_UNIONS.get(spec, spec)
+        return [("", part) for part in split_parts(spec)]
+    spec = "+".join(split_parts(spec, PAPER_UNIONS))
     if spec == "test":  # VOC2007 is the only year whose test annotations were released
         return [("2007", "test")]
     if spec in ("trainval", "train", "val"):
         return [(year, spec) for year in years_present(root)]
     pairs = []
-    for part in spec.split("+"):
+    for part in split_parts(spec):
         year, sep, split = part.partition("_")
         if not sep or not year.isdigit() or not split:
             raise DatasetError(f"VOC split {part!r} in {spec!r} is not '<year>_<split>' (e.g. 2007_test), "

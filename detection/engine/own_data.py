@@ -4,7 +4,10 @@ explained (the layout expected, the command that fetches it, the offline quickst
 
 - COCO format anywhere: ``data.train_json`` / ``data.train_images`` and ``data.test_json`` / ``data.test_images``
   (``--train-json`` … on the command line) replace ``<root>/annotations/instances_<split>.json`` and
-  ``<root>/<split>/``; the classes are the JSON's categories in increasing id order.
+  ``<root>/<split>/``; the classes are the JSON's categories in increasing id order. Training may take several
+  JSONs (``--train-json a.json b.json``), one image folder for all or one each.
+- COCO's splits: ``data.image_dirs`` (split → image folder) and, for training, ``data.exclude_images`` (image ids
+  to leave out of the training splits) go to :func:`detection.data.coco.coco_dataset`.
 - VOC format: a folder with ``Annotations/``, ``JPEGImages/`` and ``ImageSets/Main/`` (no ``VOC<year>`` level) and
   its classes in ``data.classes`` or ``<folder>/classes.txt``.
 """
@@ -12,6 +15,7 @@ explained (the layout expected, the command that fetches it, the offline quickst
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -38,8 +42,15 @@ def own_data_kwargs(name: str, data: DataConfig, *, train: bool, classes: list[s
     ``data.classes`` does (and else the folder's ``classes.txt``). COCO-format data takes its classes from the JSON.
     """
     which = "train" if train else "test"
-    ann_file, image_dir = getattr(data, f"{which}_json"), getattr(data, f"{which}_images")
+    ann_file, image_dir = _paths(getattr(data, f"{which}_json")), _paths(getattr(data, f"{which}_images"))
     kwargs: dict[str, Any] = {}
+    if name == "coco" and data.image_dirs:
+        kwargs["image_dirs"] = dict(data.image_dirs)
+    if train and data.exclude_images:
+        if name != "coco":
+            raise ConfigError(f"data.exclude_images ({data.exclude_images}) removes COCO image ids; --dataset {name} "
+                              "names its training images by its split files instead")
+        kwargs["exclude_images"] = Path(data.exclude_images)
     if (ann_file or image_dir) and name != "coco":
         # E.g. a checkpoint trained on own COCO-format data, tested on a VOC folder: its stored paths do not apply.
         logger.warning("data.%s_json / data.%s_images are for --dataset coco; ignored for --dataset %s", which, which,
@@ -48,11 +59,17 @@ def own_data_kwargs(name: str, data: DataConfig, *, train: bool, classes: list[s
         if not (ann_file and image_dir):
             raise ConfigError(f"own COCO-format data needs both data.{which}_json and data.{which}_images "
                               f"(--{which}-json and --{which}-images)")
-        kwargs.update(ann_file=Path(ann_file), image_dir=Path(image_dir))
+        kwargs.update(ann_file=ann_file if len(ann_file) > 1 else ann_file[0],
+                      image_dir=image_dir if len(image_dir) > 1 else image_dir[0])
     names = classes or data.classes
     if name == "voc" and names:
         kwargs["classes"] = list(names)
     return kwargs
+
+
+def _paths(value: str | list[str]) -> list[Path]:
+    """A config path field (one path, or a list of them) as a list; ``""`` is none."""
+    return [Path(v) for v in ([value] if isinstance(value, str) else value) if v]
 
 
 def check_data_root(name: str, root: Path, kwargs: dict[str, Any]) -> None:
@@ -96,10 +113,15 @@ def _names(classes: list[str], shown: int = 10) -> str:
 def add_own_data_arguments(parser: argparse.ArgumentParser, *, train: bool = True) -> None:
     """``--train-json/--train-images`` (training tools) and ``--test-json/--test-images``: own COCO-format data."""
     for which in ("train", "test") if train else ("test",):
-        parser.add_argument(f"--{which}-json", type=Path, default=None,
-                            help=f"COCO-format instances JSON of the {which} split (own data, any path)")
-        parser.add_argument(f"--{which}-images", type=Path, default=None,
-                            help=f"image folder of --{which}-json (file_name is relative to it)")
+        # Training may repeat the flags (several JSONs train as one); repeated, not nargs="+", so that trailing
+        # key=value overrides are not taken for paths.
+        several = {"action": "append"} if which == "train" else {}
+        parser.add_argument(f"--{which}-json", type=Path, default=None, **several,
+                            help=f"COCO-format instances JSON of the {which} split (own data, any path"
+                                 f"{'; repeat it to train on several as one' if several else ''})")  # fmt: skip
+        parser.add_argument(f"--{which}-images", type=Path, default=None, **several,
+                            help=f"image folder of --{which}-json (file_name is relative to it"
+                                 f"{'; once for all JSONs, or once per JSON' if several else ''})")  # fmt: skip
 
 
 def own_data_overrides(args: argparse.Namespace) -> list[str]:
@@ -109,17 +131,23 @@ def own_data_overrides(args: argparse.Namespace) -> list[str]:
     for which in ("train", "test"):
         ann_file, images = getattr(args, f"{which}_json", None), getattr(args, f"{which}_images", None)
         if ann_file is not None:
-            overrides.append(f"data.{which}_json={ann_file}")
+            overrides.append(f"data.{which}_json={_override_value(ann_file)}")
         if images is not None:
-            overrides.append(f"data.{which}_images={images}")
+            overrides.append(f"data.{which}_images={_override_value(images)}")
         if ann_file is None and images is None and getattr(args, "data_root", None) is not None:
             # --data-root names the data: own-data paths from a config or checkpoint must not replace it.
             overrides += [f'data.{which}_json=""', f'data.{which}_images=""']
     return overrides
 
 
+def _override_value(value: Path | list[Path]) -> str:
+    """A path, or several, as the value of a ``key=value`` override (a JSON list is YAML too)."""
+    paths = value if isinstance(value, list) else [value]
+    return str(paths[0]) if len(paths) == 1 else json.dumps([str(p) for p in paths])
+
+
 def own_split_name(name: str, data: DataConfig, *, train: bool) -> str:
-    """The split label of own COCO-format data: the JSON file's stem ("" when there is none), so its results files
-    and metrics say ``val`` for ``val.json`` rather than the default ``val2017``."""
-    ann_file = data.train_json if train else data.test_json
-    return Path(ann_file).stem if ann_file and name == "coco" else ""
+    """The split label of own COCO-format data: the JSON files' stems, ``+``-joined ("" when there is none), so its
+    results files and metrics say ``val`` for ``val.json`` rather than the default ``val2017``."""
+    files = _paths(data.train_json if train else data.test_json)
+    return "+".join(f.stem for f in files) if files and name == "coco" else ""

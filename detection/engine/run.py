@@ -111,6 +111,7 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
     train_split = resolve_split(opts.dataset, cfg.data.train_split, train=True)
     test_split = resolve_split(opts.dataset, opts.test_split, cfg.data.test_split, train=False)
     dataset = make_dataset(opts, cfg, train_split, train=True)
+    train_split = own_split_name(opts.dataset, cfg.data, train=True) or train_split  # own JSONs: named by their files
     check_classes(cfg, dataset.classes, f"{opts.dataset} {train_split}")
     logger.info("training on %s %s: %d images, %d classes, %d worker(s), device %s",
                 opts.dataset, train_split, len(dataset), len(dataset.classes), world_size, device)

@@ -3,6 +3,8 @@
 - VOC (Tables 10/11): ``| method | mAP | aero | bike | … | tv |`` — :func:`voc_table`.
 - COCO (Tables 8/9): ``| method | mAP@.5 | mAP@[.5, .95] |`` — :func:`coco_table`.
 - The paper's Tables 10/11 rows beside ours (:func:`paper_voc_rows`, ``tools/tables.py --paper table10``).
+- Table 12 (ImageNet DET mAP on val2 and test), ours above the paper's rows — :func:`table12`
+  (``tools/tables.py --paper table12``).
 - Table 9's cumulative rows with the paper's numbers beside ours and the time per image — :func:`table9`.
 - Per-class tables and the 12 COCO numbers — :func:`ap_table`, :func:`per_class_table`,
   :func:`coco_stats_table`.
@@ -34,8 +36,10 @@ __all__ = [
     "PAPER_TABLE9",
     "PAPER_TABLE10",
     "PAPER_TABLE11",
+    "PAPER_TABLE12",
     "paper_voc_rows",
     "table9",
+    "table12",
 ]
 
 VOC_SHORT_NAMES: dict[str, str] = {
@@ -230,3 +234,29 @@ def paper_voc_rows(table: str) -> list[tuple[str, dict[str, Any]]]:
         (f"paper: {label}", {"mAP": m / 100, "ap": {c: a / 100 for c, a in zip(VOC_CLASSES, ap)}, "metric": table})
         for label, (m, ap) in PAPER_VOC_TABLES[table].items()
     ]
+
+
+# Table 12 (ImageNet DET, ResNet-101 Faster R-CNN with Table 9's improvements, "the same as that for MS COCO"):
+# mAP@.5 in percent on val2 (R-CNN's half of val; trained on train + val1) and on test (the evaluation server);
+# None where the paper gives no number.
+PAPER_TABLE12: dict[str, tuple[float | None, float | None]] = {
+    "GoogLeNet (ILSVRC'14)": (None, 43.9),
+    "our single model (ILSVRC'15)": (60.5, 58.8),
+    "our ensemble (ILSVRC'15)": (63.6, 62.1),
+}
+
+
+def table12(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """Table 12's layout, ours above the paper's rows (labelled ``paper: …``): ``(label, {"mAP": …, "ap": …})``
+    from ``tools/eval_imagenet.py det --json``, scored on val2, so ours fill the val2 column (a result that
+    records another ``split``, e.g. val, says so in its label); test numbers come only from the server."""
+    body = []
+    for label, result in rows:
+        if result_kind(result) != "det":
+            raise ValueError(f"Table 12 takes ImageNet DET results (tools/eval_imagenet.py det --json); {label!r} "
+                             f"is a {result_kind(result)} result")
+        split = result.get("split", "val2")
+        body.append([label if split == "val2" else f"{label} (on {split})", pct(result["mAP"]), "n/a"])
+    for label, (val2, test) in PAPER_TABLE12.items():
+        body.append([f"paper: {label}", *(f"{v:.1f}" if v is not None else "-" for v in (val2, test))])
+    return markdown_table(["method", "val2", "test"], body)

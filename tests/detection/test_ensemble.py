@@ -7,10 +7,11 @@ import itertools
 
 import pytest
 import torch
+import torchvision
 
 from detection import build_detector, load_config
 from detection.build import build_test_detector
-from detection.ensemble import EnsembleDetector, mirror_boxes, union_of_proposals
+from detection.ensemble import EnsembleDetector, mirror_boxes, nms_union_of_proposals
 from detection.multiscale import MultiScaleDetector
 
 IMPROVEMENTS = ("box_refinement", "box_voting", "global_context")
@@ -54,12 +55,17 @@ def test_mirror_boxes_hand_made_and_an_involution_on_whole_pixels():
     assert mirror_boxes(class_boxes, 80).shape == (6, 3, 4)
 
 
-def test_union_of_proposals_keeps_first_occurrences_in_order():
-    a = torch.tensor([[0.0, 0, 5, 5], [1, 1, 6, 6]])
-    b = torch.tensor([[1.0, 1, 6, 6], [2, 2, 7, 7], [0, 0, 5, 5]])
-    assert union_of_proposals([a, b]).tolist() == [[0, 0, 5, 5], [1, 1, 6, 6], [2, 2, 7, 7]]
-    assert torch.equal(union_of_proposals([a, a]), a)
-    assert union_of_proposals([a[:0], a[:0]]).shape == (0, 4)
+def test_nms_over_the_union_of_proposals_hand_made():
+    a, a_scores = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), torch.tensor([0.9, 0.5])
+    # [1, 0, 11, 10] overlaps a[0] by IoU 90/110 = 0.82; [20, 20, 30, 31] overlaps a[1] by 100/110 = 0.91.
+    b, b_scores = torch.tensor([[1.0, 0, 11, 10], [20, 20, 30, 31], [50, 50, 60, 60]]), torch.tensor([0.8, 0.7, 0.6])
+    union = nms_union_of_proposals([a, b], [a_scores, b_scores], 0.7, keep=10)
+    assert union.tolist() == [[0, 0, 10, 10], [20, 20, 30, 31], [50, 50, 60, 60]]  # by objectness, across sets
+    assert nms_union_of_proposals([a, b], [a_scores, b_scores], 0.95, keep=2).tolist() == [[0, 0, 10, 10],
+                                                                                           [1, 0, 11, 10]]
+    # A set with itself (an ensemble of copies): the set, in its order; repeats tie and fall behind the first.
+    assert torch.equal(nms_union_of_proposals([a, a, a], [a_scores] * 3, 0.7, keep=10), a)
+    assert nms_union_of_proposals([a[:0], a[:0]], [a_scores[:0]] * 2, 0.7, keep=10).shape == (0, 4)
 
 
 @pytest.mark.parametrize("switches", [COMBINATIONS[0], COMBINATIONS[4], COMBINATIONS[-1]])  # none, refinement, all
@@ -96,11 +102,13 @@ def test_ensemble_scores_the_union_of_proposals_with_the_mean_of_every_model(mon
         ensemble(images())
         batches = [m.transform(images()) for m in models]
         features = [m.trunk(b.tensor) for m, b in zip(models, batches)]
-        own = [m.rpn(f, b.image_sizes)[0] for m, f, b in zip(models, features, batches)]
+        own = [m.rpn.propose(f, b.image_sizes) for m, f, b in zip(models, features, batches)]
         union = seen["proposals"]
         for i in range(len(images())):
-            assert torch.equal(union[i], union_of_proposals([p[i] for p in own]))
-            assert len(union[i]) > max(len(p[i]) for p in own)  # different models propose different boxes
+            boxes_i, scores_i = [p[0][i] for p in own], [p[1][i] for p in own]
+            assert torch.equal(union[i], nms_union_of_proposals(boxes_i, scores_i, 0.7, keep=20))
+            assert len(union[i]) == 20  # as many as one RPN proposes (post_nms_top_n_test), from all three
+            assert not all(any(torch.equal(u, p) for p in boxes_i[0]) for u in union[i])  # not only model 0's
         probs, boxes = seen["scorer"](union)
         each = [m.roi_heads.score(f, union, b.image_sizes) for m, f, b in zip(models, features, batches)]
     for i in range(len(images())):
@@ -177,3 +185,22 @@ def test_members_must_agree_on_classes_and_be_in_eval_mode():
         EnsembleDetector([build(cfg), other])
     with pytest.raises(RuntimeError, match="eval"):
         EnsembleDetector([build(cfg).train()])(images())
+
+
+def test_the_union_nms_is_configurable_and_the_rpns_by_default():
+    cfg = tiny_config(**{"test.ensemble_nms_thresh": 0.5, "test.ensemble_proposals": 7})
+    models = [build(cfg, 0), build(cfg, 1)]
+    default = EnsembleDetector(models)
+    assert (default.proposal_nms_thresh, default.proposals_per_image) == (0.7, 20)  # model.rpn.nms_thresh, test
+    tester = build_test_detector(models, cfg)
+    assert (tester.proposal_nms_thresh, tester.proposals_per_image) == (0.5, 7)
+    assert "proposals_per_image=7" in repr(tester)
+    seen = []
+    real_detect = models[0].roi_heads.detect
+    models[0].roi_heads.detect = lambda f, p: seen.append(p) or real_detect(f, p)
+    with torch.inference_mode():
+        tester(images())
+    for proposals in seen[0]:
+        assert len(proposals) == 7
+        iou = torchvision.ops.box_iou(proposals, proposals) - torch.eye(7)
+        assert iou.max() <= 0.5

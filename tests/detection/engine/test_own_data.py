@@ -221,3 +221,81 @@ def test_missing_dataset_root_names_layout_prepare_command_and_quickstart(
     for part in ("annotations/instances_<split>.json", f"tools/prepare_dataset.py coco --root {missing}",
                  "tools/quickstart.py", "offline"):
         assert part in err, (part, err)
+
+
+@pytest.fixture(scope="module")
+def coco2014(own_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The own data in COCO 2014's layout: train2014 (8 images), val2014 (3, ids from 1001) and Detectron's
+    minival2014 (the first val image) / valminusminival2014 (the others), whose images are in val2014/."""
+    root = tmp_path_factory.mktemp("coco2014")
+    (root / "annotations").mkdir()
+    train = json.loads((own_coco / "labels/train.json").read_text())
+    val = json.loads((own_coco / "labels/val.json").read_text())
+    for image in val["images"]:
+        image["id"] += 1000
+    for ann in val["annotations"]:
+        ann["image_id"] += 1000
+    first = val["images"][0]["id"]
+    subsets = {"train2014": train, "val2014": val,
+               "minival2014": {**val, "images": val["images"][:1],
+                               "annotations": [a for a in val["annotations"] if a["image_id"] == first]},
+               "valminusminival2014": {**val, "images": val["images"][1:],
+                                       "annotations": [a for a in val["annotations"] if a["image_id"] != first]}}
+    for split, data in subsets.items():
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    shutil.copytree(own_coco / "pictures/train", root / "train2014")
+    shutil.copytree(own_coco / "pictures/val", root / "val2014")
+    return root
+
+
+def union_size(root: Path, *splits: str) -> int:
+    return sum(len(build_dataset("coco", root, split, None, train=True)) for split in splits)
+
+
+def test_training_on_train2014_plus_val_minus_minival_tests_on_minival(coco2014: Path, tmp_path: Path,
+                                                                        caplog) -> None:
+    rc = tool("train_det").main([
+        "--dataset", "coco", "--data-root", str(coco2014),
+        *common(tmp_path, "data.train_split=[train2014, valminusminival2014]", "data.test_split=minival2014"),
+    ])  # fmt: skip
+    assert rc == 0
+    images = union_size(coco2014, "train2014", "valminusminival2014")
+    assert f"coco train2014+valminusminival2014: {images} images" in (tmp_path / "log.txt").read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["split"] == "minival2014" and metrics["images"] == 1  # its image read from val2014/
+
+
+def test_training_on_full_val_with_minival_excluded_and_the_leak_refused(coco2014: Path, tmp_path: Path) -> None:
+    minival = coco2014 / "annotations" / "instances_minival2014.json"
+    args = ["--dataset", "coco", "--data-root", str(coco2014), "--config", str(TINY_CONFIG), "--device", "cpu",
+            "--no-progress", "num_classes=0", "solver.max_iter=1", "solver.checkpoint_period=0",
+            "data.train_split=train2014+val2014+minival2014", "data.test_split=minival2014"]  # fmt: skip
+    assert tool("train_det").main(["--output-dir", str(tmp_path / "leak"), *args]) == 1
+    rc = tool("train_det").main(["--output-dir", str(tmp_path / "ok"), *args, f"data.exclude_images={minival}"])
+    assert rc == 0
+    images = union_size(coco2014, "train2014", "valminusminival2014")
+    assert f"train2014+val2014+minival2014: {images} images" in (tmp_path / "ok" / "log.txt").read_text()
+
+
+def test_several_own_coco_jsons_train_as_one(own_coco: Path, tmp_path: Path) -> None:
+    rc = tool("train_det").main([
+        "--dataset", "coco", "--train-json", str(own_coco / "labels/train.json"), "--train-images",
+        str(own_coco / "pictures/train"), "--train-json", str(own_coco / "labels/val.json"), "--train-images",
+        str(own_coco / "pictures/val"), "--test-json", str(own_coco / "labels/val.json"), "--test-images",
+        str(own_coco / "pictures/val"), *common(tmp_path),
+    ])  # fmt: skip
+    assert rc == 0
+    images = sum(len(build_dataset("coco", own_coco, "", None, train=True, ann_file=own_coco / f"labels/{s}.json",
+                                   image_dir=own_coco / f"pictures/{s}")) for s in ("train", "val"))
+    assert f"coco train+val: {images} images" in (tmp_path / "log.txt").read_text()  # ids repeat, files do not
+
+
+def test_exclude_images_is_for_coco_training_only(tmp_path: Path) -> None:
+    from detection.config import ConfigError, load_config
+    from detection.engine.own_data import own_data_kwargs
+
+    cfg = load_config(None, [f"data.exclude_images={tmp_path / 'minival.json'}", "data.image_dirs={minival: val}"])
+    assert own_data_kwargs("coco", cfg.data, train=True)["exclude_images"] == tmp_path / "minival.json"
+    assert own_data_kwargs("coco", cfg.data, train=False) == {"image_dirs": {"minival": "val"}}  # tests see all
+    with pytest.raises(ConfigError, match="data.exclude_images .* removes COCO image ids; --dataset voc"):
+        own_data_kwargs("voc", cfg.data, train=True)

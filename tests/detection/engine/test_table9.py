@@ -85,3 +85,19 @@ def test_run_table9_on_shapes_and_the_command(tmp_path: Path, shapes_root: Path,
             str(tmp_path / "t9.json"), "model.roi_heads.score_thresh=0.0"]  # fmt: skip
     assert tool.main(argv) == 0
     assert [r["row"] for r in json.loads((tmp_path / "t9.json").read_text())] == ["baseline", "+box refinement"]
+
+
+@pytest.mark.parametrize(
+    "config, system, train_split, test_split",
+    [  # the paper's Table 9 right column; Detectron's trainval35k → minival (not the paper's)
+        ("faster_rcnn_r101_c4_trainval.yaml", "faster_rcnn_r101_c4_multiscale.yaml", ["train2014", "val2014"],
+         "test-dev2015"),
+        ("faster_rcnn_r101_c4_trainval35k.yaml", "faster_rcnn_r101_c4.yaml", ["train2014", "valminusminival2014"],
+         "minival2014"),
+    ],
+)  # fmt: skip
+def test_the_split_configs_are_a_row_system_on_other_splits(config, system, train_split, test_split) -> None:
+    cfg, row = load_config(COCO / config).to_dict(), load_config(COCO / system).to_dict()
+    assert (cfg["data"]["train_split"], cfg["data"]["test_split"]) == (train_split, test_split)
+    assert {k: v for k, v in cfg.items() if k != "data"} == {k: v for k, v in row.items() if k != "data"}
+    assert (row["data"]["train_split"], row["data"]["test_split"]) == ("train2014", "val2014")  # Table 9, left

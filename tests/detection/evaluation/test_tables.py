@@ -100,3 +100,70 @@ def test_the_papers_voc_rows_render_as_published(tmp_path: Path, load_tool, caps
     assert load_tool("tables").main([str(tmp_path / "ours.json"), "--paper", "table10"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[2].startswith("| ours | 50.0 |") and out[3].startswith("| paper: baseline VGG-16 07+12 | 73.2 |")
+
+
+def test_tables_10_and_11_from_eval_voc_json_files(tmp_path: Path, write_xml, load_tool, capsys) -> None:
+    from detection.evaluation.voc import load_voc_ground_truth, voc_eval, write_voc_results
+
+    voc = tmp_path / "VOCdevkit" / "VOC2007"
+    boxes = {"000001": [("aeroplane", (10, 10, 120, 90)), ("dog", (30, 40, 200, 160))],
+             "000002": [("tvmonitor", (50, 60, 150, 140))]}  # fmt: skip
+    for name, objects in boxes.items():
+        write_xml(voc / "Annotations" / f"{name}.xml", objects)
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("000001\n000002\n")
+    dets = {c: [] for c in VOC_CLASSES}
+    dets["aeroplane"] = [("000001", 0.9, (11.0, 11.0, 118.0, 92.0))]
+    dets["tvmonitor"] = [("000001", 0.8, (0.0, 0.0, 40.0, 40.0)), ("000002", 0.7, (52.0, 60.0, 150.0, 138.0))]
+    write_voc_results(tmp_path / "res", "test", dets, VOC_CLASSES)
+    ours = tmp_path / "voc07.json"
+    argv = ["--voc-root", str(voc), "--split", "test", "--results", str(tmp_path / "res"), "--json", str(ours)]
+    assert load_tool("eval_voc").main(argv) == 0
+    expected = voc_eval(dets, load_voc_ground_truth(voc, "test"), VOC_CLASSES, use_07_metric=True)
+    capsys.readouterr()
+    for table, paper_rows in (("table10", 3), ("table11", 3)):
+        markdown = tmp_path / f"{table}.md"
+        argv = [str(ours), "--names", "ours", "--paper", table, "--output", str(markdown)]
+        assert load_tool("tables").main(argv) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines == markdown.read_text().splitlines()
+        assert lines[0] == "| method | mAP | aero | bike | bird | boat | bottle | bus | car | cat | chair | cow | " \
+                           "table | dog | horse | mbike | person | plant | sheep | sofa | train | tv |"
+        assert len(lines) == 2 + 1 + paper_rows and all(line.count("|") == 23 for line in lines)
+        cells = [c.strip() for c in lines[2].split("|")[1:-1]]
+        assert cells[:3] == ["ours", pct(expected.mAP), pct(expected.ap["aeroplane"])]
+        assert cells[-1] == pct(expected.ap["tvmonitor"]) and cells[13] == pct(expected.ap["dog"]) == "0.0"  # missed
+    assert lines[3].startswith("| paper: baseline VGG-16 07++12 | 70.4 | 84.9 |")
+
+
+def test_table12_from_eval_imagenet_det_json_files(tmp_path: Path, write_xml, load_tool, capsys) -> None:
+    from detection.evaluation.imagenet_det import write_det_results
+
+    root = tmp_path / "ILSVRC"
+    (root / "devkit" / "data").mkdir(parents=True)
+    (root / "devkit" / "data" / "map_det.txt").write_text("n01 1 cat\nn02 2 dog\n")
+    (root / "ImageSets" / "DET").mkdir(parents=True)
+    (root / "ImageSets" / "DET" / "val2.txt").write_text("ILSVRC2013_val_00000002 2\nILSVRC2013_val_00000004 4\n")
+    write_xml(root / "Annotations" / "DET" / "val" / "ILSVRC2013_val_00000002.xml", [("n01", (1, 1, 100, 100))])
+    write_xml(root / "Annotations" / "DET" / "val" / "ILSVRC2013_val_00000004.xml", [("n02", (1, 1, 100, 100))])
+    files = []
+    for name, dets in (("single", [(2, "n01", 0.9, (1.0, 1.0, 100.0, 100.0))]),
+                       ("ensemble", [(2, "n01", 0.9, (1.0, 1.0, 100.0, 100.0)),
+                                     (4, "n02", 0.8, (2.0, 1.0, 100.0, 99.0))])):  # fmt: skip
+        write_det_results(tmp_path / f"{name}.txt", dets, {"n01": 1, "n02": 2})
+        files.append(str(tmp_path / f"{name}.json"))
+        argv = ["det", "--ilsvrc-root", str(root), "--split", "val2", "--results", str(tmp_path / f"{name}.txt"),
+                "--json", files[-1]]  # fmt: skip
+        assert load_tool("eval_imagenet").main(argv) == 0
+    capsys.readouterr()
+    assert load_tool("tables").main([*files, "--names", "single model", "ensemble", "--paper", "table12"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:7] == [
+        "| method | val2 | test |", "| :--- | ---: | ---: |",
+        "| single model | 50.0 | n/a |", "| ensemble | 100.0 | n/a |",  # one class of two found; both
+        "| paper: GoogLeNet (ILSVRC'14) | - | 43.9 |",
+        "| paper: our single model (ILSVRC'15) | 60.5 | 58.8 |", "| paper: our ensemble (ILSVRC'15) | 63.6 | 62.1 |",
+    ]  # fmt: skip
+    (tmp_path / "voc.json").write_text(json.dumps({"mAP": 0.5, "ap": {"cat": 0.5}, "metric": "07"}))
+    assert load_tool("tables").main([str(tmp_path / "voc.json"), "--paper", "table12"]) == 2
+    assert "Table 12 takes ImageNet DET results" in capsys.readouterr().err
