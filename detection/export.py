@@ -91,7 +91,7 @@ class FixedSizeDetector(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         t = self.model.transform
-        x = (image - t.pixel_mean) / t.pixel_std
+        x = (t.to_network_pixels(image) - t.pixel_mean) / t.pixel_std
         if self.resized != self.input_size:
             x = F.interpolate(x[None], size=self.resized, mode="bilinear", align_corners=False)[0]
         batch = F.pad(x, self.padding)[None]

@@ -98,6 +98,15 @@ def test_torch_export_program_with_roialign_and_the_papers_proposal_counts(tmp_p
     assert check_program(model, path, images)["detections"] > 0
 
 
+def test_torch_export_program_with_bgr_0_255_input(tmp_path: Path) -> None:
+    """MSRA / detectron2 weights take BGR 0–255: the exported graph converts the RGB [0, 1] input as the model does."""
+    model = tiny_model("input.channel_order=BGR", "input.pixel_scale=255", "input.pixel_mean=[103.53,116.28,123.675]",
+                       "input.pixel_std=[57.4,57.1,58.4]")
+    path = export_program(model, tmp_path / "bgr.pt2", 64, 96)
+    images = [to_tensor(render_image(np.random.default_rng(2), 64, 96)[0])]
+    assert check_program(model, path, images)["detections"] > 0
+
+
 @pytest.mark.parametrize("score_thresh", ["0.99", "0.2"])
 def test_torch_export_program_with_no_or_few_detections(tmp_path: Path, score_thresh: str) -> None:
     """torchvision's fake NMS kernel claims ≥ 2 kept boxes; the exported program must run when NMS keeps 0 or 1."""
