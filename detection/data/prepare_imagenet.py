@@ -78,7 +78,7 @@ PARTS: dict[str, list[str]] = {
     "det": [f"ILSVRC/{p}" for p in ("Data/DET/train", "Data/DET/val", "Annotations/DET/train", "Annotations/DET/val",
                                     "ImageSets/DET/train.txt", "ImageSets/DET/val.txt", "devkit/data/map_det.txt")],
 }  # fmt: skip
-USE = {"cls": "tools/train_cls.py --dataset imagefolder --data-root {root}/classification",
+USE = {"cls": "tools/train_cls.py --dataset imagenet --data-root {root}/classification",
        "loc": "tools/train_loc.py rpn --data-root {root}",
        "det": "tools/train_det.py --dataset imagenet_det --data-root {root}"}
 

@@ -194,7 +194,7 @@ def test_tool_check_names_missing_parts_and_writes_json(tmp_path: Path, capsys: 
     argv = ["imagenet", "--data-root", str(root), "--check", "--parts", "cls,det", "--json", str(report)]
     assert module.main(argv) == 1
     out = capsys.readouterr()
-    assert "cls: complete (tools/train_cls.py --dataset imagefolder" in out.out
+    assert "cls: complete (tools/train_cls.py --dataset imagenet" in out.out
     assert f"det: missing {root}/ILSVRC/Data/DET/train" in out.err and "devkit/data/map_det.txt" in out.err
     result = json.loads(report.read_text())
     assert result["complete"] is False and list(result["missing"]) == ["det"]
