@@ -202,7 +202,14 @@ def extract_archive(path: Path, kind: str, root: Path, *, progress: bool = True)
             (done_classes / wnid).touch()
         elif kind == "val":
             _write(f, size, root / CLS_LOC / "val" / name.name)
-        elif kind == "bbox_train":
+        elif kind == "bbox_train" and name.name.endswith((".tar", ".tar.gz", ".tgz")):  # a tar per class
+            with tarfile.open(fileobj=f, mode="r|*") as inner:
+                for member in inner:
+                    xml = inner.extractfile(member) if member.isfile() else None
+                    if xml is not None:
+                        leaf = _safe(path, PurePosixPath(member.name)).name
+                        _write(xml, member.size, root / BOXES / "train" / leaf.split("_")[0] / leaf)
+        elif kind == "bbox_train":  # <wnid>/<wnid>_<n>.xml
             _write(f, size, root / BOXES / "train" / name.name.split("_")[0] / name.name)
         elif kind == "bbox_val":
             _write(f, size, root / BOXES / "val" / name.name)

@@ -69,8 +69,9 @@ def imagenet_archives(write_image, pascal_xml, tmp_path: Path) -> dict[str, byte
             "ILSVRC2012_devkit_t12/data/meta.mat": meta_mat(),
             "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt":
                 "".join(f"{ids[w]}\n" for w in VAL.values()).encode()}, "w:gz"),
-        "ILSVRC2012_bbox_train_v2.tar.gz": tar_bytes(
-            {f"{w}/{w}_1.xml": xml[w] for _, w, _ in SYNSETS}, "w:gz"),  # boxes for 1 of 2 images a class
+        "ILSVRC2012_bbox_train_v2.tar.gz": tar_bytes(  # boxes for 1 of 2 images a class; a folder, or a tar, a class
+            {"n01440764/n01440764_1.xml": xml["n01440764"],
+             "n01443537.tar.gz": tar_bytes({"n01443537/n01443537_1.xml": xml["n01443537"]}, "w:gz")}, "w:gz"),
         "ILSVRC2012_bbox_val_v3.tgz": tar_bytes({f"val/ILSVRC2012_val_{i:08d}.xml": xml[w] for i, w in VAL.items()},
                                                 "w:gz"),
         "ILSVRC2017_DET.tar.gz": tar_bytes(det, "w:gz"),
