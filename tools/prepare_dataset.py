@@ -41,8 +41,9 @@ LOADER = {"coco": "coco", "voc": "voc"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=sorted([*ARCHIVES, "imagenet"]))
-    p.add_argument("--data-root", "--root", dest="data_root", type=Path, default=None,
+    p.add_argument("--data-root", type=Path, default=None,
                    help="where the dataset goes: the --data-root of the other tools (default datasets/<dataset>)")
+    p.add_argument("--root", dest="data_root", type=Path, help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--check", action="store_true", help="only verify the layout under --data-root; fetch nothing")
     p.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after extraction")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
