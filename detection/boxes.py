@@ -147,7 +147,8 @@ def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float
     """Fast R-CNN's resize rule: the factor that brings the shorter side to ``min_size`` unless the longer side
     would then exceed ``max_size`` (then the longer side is ``max_size``). Training (the data pipeline) and testing
     (the model) both use it."""
-    return min(min_size / min(height, width), max_size / max(height, width))
+    # torch.sym_min/sym_max are min/max on numbers, and stay symbolic for torch.export's image sizes (export.py).
+    return torch.sym_min(min_size / torch.sym_min(height, width), max_size / torch.sym_max(height, width))
 
 
 def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:

@@ -1,21 +1,23 @@
 """Export of the inference model: ONNX (checked with onnxruntime) and ``torch.export`` (a ``.pt2`` program), each
 checked against the eager model.
 
-The exported graph is the single-scale detector for images of one **fixed size** ``(height, width)`` (e.g. a
-camera's frames): it takes a float RGB image ``[3, height, width]`` in [0, 1] and returns ``boxes [D, 4]`` (xyxy,
-pixels of that image), ``scores [D]`` and ``labels [D]`` (int64, 1..K) — what ``model([image])`` returns in eager
-mode for an image of that size. The test-time resize (``detection.boxes.resized_shape``) is computed once, at
-export, so the graph holds no shape arithmetic; tests/detection/test_export.py checks the same detections on
-generated images (onnxruntime on the CPU, and the re-loaded ``.pt2`` program).
+The exported graph is the single-scale detector (:class:`ExportDetector`): it takes a float RGB image
+``[3, H, W]`` in [0, 1] and returns ``boxes [D, 4]`` (xyxy, pixels of that image), ``scores [D]`` and
+``labels [D]`` (int64, 1..K) — what ``model([image])`` returns in eager mode. ONNX files are for one **fixed
+size** ``(height, width)`` (the test-time resize, ``detection.boxes.resized_shape``, computed once at export, so
+the graph holds no shape arithmetic); a ``torch.export`` program is for that size too, or with ``dynamic=True``
+for any height and width in :data:`DYNAMIC_SIDES` (the resize is then computed in the graph, on symbolic sizes).
+tests/detection/test_export.py checks the same detections on generated images (onnxruntime on the CPU, and the
+re-loaded ``.pt2`` program, at several sizes for a dynamic one).
 
-Limits (docs/deployment.md): one input size per exported file (export again for another); one image per call;
-single scale (no ``test.pyramid_min_sizes``); box voting and refinement are refused (:class:`ExportError`); the
-model as built, not ``optimize_for_inference``'s swaps. ONNX uses the TorchScript-based exporter (``dynamo=False``,
-opset 17), which represents NMS's data-dependent output sizes natively. ``torch.export`` (``strict=False``) keeps
-them as unbacked symbolic sizes: NMS's size through the per-image split stays symbolic, per-class NMS has no
-branch on the number of boxes (:class:`FixedSizeSelector`), and torchvision's fake NMS kernel, which claims at
-least 2 kept boxes (``create_unbacked_symint``'s default ``min=2``, asserted at run time), is replaced for the
-duration of the export by one that allows 0 (:func:`_nms_may_keep_none`).
+Limits (docs/deployment.md): one image per call; single scale (no ``test.pyramid_min_sizes``); box voting and
+refinement are refused (:class:`ExportError`); the model as built, not ``optimize_for_inference``'s swaps. ONNX
+uses the TorchScript-based exporter (``dynamo=False``, opset 17), which represents NMS's data-dependent output
+sizes natively. ``torch.export`` (``strict=False``) keeps them as unbacked symbolic sizes: NMS's size through the
+per-image split stays symbolic, per-class NMS has no branch on the number of boxes (:class:`FixedSizeSelector`),
+and torchvision's fake NMS kernel, which claims at least 2 kept boxes (``create_unbacked_symint``'s default
+``min=2``, asserted at run time), is replaced for the duration of the export by one that allows 0
+(:func:`_nms_may_keep_none`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from detection.boxes import resized_shape, scale_boxes
+from detection.boxes import resize_scale, resized_shape
 from detection.model import FasterRCNN
 from detection.postprocess import DetectionSelector
 
@@ -48,7 +50,7 @@ class ExportError(RuntimeError):
 
 
 class FixedSizeSelector(DetectionSelector):
-    """:class:`DetectionSelector` for boxes known to lie in ``[0, max_coordinate]`` (clipped to a fixed-size image).
+    """:class:`DetectionSelector` for boxes known to lie in ``[0, max_coordinate]`` (clipped to an image no larger).
 
     Per-class NMS is one NMS of the boxes shifted by ``label · (max_coordinate + 1)``, so that boxes of different
     classes never overlap: torchvision's "coordinate trick" with the shift fixed at export instead of read from
@@ -69,46 +71,72 @@ class FixedSizeSelector(DetectionSelector):
         return f"{super().extra_repr()}, max_coordinate={self.max_coordinate}"
 
 
-class FixedSizeDetector(nn.Module):
-    """A built :class:`FasterRCNN` for images of one size: ``forward(image [3, H, W]) -> (boxes, scores, labels)``.
+class ExportDetector(nn.Module):
+    """A built :class:`FasterRCNN` as ``forward(image [3, H, W]) -> (boxes, scores, labels)`` for export.
 
     Runs the model's public parts in the order of ``FasterRCNN.forward`` (normalise, resize by the test-time rule,
-    pad, trunk, RPN, RoI heads, boxes back to the input's pixels) with every size a Python int fixed here.
+    pad, trunk, RPN, RoI heads, boxes back to the input's pixels). With ``input_size`` every size is a Python int
+    fixed here (the ONNX tracer then records no shape arithmetic); without it the sizes come from the image, and
+    stay symbolic when ``torch.export`` is given a dynamic height and width (:func:`export_program`).
     """
 
-    def __init__(self, model: FasterRCNN, height: int, width: int) -> None:
+    def __init__(self, model: FasterRCNN, input_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         if model.roi_heads.selector.voting is not None or model.roi_heads.box_refinement:
             raise ExportError("box voting and box refinement are not exported; set model.roi_heads.box_voting=false "
                               "and model.roi_heads.box_refinement=false")
         self.model = copy.deepcopy(model).eval()
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
+        # The resize rule caps the longer side at test_max_size: a bound on every box coordinate for any input.
+        self.model.roi_heads.selector = FixedSizeSelector(self.model.roi_heads.selector,
+                                                          self.model.transform.test_max_size)
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """``detection.boxes.resized_shape`` (the test-time resize rule), for symbolic sizes too.
+
+        Python's ``round`` of a symbolic size cannot be saved in a ``.pt2`` (``SerializeError: op <built-in
+        function round> is not in _SYM_OPS``), and written with saveable operations it makes export and loading
+        take minutes. So the same float64 product is rounded in a tensor (``torch.round`` halves to even, as
+        ``round`` does) and read back as a new size, bounded by what the rule allows."""
         t = self.model.transform
-        self.input_size = (int(height), int(width))
-        self.resized = resized_shape(self.input_size[0], self.input_size[1], t.test_min_size, t.test_max_size)
-        d = t.size_divisible
-        self.padding = (0, -self.resized[1] % d, 0, -self.resized[0] % d)  # right, bottom: as ImageTransform.batch
-        self.model.roi_heads.selector = FixedSizeSelector(self.model.roi_heads.selector, max(self.resized))
+        if not isinstance(height, torch.SymInt) and not isinstance(width, torch.SymInt):
+            return resized_shape(height, width, t.test_min_size, t.test_max_size)
+        scale = resize_scale(height, width, t.test_min_size, t.test_max_size)
+        sides = torch.stack([torch.scalar_tensor(height, dtype=torch.float64),
+                             torch.scalar_tensor(width, dtype=torch.float64)])
+        rounded = torch.round(sides * scale).to(torch.int64)
+        out = (rounded[0].item(), rounded[1].item())
+        for side in out:
+            torch._check(side >= 1)
+            torch._check(side <= t.test_max_size)  # the rule caps the longer side
+        return out
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         t = self.model.transform
+        height, width = self.input_size or (image.shape[-2], image.shape[-1])
+        resized = self.resized_size(height, width)
         x = (t.to_network_pixels(image) - t.pixel_mean) / t.pixel_std
-        if self.resized != self.input_size:
-            x = F.interpolate(x[None], size=self.resized, mode="bilinear", align_corners=False)[0]
-        batch = F.pad(x, self.padding)[None]
+        # A symbolic size is always resampled (same size: an exact copy) rather than compared, which would fix it.
+        if not (isinstance(height, int) and isinstance(width, int) and resized == (height, width)):
+            x = F.interpolate(x[None], size=resized, mode="bilinear", align_corners=False)[0]
+        d = t.size_divisible
+        batch = F.pad(x, (0, (d - resized[1] % d) % d, 0, (d - resized[0] % d) % d))[None]  # as ImageTransform.batch
         features = self.model.trunk(batch)
-        proposals, _ = self.model.rpn(features, [self.resized])
-        detections, _ = self.model.roi_heads(features, proposals, [self.resized])
+        proposals, _ = self.model.rpn(features, [resized])
+        detections, _ = self.model.roi_heads(features, proposals, [resized])
         det = detections[0]
-        return scale_boxes(det["boxes"], self.resized, self.input_size), det["scores"], det["labels"]
+        x1, y1, x2, y2 = det["boxes"].unbind(1)
+        sx, sy = width / resized[1], height / resized[0]  # detection.boxes.scale_boxes, for symbolic sizes too
+        return torch.stack((x1 * sx, y1 * sy, x2 * sx, y2 * sy), dim=1), det["scores"], det["labels"]
 
 
 def export_onnx(model: FasterRCNN, path: Path, height: int, width: int) -> Path:
     """Write ``model`` at input size ``(height, width)`` as an ONNX file (inputs ``image``; outputs ``boxes``,
     ``scores``, ``labels``)."""
-    wrapper = FixedSizeDetector(model, height, width)
+    wrapper = ExportDetector(model, (height, width))
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(3, height, width)
-    # Sizes are Python constants here on purpose (FixedSizeDetector), which is what the tracer warns about.
+    # Sizes are Python constants here on purpose (ExportDetector's input_size), which the tracer warns about.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
@@ -193,13 +221,22 @@ def _nms_may_keep_none() -> Iterator[None]:
         yield
 
 
-def export_program(model: FasterRCNN, path: Path, height: int, width: int) -> Path:
-    """Write ``model`` at input size ``(height, width)`` as a ``torch.export`` program (``torch.export.save``,
-    ``.pt2``): ``program.module()(image [3, H, W]) -> (boxes, scores, labels)``."""
-    wrapper = FixedSizeDetector(model, height, width)
+# The image sides a dynamic-size program accepts (torch.export.Dim bounds; every input is resized to the test scale).
+DYNAMIC_SIDES = (32, 4096)
+
+
+def export_program(model: FasterRCNN, path: Path, height: int, width: int, *, dynamic: bool = False) -> Path:
+    """Write ``model`` as a ``torch.export`` program (``torch.export.save``, ``.pt2``):
+    ``program.module()(image [3, H, W]) -> (boxes, scores, labels)``. The input is ``(height, width)``, or with
+    ``dynamic`` any height and width in :data:`DYNAMIC_SIDES` (``(height, width)`` is then the example traced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(3, height, width)
+    shapes = None
+    if dynamic:
+        sides = {"min": DYNAMIC_SIDES[0], "max": DYNAMIC_SIDES[1]}
+        shapes = ({1: torch.export.Dim("height", **sides), 2: torch.export.Dim("width", **sides)},)
     with torch.no_grad(), _nms_may_keep_none():
-        program = torch.export.export(wrapper, (torch.rand(3, height, width),), strict=False)
+        program = torch.export.export(ExportDetector(model), (example,), dynamic_shapes=shapes, strict=False)
     torch.export.save(program, path)
     return path
 

@@ -16,8 +16,8 @@ from detection import build_detector, load_config
 from detection.data.shapes import render_image
 from detection.data.transforms import to_tensor
 from detection.export import (
+    ExportDetector,
     ExportError,
-    FixedSizeDetector,
     check_onnx,
     check_program,
     export_onnx,
@@ -69,7 +69,7 @@ def test_onnx_with_roialign_and_the_papers_proposal_counts(tmp_path: Path) -> No
 
 def test_refinement_and_voting_are_refused() -> None:
     with pytest.raises(ExportError, match="box voting and box refinement"):
-        FixedSizeDetector(tiny_model("model.roi_heads.box_voting=true"), 64, 96)
+        ExportDetector(tiny_model("model.roi_heads.box_voting=true"), (64, 96))
 
 
 @pytest.mark.parametrize("size", [(64, 96), (70, 90)])
@@ -105,6 +105,20 @@ def test_torch_export_program_with_bgr_0_255_input(tmp_path: Path) -> None:
     path = export_program(model, tmp_path / "bgr.pt2", 64, 96)
     images = [to_tensor(render_image(np.random.default_rng(2), 64, 96)[0])]
     assert check_program(model, path, images)["detections"] > 0
+
+
+def test_torch_export_program_with_dynamic_image_size(tmp_path: Path) -> None:
+    """One program for any size: landscape, portrait, already at the test scale (no resize), a side that rounds at
+    .5 (128 × 129 → 64 × 64.5), and sizes far from the traced example; the same detections as eager at each."""
+    model = tiny_model()
+    path = export_program(model, tmp_path / "dynamic.pt2", 64, 96, dynamic=True)
+    rng = np.random.default_rng(3)
+    sizes = [(64, 96), (96, 64), (70, 90), (128, 129), (200, 33), (330, 143)]
+    images = [to_tensor(render_image(rng, h, w)[0]) for h, w in sizes]
+    report = check_program(model, path, images)
+    assert report["images"] == len(sizes) and report["detections"] > 0
+    with pytest.raises(AssertionError, match="Guard failed"):  # outside the exported range of sides
+        load_program(path)(torch.rand(3, 16, 96))
 
 
 @pytest.mark.parametrize("score_thresh", ["0.99", "0.2"])
@@ -144,10 +158,12 @@ def test_export_tool_torch_export(tmp_path: Path, capsys: pytest.CaptureFixture[
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out, report = tmp_path / "out" / "tiny.pt2", tmp_path / "check.json"
-    argv = ["--weights", str(weights), "--format", "torch-export", "--output", str(out), "--json", str(report)]
+    argv = ["--weights", str(weights), "--format", "torch-export", "--output", str(out), "--json", str(report),
+            "--dynamic", "--check-images", "4"]
     assert module.main(argv) == 0
     assert "torch.export.load vs eager" in capsys.readouterr().out
     result = json.loads(report.read_text())
-    assert result["format"] == "torch-export" and result["input_size"] == [64, 96]
-    assert result["check"]["images"] == 3 and result["check"]["max_box_diff_px"] <= 1e-2
-    assert torch.export.load(out).module()(torch.rand(3, 64, 96))[0].shape[1] == 4
+    assert result["format"] == "torch-export" and result["input_size"] == [64, 96] and result["dynamic"]
+    assert result["check"]["images"] == 4 and result["check"]["max_box_diff_px"] <= 1e-2
+    assert torch.export.load(out).module()(torch.rand(3, 50, 120))[0].shape[1] == 4
+    assert module.main(["--weights", str(weights), "--format", "onnx", "--dynamic"]) == 2
