@@ -202,3 +202,11 @@ def test_tool_check_names_missing_parts_and_writes_json(tmp_path: Path, capsys: 
     assert module.main(["imagenet", "--data-root", str(root), "--check", "--parts", "cls"]) == 0
     assert module.main(["imagenet", "--data-root", str(root), "--archives", str(tmp_path / "empty")]) == 1
     assert "no ImageNet archives given or found" in capsys.readouterr().err
+
+
+def test_members_that_escape_the_root_are_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "ILSVRC2012_bbox_val_v3.tgz"  # no published MD5: extracted without a checksum
+    evil.write_bytes(tar_bytes({"val/../../../outside.xml": b"x"}, "w:gz"))
+    with pytest.raises(DatasetError, match="outside the root; refused"):
+        prepare_imagenet(tmp_path / "root", files=[evil], progress=False)
+    assert not list(tmp_path.rglob("outside.xml"))
