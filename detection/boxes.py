@@ -120,7 +120,7 @@ def nms_first_k(boxes: Tensor, scores: Tensor, iou_thresh: float, k: int) -> Ten
     """
     n = boxes.shape[0]
     # Exporters (tools/export.py) record torchvision's NMS operator; this loop's length depends on the data.
-    if torch.jit.is_tracing() or torch.compiler.is_exporting() or boxes.device.type != "cpu" or n < 4096 or 4 * k > n:
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or boxes.device.type != "cpu" or n < 4096 or 4 * k > n:
         return nms(boxes, scores, iou_thresh)[:k]
     order = scores.sort(descending=True, stable=True).indices
     x1, y1, x2, y2 = boxes[order].unbind(1)
