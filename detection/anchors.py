@@ -70,6 +70,8 @@ class AnchorGenerator:
         return self.cells.shape[0]
 
     def __call__(self, height: int, width: int, device: torch.device) -> Tensor:
+        if torch.compiler.is_compiling():  # torch.export / compile: sizes may be symbolic, no cache keys by them
+            return grid_anchors(self.cells.to(device), height, width, self.stride, self.offset)
         key = (height, width, str(device))
         if key not in self._cache:
             if len(self._cache) > 64:

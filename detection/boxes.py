@@ -120,7 +120,7 @@ def nms_first_k(boxes: Tensor, scores: Tensor, iou_thresh: float, k: int) -> Ten
     """
     n = boxes.shape[0]
     # Exporters (tools/export.py) record torchvision's NMS operator; this loop's length depends on the data.
-    if boxes.device.type != "cpu" or n < 4096 or 4 * k > n or torch.jit.is_tracing():
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or boxes.device.type != "cpu" or n < 4096 or 4 * k > n:
         return nms(boxes, scores, iou_thresh)[:k]
     order = scores.sort(descending=True, stable=True).indices
     x1, y1, x2, y2 = boxes[order].unbind(1)
@@ -147,7 +147,8 @@ def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float
     """Fast R-CNN's resize rule: the factor that brings the shorter side to ``min_size`` unless the longer side
     would then exceed ``max_size`` (then the longer side is ``max_size``). Training (the data pipeline) and testing
     (the model) both use it."""
-    return min(min_size / min(height, width), max_size / max(height, width))
+    # torch.sym_min/sym_max are min/max on numbers, and stay symbolic for torch.export's image sizes (export.py).
+    return torch.sym_min(min_size / torch.sym_min(height, width), max_size / torch.sym_max(height, width))
 
 
 def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:

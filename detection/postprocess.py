@@ -40,7 +40,7 @@ class BoxDecoder(nn.Module):
     ) -> tuple[list[Tensor], list[Tensor]]:
         probs = F.softmax(logits.float(), dim=1)[:, 1:]
         boxes = decode_boxes(deltas.float(), torch.cat(rois), self.weights).view(-1, self.num_classes, 4)
-        counts = [len(r) for r in rois]
+        counts = [r.shape[0] for r in rois]  # not len(): torch.export keeps NMS's data-dependent sizes symbolic
         out_boxes = [
             clip_boxes_to_image(b.reshape(-1, 4), size).view(-1, self.num_classes, 4)
             for b, size in zip(boxes.split(counts), image_sizes)
@@ -95,11 +95,16 @@ class DetectionSelector(nn.Module):
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = torch.nonzero((scores > self.score_thresh) & (wh > 1e-2).all(dim=1)).squeeze(1)
         scores, boxes, labels = scores[keep], boxes[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+        keep = self.batched_nms(boxes, scores, labels)[: self.detections_per_img]
         kept_boxes = boxes[keep]
         if self.voting is not None and keep.numel():
             kept_boxes = self.voting(kept_boxes, labels[keep], boxes, scores, labels)
         return {"boxes": kept_boxes, "scores": scores[keep], "labels": labels[keep]}
+
+    def batched_nms(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
+        """Per-class NMS at ``nms_thresh``: indices into ``boxes [M, 4]``, by decreasing score (detection/export.py
+        swaps in a form with no data-dependent branch)."""
+        return batched_nms(boxes, scores, labels, self.nms_thresh)
 
     def extra_repr(self) -> str:
         return (f"score_thresh={self.score_thresh}, nms_thresh={self.nms_thresh}, "

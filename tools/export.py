@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Export a trained detector for deployment (ONNX), checked with onnxruntime against the eager model.
+"""example:
+  python tools/export.py --weights output/quickstart/detector/model_final.pth --format onnx --size 480 640
+  python tools/export.py --weights output/quickstart/detector/model_final.pth --format torch-export \\
+      --size 480 640 --output output/export/detector.pt2 --json output/export/check.json
+  python tools/export.py --weights output/quickstart/detector/model_final.pth --format torch-export --dynamic
 
-    python tools/export.py --weights output/quickstart/detector/model_final.pth --format onnx \
-        --size 480 640 --output output/export/detector.onnx
-
-The file takes one float RGB image [3, H, W] in [0, 1] of exactly --size (H W; default: the config's
-test_min_size x test_max_size) and returns boxes [D, 4] (xyxy, pixels of that image), scores [D] and labels [D]
-(1..K; class names in OUTPUT.classes.txt). Unless --no-check, it is run with onnxruntime on --check-images generated
-images and compared with the eager model (same detections within 0.01 px / 1e-4 score). Limits: docs/deployment.md.
-Trailing key=value arguments override the config stored in the checkpoint.
+Export a trained detector for deployment: ONNX (run with onnxruntime) or a torch.export program (.pt2, loaded with
+torch.export.load). The file takes one float RGB image [3, H, W] in [0, 1] of exactly --size (H W; default: the
+config's test_min_size x test_max_size; with --dynamic, torch-export only: any H and W from 32 to 4096) and
+returns boxes [D, 4] (xyxy, pixels of that image), scores [D] and labels [D] (1..K; class names in
+OUTPUT.classes.txt). Unless --no-check, the written file is run (onnxruntime on the CPU, or torch.export.load) on
+--check-images generated images (with --dynamic: of several sizes) and compared with the eager model (same
+detections within 0.01 px / 1e-4 score). Limits: docs/deployment.md. Trailing key=value arguments override the
+config stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -28,18 +32,35 @@ from detection.config import ConfigError  # noqa: E402
 from detection.data.shapes import render_image  # noqa: E402
 from detection.data.transforms import to_tensor  # noqa: E402
 from detection.engine.run import load_detector  # noqa: E402
-from detection.export import ExportError, check_onnx, export_onnx  # noqa: E402
+from detection.export import (  # noqa: E402
+    DYNAMIC_SIDES,
+    ExportError,
+    check_onnx,
+    check_program,
+    export_onnx,
+    export_program,
+)
+
+# --format → (writer, checker, default file name, what runs the check)
+FORMATS = {
+    "onnx": (export_onnx, check_onnx, "detector.onnx", "onnxruntime"),
+    "torch-export": (export_program, check_program, "detector.pt2", "torch.export.load"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, required=True, help="a checkpoint written by tools/train_det.py")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--output", type=Path, default=Path("output/export/detector.onnx"))
+    p.add_argument("--format", choices=sorted(FORMATS), default="onnx")
+    p.add_argument("--output", type=Path, default=None,
+                   help="the file to write (default output/export/detector.onnx or .pt2)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="the input images' height and width (default: test_min_size test_max_size)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="torch-export: any image height and width (--size is then the traced example)")
     p.add_argument("--check-images", type=int, default=3, help="generated images compared with the eager model")
-    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with the eager model")
+    p.add_argument("--json", type=Path, default=None, help="write the file's path, size and check result as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     return p.parse_args(argv)
 
@@ -47,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(None)
+    write, check, default_name, checker = FORMATS[args.format]
+    output = args.output or Path("output/export") / default_name
+    if args.dynamic and args.format != "torch-export":
+        print("error: --dynamic is for --format torch-export (an ONNX file is for one input size)", file=sys.stderr)
+        return 2
     try:
         model, cfg, classes = load_detector(args.weights, overrides=args.overrides)
     except (ConfigError, CheckpointError) as exc:
@@ -54,19 +80,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     height, width = args.size or (cfg.input.test_min_size, cfg.input.test_max_size)
     model = model.eval()
+    shape = f"[3, H, W], H and W in {list(DYNAMIC_SIDES)}" if args.dynamic else f"[3, {height}, {width}]"
+    result: dict[str, object] = {"format": args.format, "path": str(output), "input_size": [height, width],
+                                 "dynamic": args.dynamic}
     try:
-        path = export_onnx(model, args.output, height, width)
-        names = args.output.with_suffix(".classes.txt")
+        path = write(model, output, height, width, **({"dynamic": True} if args.dynamic else {}))
+        names = output.with_suffix(".classes.txt")
         names.write_text("".join(f"{name}\n" for name in classes))
-        print(f"wrote {path} (input [3, {height}, {width}]) and {names}")
+        print(f"wrote {path} (input {shape}) and {names}")
         if not args.no_check:
             rng = np.random.default_rng(0)  # generated shapes scenes: objects for a trained model to find
-            images = [to_tensor(render_image(rng, height, width)[0]) for _ in range(args.check_images)]
-            report = check_onnx(model, path, images)
-            print("onnxruntime vs eager: " + json.dumps(report))
+            # A dynamic program is checked at the example size, its transpose and smaller/larger ones.
+            sizes = [(height, width), (width, height), (height * 3 // 4, width), (height, width * 5 // 4)]
+            sizes = sizes if args.dynamic else [(height, width)]
+            images = [to_tensor(render_image(rng, *sizes[i % len(sizes)])[0]) for i in range(args.check_images)]
+            result["check"] = check(model, path, images)
+            print(f"{checker} vs eager: " + json.dumps(result["check"]))
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -2,8 +2,8 @@
 
 - :data:`ARCHIVES`: each dataset's official archives with their published MD5 checksums (COCO 2017 from
   images.cocodataset.org; PASCAL VOC 2007 trainval/test and 2012 trainval from host.robots.ox.ac.uk, the
-  checksums torchvision's ``VOCDetection`` lists). ILSVRC is distributed only after a login at image-net.org:
-  there is nothing to download here, :func:`check_layout` says what to place where.
+  checksums torchvision's ``VOCDetection`` lists). ImageNet, distributed after a login, is
+  detection/data/prepare_imagenet.py (from the archives a user downloaded, or a mirror, through :func:`download`).
 - :func:`download`: resumable (an interrupted ``<name>.part`` continues with an HTTP ``Range`` request), with a
   tqdm progress bar, verified against the checksum before it is renamed into place.
 - :func:`extract`: zip or tar into the root, refusing members that would land outside it; a marker file makes a
@@ -33,10 +33,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Archive:
-    """One downloadable file: its ``url``, published ``md5`` and the file name it is stored under."""
+    """One downloadable file: its ``url``, published ``md5`` (None: none published, not verified) and the file name
+    it is stored under."""
 
     url: str
-    md5: str
+    md5: str | None
 
     @property
     def name(self) -> str:
@@ -56,23 +57,15 @@ ARCHIVES: dict[str, list[Archive]] = {
         Archive(f"{_VOC}/voc2007/VOCtest_06-Nov-2007.tar", "b6e924de25625d8de591ea690078ad9f"),
         Archive(f"{_VOC}/voc2012/VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
     ],
-    "imagenet": [],  # behind a login at image-net.org
 }
 
-# What the loaders read under --data-root (detection/data/coco.py, voc.py, imagenet_det.py).
+# What the loaders read under --data-root (detection/data/coco.py, voc.py; ImageNet: prepare_imagenet.PARTS).
 REQUIRED: dict[str, list[str]] = {
     "coco": ["annotations/instances_train2017.json", "annotations/instances_val2017.json", "train2017", "val2017"],
     "voc": [f"VOCdevkit/VOC{year}/{part}" for year, parts in (
         ("2007", ("Annotations", "JPEGImages", "ImageSets/Main/trainval.txt", "ImageSets/Main/test.txt")),
         ("2012", ("Annotations", "JPEGImages", "ImageSets/Main/trainval.txt"))) for part in parts],
-    "imagenet": [f"ILSVRC/{p}" for p in ("Data/DET/train", "Data/DET/val", "Annotations/DET/train",
-                                         "Annotations/DET/val", "ImageSets/DET/train.txt", "ImageSets/DET/val.txt",
-                                         "devkit/data/map_det.txt")],
 }  # fmt: skip
-
-IMAGENET_HELP = ("ILSVRC DET is downloaded after registering at https://image-net.org (ILSVRC2015 DET: "
-                 "ILSVRC2015_DET.tar.gz, with the DET devkit); extract it so that ROOT/ILSVRC holds Data/, "
-                 "Annotations/, ImageSets/ and devkit/, then run --check")
 
 
 def check_layout(name: str, root: Path) -> list[str]:
@@ -88,23 +81,27 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download(archive: Archive, folder: Path, *, progress: bool = True, timeout: float = 60.0) -> Path:
+def download(archive: Archive, folder: Path, *, progress: bool = True, timeout: float = 60.0,
+             headers: dict[str, str] | None = None) -> Path:
     """``folder/<archive.name>``, downloaded unless a verified copy is there.
 
     A partial ``<name>.part`` from an interrupted run is continued with a ``Range`` request (restarted when the
     server ignores it). The complete file must match ``archive.md5``; otherwise it is deleted and a
-    :class:`DatasetError` names both checksums. Network errors are a :class:`DatasetError` naming the URL; the
-    partial file is kept for the next run.
+    :class:`DatasetError` names both checksums (no published MD5: a complete download is kept as it is).
+    ``headers`` go with every request (a mirror's ``Authorization`` or ``Cookie``). Network errors are a
+    :class:`DatasetError` naming the URL; the partial file is kept for the next run.
     """
     folder.mkdir(parents=True, exist_ok=True)
     target, part = folder / archive.name, folder / f"{archive.name}.part"
     if target.is_file():
-        if md5sum(target) == archive.md5:
+        if archive.md5 is None or md5sum(target) == archive.md5:
             return target
         logger.warning("%s does not match its published MD5 %s; downloading it again", target, archive.md5)
         target.unlink()
     start = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(archive.url, headers={"Range": f"bytes={start}-"} if start else {})
+    request = urllib.request.Request(archive.url, headers=dict(headers or {}))
+    if start:
+        request.add_header("Range", f"bytes={start}-")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if start and response.status != 206:  # the server sent the whole file: start over
@@ -123,7 +120,7 @@ def download(archive: Archive, folder: Path, *, progress: bool = True, timeout: 
     except (urllib.error.URLError, OSError) as exc:
         raise DatasetError(f"downloading {archive.url} failed ({exc}); run again to resume from "
                            f"{part.stat().st_size if part.exists() else 0} bytes") from None
-    got = md5sum(part)
+    got = md5sum(part) if archive.md5 is not None else None
     if got != archive.md5:
         part.unlink()
         raise DatasetError(f"{archive.url}: MD5 {got} does not match the published {archive.md5}; the download was "
@@ -168,8 +165,6 @@ def prepare(name: str, root: Path, *, archives: list[Archive] | None = None, kee
     """Download (resumably), verify and extract the archives of ``name`` into ``root``; return what is still
     missing from the layout afterwards (empty on success). Archives go to ``root/downloads`` and are deleted
     after extraction unless ``keep_archives``."""
-    if name == "imagenet" and not archives:
-        raise DatasetError(IMAGENET_HELP.replace("ROOT", str(root)))
     for archive in archives if archives is not None else ARCHIVES[name]:
         if (root / f".extracted_{archive.name}").exists():
             continue

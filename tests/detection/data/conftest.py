@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+
+from detection.data.prepare import Archive
 
 
 def write_image(path: Path, height: int, width: int, *, seed: int = 0) -> Path:
@@ -134,3 +139,63 @@ def ilsvrc_root(tmp_path: Path) -> Path:
     (sets / "val1.txt").write_text(f"{val[0]} 1\n{val[2]} 3\n")
     (sets / "val2.txt").write_text(f"{val[1]} 2\n")
     return tmp_path
+
+
+class Served:
+    """Fixed in-memory files on 127.0.0.1 (an ephemeral port); honours ``Range: bytes=N-``; logs requests (the
+    dataset download tests: test_prepare.py, test_prepare_imagenet.py)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[tuple[str, str | None]] = []
+        self.headers: list[dict[str, str]] = []  # every request's headers
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                name = self.path.lstrip("/")
+                served.requests.append((name, self.headers.get("Range")))
+                served.headers.append(dict(self.headers))
+                if name not in served.files:
+                    self.send_error(404)
+                    return
+                data, start = served.files[name], 0
+                if self.headers.get("Range", "").startswith("bytes="):
+                    start = int(self.headers["Range"][6:].rstrip("-"))
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def archive(self, name: str) -> Archive:
+        return Archive(self.url(name), hashlib.md5(self.files[name]).hexdigest())
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    servers: list[Served] = []
+
+    def start(files: dict[str, bytes]) -> Served:
+        served = Served(files)
+        served.thread.start()
+        servers.append(served)
+        return served
+
+    yield start
+    for served in servers:
+        served.server.shutdown()
+        served.server.server_close()

@@ -3,14 +3,10 @@ local HTTP server on 127.0.0.1 (Range requests, so resuming is exercised), check
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import tarfile
-import threading
 import zipfile
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,63 +16,6 @@ from detection.data.errors import DatasetError
 from detection.data.prepare import REQUIRED, Archive, check_layout, download, extract, prepare
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-class Served:
-    """Fixed in-memory files on 127.0.0.1 (an ephemeral port); honours ``Range: bytes=N-``; logs requests."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.requests: list[tuple[str, str | None]] = []
-        served = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                name = self.path.lstrip("/")
-                served.requests.append((name, self.headers.get("Range")))
-                if name not in served.files:
-                    self.send_error(404)
-                    return
-                data, start = served.files[name], 0
-                if self.headers.get("Range", "").startswith("bytes="):
-                    start = int(self.headers["Range"][6:].rstrip("-"))
-                    if start >= len(data):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                self.wfile.write(data[start:])
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
-
-    def archive(self, name: str) -> Archive:
-        return Archive(self.url(name), hashlib.md5(self.files[name]).hexdigest())
-
-
-@pytest.fixture
-def serve() -> Iterator:
-    servers: list[Served] = []
-
-    def start(files: dict[str, bytes]) -> Served:
-        served = Served(files)
-        served.thread.start()
-        servers.append(served)
-        return served
-
-    yield start
-    for served in servers:
-        served.server.shutdown()
-        served.server.server_close()
 
 
 def tar_bytes(members: dict[str, bytes]) -> bytes:
@@ -171,5 +110,6 @@ def test_check_names_every_missing_path(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "missing 3 of the 4" in err and str(root / "annotations/instances_train2017.json") in err
     assert str(root / "val2017") not in err  # present
-    assert module.main(["imagenet", "--root", str(tmp_path / "ilsvrc")]) == 1
-    assert "image-net.org" in capsys.readouterr().err
+    assert module.main(["imagenet", "--root", str(tmp_path / "ilsvrc")]) == 1  # --root: the old spelling
+    err = capsys.readouterr().err
+    assert "image-net.org" in err and "--archives DIR" in err
