@@ -50,60 +50,73 @@ def add_flag(parser: argparse.ArgumentParser, name: str, *, old: Sequence[str] =
     return action
 
 
-def _help(base: str, detail: str | None) -> str:
-    return f"{base} ({detail})" if detail else base
+# The help text of each conventional flag; a tool adds its specifics in parentheses (``_help``).
+HELP = {
+    "--config": "YAML config overriding the defaults",
+    "--data-root": "dataset root",
+    "--output-dir": "where the tool writes its files",
+    "--output": "the file to write",
+    "--weights": "checkpoint to load",
+    "--device": "auto, cpu, cuda or cuda:N; auto: this rank's GPU if there is one, else the CPU",
+    "--amp": "mixed precision (fp16 on CUDA, bf16 on CPU)",
+    "--no-progress": "no progress bar (log lines only)",
+    "--json": "also write the result as JSON here",
+    "--split": "dataset split",
+    "overrides": "config overrides, e.g. solver.base_lr=0.01",
+}
+
+
+def _help(flag: str, detail: str | None) -> str:
+    return f"{HELP[flag]} ({detail})" if detail else HELP[flag]
 
 
 def add_config(parser: argparse.ArgumentParser, detail: str | None = None, *, default: Path | None = None,
                **kwargs: Any) -> argparse.Action:
     return add_flag(parser, "--config", **{"type": Path, "default": default, "metavar": "FILE",
-                                           "help": _help("YAML config overriding the defaults", detail), **kwargs})
+                                           "help": _help("--config", detail), **kwargs})
 
 
 def add_data_root(parser: argparse.ArgumentParser, detail: str | None = None, *, old: Sequence[str] = (),
                   **kwargs: Any) -> argparse.Action:
     return add_flag(parser, "--data-root", old=old, **{"type": Path, "default": None, "metavar": "DIR",
-                                                       "help": _help("dataset root", detail), **kwargs})
+                                                       "help": _help("--data-root", detail), **kwargs})
 
 
 def add_output_dir(parser: argparse.ArgumentParser, default: str | None, detail: str | None = None,
                    **kwargs: Any) -> argparse.Action:
     kind = kwargs.pop("type", Path)
+    said = f"default {default}" + (f"; {detail}" if detail else "")
     return add_flag(parser, "--output-dir", **{"type": kind, "default": None if default is None else kind(default),
-                                               "metavar": "DIR",
-                                               "help": _help(f"where the tool writes its files (default {default})",
-                                                             detail), **kwargs})
+                                               "metavar": "DIR", "help": _help("--output-dir", said), **kwargs})
 
 
 def add_output(parser: argparse.ArgumentParser, detail: str, **kwargs: Any) -> argparse.Action:
     """``--output FILE``: the one file a tool writes."""
-    return add_flag(parser, "--output", **{"type": Path, "metavar": "FILE", "help": _help("the file to write", detail),
+    return add_flag(parser, "--output", **{"type": Path, "metavar": "FILE", "help": _help("--output", detail),
                                            **kwargs})
 
 
 def add_weights(parser: argparse.ArgumentParser, detail: str, *, old: Sequence[str] = (),
                 **kwargs: Any) -> argparse.Action:
     return add_flag(parser, "--weights", old=old, **{"type": Path, "metavar": "FILE",
-                                                     "help": _help("checkpoint to load", detail), **kwargs})
+                                                     "help": _help("--weights", detail), **kwargs})
 
 
 def add_device(parser: argparse.ArgumentParser, *, default: str = "auto") -> argparse.Action:
-    return add_flag(parser, "--device", default=default,
-                    help=f"auto, cpu, cuda or cuda:N (default {default}; auto: this rank's GPU if any, else the CPU)")
+    return add_flag(parser, "--device", default=default, help=_help("--device", f"default {default}"))
 
 
 def add_amp(parser: argparse.ArgumentParser) -> argparse.Action:
-    return add_flag(parser, "--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    return add_flag(parser, "--amp", action="store_true", help=HELP["--amp"])
 
 
 def add_no_progress(parser: argparse.ArgumentParser) -> argparse.Action:
-    return add_flag(parser, "--no-progress", action="store_true", help="no progress bar (log lines only)")
+    return add_flag(parser, "--no-progress", action="store_true", help=HELP["--no-progress"])
 
 
 def add_json(parser: argparse.ArgumentParser, detail: str | None = None, *, old: Sequence[str] = (),
              **kwargs: Any) -> argparse.Action:
-    return add_flag(parser, "--json", old=old, **{"type": Path, "metavar": "FILE",
-                                                  "help": _help("also write the result as JSON here", detail),
+    return add_flag(parser, "--json", old=old, **{"type": Path, "metavar": "FILE", "help": _help("--json", detail),
                                                   **kwargs})
 
 
@@ -112,13 +125,13 @@ def add_split(parser: argparse.ArgumentParser, detail: str | None = None, *, def
     said = f"default {default}" if default else "default: the dataset's test split"
     if detail:
         said = f"{detail}; {said}" if default else detail
-    return add_flag(parser, "--split", **{"default": default, "metavar": "NAME", "help": _help("dataset split", said),
+    return add_flag(parser, "--split", **{"default": default, "metavar": "NAME", "help": _help("--split", said),
                                           **kwargs})
 
 
 def add_overrides(parser: argparse.ArgumentParser, detail: str | None = None, *, dest: str = "overrides") -> None:
-    parser.add_argument(dest, nargs="*", metavar="key=value",
-                        help=_help("config overrides, e.g. solver.base_lr=0.01", detail))
+    """Trailing ``key=value`` config overrides (``dest``: the attribute the tool reads them from)."""
+    parser.add_argument(dest, nargs="*", metavar="key=value", help=_help("overrides", detail))
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, output_dir: str) -> None:

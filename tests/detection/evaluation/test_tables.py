@@ -67,7 +67,7 @@ def test_eval_coco_cli(tmp_path: Path, load_tool, capsys) -> None:
     (tmp_path / "instances_val.json").write_text(json.dumps(dataset))
     dets = [{"image_id": 5, "category_id": 18, "bbox": [10, 10, 40, 40], "score": 0.9}]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
-    argv = ["--annotations", str(tmp_path / "instances_val.json"), "--results", str(tmp_path / "dets.json")]
+    argv = ["--data-root", str(tmp_path / "instances_val.json"), "--results", str(tmp_path / "dets.json")]
     assert load_tool("eval_coco").main([*argv, "--json", str(tmp_path / "out.json")]) == 0
     out = capsys.readouterr().out
     assert "| ours | 100.0 | 100.0 |" in out and "| dog | 100.0 | 100.0 |" in out
