@@ -1,7 +1,7 @@
 """Does the data pipeline keep up with training? Decode + augment (resize to shorter side 600, flip) + collate, with
 0..N DataLoader workers, on a generated COCO-layout shapes set with COCO-sized images (default 480–640 px).
 
-    python tools/benchmark_loader.py --workers 0 1 2 --images 64 --batch 2 --consumes 0.35
+    python tools/benchmark_loader.py --workers 0 1 2 --images 64 --batch-size 2 --consumes 0.35
 
 ``--consumes`` (images/s the training step takes, e.g. from tools/benchmark.py) is printed next to each rate.
 """
