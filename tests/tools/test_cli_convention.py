@@ -172,3 +172,38 @@ def test_a_tool_runs_as_a_script(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env_path, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n\n", 1)[1].startswith("example:\n  python tools/eval_cls.py ")
+
+
+class StageCommands(Exception):
+    """Raised by the patched runner once the quickstart has built its commands, so nothing is trained."""
+
+
+@pytest.mark.parametrize("name", ["quickstart", "quickstart_loc"])
+def test_quickstart_stage_commands_parse_with_the_stage_tools(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quickstarts call the other tools by their conventional flags: every stage command they would run parses
+    with that tool's own parser (the stages themselves run in tests/tools/test_quickstart.py)."""
+    commands: list[list[str]] = []
+
+    def record(cmd: list[str]) -> None:
+        commands.append(cmd)
+
+    quickstart = tool(name)
+    monkeypatch.setattr(quickstart, "run", record)
+    data = tmp_path / "data"
+    if name == "quickstart":
+        argv = ["--num-train", "2", "--num-val", "2", "--cls-iters", "10", "--device", "cpu"]
+    else:
+        from detection.localization.data import generate_cls_loc
+
+        generate_cls_loc(data, num_classes=2, train_per_class=2, num_val=2, min_size=48, max_size=64)
+        argv = ["--device", "cpu"]
+    with pytest.raises(FileNotFoundError):  # the metrics the skipped stages would have written
+        quickstart.main([*argv, "--data-root", str(data), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert len(commands) == (2 if name == "quickstart" else 4)
+    for cmd in commands:
+        stage = Path(cmd[1]).stem
+        parser = tool(stage).build_parser()
+        args = parser.parse_intermixed_args(cmd[2:]) if stage == "train_loc" else parser.parse_args(cmd[2:])
+        assert args.device == "cpu" and args.no_progress is True
