@@ -19,8 +19,9 @@ from detection.evaluation.coco import coco_eval, count_inverted_results, load_co
 from detection.evaluation.tables import coco_stats_table, coco_table, per_class_table
 from detection.evaluation.voc import EvaluationInputError
 
-EXAMPLE = ("python tools/eval_coco.py --data-root datasets/coco --split val2017 "
-           "--results output/coco_test/coco_results_val2017.json --json coco.json")
+# After tools/quickstart.py: the generated shapes set is in the COCO layout.
+EXAMPLE = ("python tools/eval_coco.py --data-root datasets/shapes --split val "
+           "--results output/quickstart/detector/coco_results_val.json --json coco.json")
 
 
 def build_parser() -> argparse.ArgumentParser:

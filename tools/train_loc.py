@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Train the paper's ImageNet localiser (Appendix C): stage ``rpn`` (the per-class RPN), then stage ``rcnn``.
 
+    python tools/train_loc.py rpn --data-root datasets/imagenet_loc --config configs/imagenet_loc/rpn_rcnn_r101.yaml \
+        --output-dir output/loc/rpn net.weights=output/cls_r101/model_final.pth
     python tools/train_loc.py rcnn --data-root datasets/imagenet_loc --config configs/imagenet_loc/rpn_rcnn_r101.yaml \
         --weights output/loc/rpn/model_final.pth --output-dir output/loc/rcnn net.weights=...
     torchrun --nproc_per_node=8 tools/train_loc.py rpn ...
@@ -37,9 +39,10 @@ from detection.errors import DatasetError  # noqa: E402
 from detection.localization.config import load_loc_config  # noqa: E402
 from detection.localization.engine import train_rcnn, train_rpn  # noqa: E402
 
-EXAMPLE = ("python tools/train_loc.py rpn --data-root datasets/imagenet_loc --config "
-           "configs/imagenet_loc/rpn_rcnn_r101.yaml --output-dir output/loc/rpn "
-           "net.weights=output/cls_r101/model_final.pth")
+# The generated data and classifier of tools/quickstart_loc.py; docs/localization.md has the paper's ImageNet run.
+EXAMPLE = ("python tools/train_loc.py rpn --data-root datasets/imagenet_loc_gen --config "
+           "configs/imagenet_loc/quickstart.yaml --output-dir output/loc_rpn "
+           "net.weights=output/quickstart_loc/classifier/model_final.pth")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
