@@ -186,6 +186,7 @@ def evaluate_weights(
     workers: int = 2,
     device: str | None = None,
     amp: bool = False,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Build `arch`, load `weights` (`load_weights` sources) and return its top-1/top-5 error (%) on `dataset`'s
     validation images with testing protocol `mode`.
@@ -226,4 +227,4 @@ def evaluate_weights(
         collate_fn=collate_single if mode == "fullconv" else None,
         pin_memory=dev.type == "cuda",
     )
-    return evaluate(model, loader, normalizer.to(dev), mode, device=dev, amp=amp, progress=True)
+    return evaluate(model, loader, normalizer.to(dev), mode, device=dev, amp=amp, progress=progress)

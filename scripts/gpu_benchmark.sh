@@ -17,9 +17,9 @@ timeout 120 "$py" -c 'import torch, torchvision; print("torch", torch.__version_
 echo "$(date -u +%T) start"
 cfg=configs/coco/faster_rcnn_r50_c4.yaml
 timeout 200 "$py" tools/benchmark.py --config "$cfg" --compare torchvision --device cuda --dtype fp32 bf16 \
-  --mode both --batch 2 --warmup 3 --iters 20 --json "$json/gpu_eager.json" --markdown "$md" \
+  --mode both --batch-size 2 --warmup 3 --iters 20 --json "$json/gpu_eager.json" --markdown "$md" \
   || echo "eager benchmark failed" | tee -a "$md"
 timeout 200 "$py" tools/benchmark.py --config "$cfg" --compare torchvision --device cuda --dtype bf16 \
   --mode inference --compile --warmup 3 --iters 20 --json "$json/gpu_compile.json" --markdown "$md" \
   || echo "torch.compile run failed or timed out; the eager table above stands" | tee -a "$md"
-timeout 100 "$py" tools/benchmark_memory.py --config "$cfg" --device cuda --iters 200 --batch 2 | tee -a "$md"
+timeout 100 "$py" tools/benchmark_memory.py --config "$cfg" --device cuda --iters 200 --batch-size 2 | tee -a "$md"

@@ -49,6 +49,7 @@ from benchmark_models import (  # noqa: E402
 from detection.box_head import conv5_of  # noqa: E402
 from detection.build import build_detector  # noqa: E402
 from detection.config import load_config  # noqa: E402
+from detection.engine.cli import add_config, add_device, add_flag, add_json, add_overrides, tool_parser  # noqa: E402
 from detection.optimize import optimize_for_inference, optimize_for_training  # noqa: E402
 
 
@@ -339,16 +340,20 @@ def markdown(result: dict[str, Any], args: argparse.Namespace, command: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/coco/faster_rcnn_r50_c4.yaml")
+EXAMPLE = "python tools/benchmark.py --mode inference --image-size 320 --iters 2 --threads 1"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_config(p, "default configs/coco/faster_rcnn_r50_c4.yaml", type=str,
+               default=str(Path(__file__).resolve().parents[1] / "configs/coco/faster_rcnn_r50_c4.yaml"))
     p.add_argument("--compare", default="torchvision", choices=["torchvision"])
-    p.add_argument("--device", default="cpu")
+    add_device(p, default="cpu")
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                    help="dtypes of the optimised model (torchvision and ours-as-built always run fp32)")
     p.add_argument("--mode", default="both", choices=["inference", "train", "both"])
     p.add_argument("--image-size", type=int, default=600, help="shorter side; images are 4:3")
-    p.add_argument("--batch", type=int, default=1, help="images per training step")
+    add_flag(p, "--batch-size", old=("--batch",), dest="batch", type=int, default=1, help="images per training step")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -356,10 +361,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="glibc: keep freed memory in the heap instead of mmap/munmap per large tensor (all models)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="write all rows, times and agreement here")
+    add_json(p, "all rows, times and agreement")
     p.add_argument("--markdown", type=Path, help="append the table (with command, machine, date) to this file")
-    p.add_argument("opts", nargs="*", help="config overrides key=value (applied to both models)")
-    return p.parse_args(argv)
+    add_overrides(p, "applied to both models", dest="opts")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """Does the data pipeline keep up with training? Decode + augment (resize to shorter side 600, flip) + collate, with
 0..N DataLoader workers, on a generated COCO-layout shapes set with COCO-sized images (default 480–640 px).
 
-    python tools/benchmark_loader.py --workers 0 1 2 --images 64 --batch 2 --consumes 0.35
+    python tools/benchmark_loader.py --workers 0 1 2 --images 64 --batch-size 2 --consumes 0.35
 
 ``--consumes`` (images/s the training step takes, e.g. from tools/benchmark.py) is printed next to each rate.
 """
@@ -23,6 +23,7 @@ from detection.data import build_dataset
 from detection.data.collate import collate
 from detection.data.shapes import generate_shapes
 from detection.data.transforms import build_transforms
+from detection.engine.cli import add_data_root, add_flag, tool_parser
 
 
 def loader_rate(root: Path, workers: int, batch: int, epochs: int, min_size: int, max_size: int) -> float:
@@ -41,19 +42,26 @@ def loader_rate(root: Path, workers: int, batch: int, epochs: int, min_size: int
     return seen / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", type=Path, help="dataset directory (generated when missing; default: a temp dir)")
+EXAMPLE = "python tools/benchmark_loader.py --workers 0 1 --images 16 --batch-size 2 --consumes 0.35"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_data_root(p, "shapes, generated when missing; default: a temp dir", old=("--root",), dest="root")
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--min-image", type=int, default=480, help="generated images' shorter side lower bound")
     p.add_argument("--max-image", type=int, default=640, help="generated images' longer side")
     p.add_argument("--min-size", type=int, default=600, help="training resize: shorter side")
     p.add_argument("--max-size", type=int, default=1000)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--batch", type=int, default=2)
+    add_flag(p, "--batch-size", old=("--batch",), dest="batch", type=int, default=2)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--consumes", type=float, default=0.0, help="images/s the training step consumes")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp) / "shapes"

@@ -24,6 +24,7 @@ from benchmark_models import benchmark_sample, calibrate  # noqa: E402
 
 from detection.build import build_detector  # noqa: E402
 from detection.config import load_config  # noqa: E402
+from detection.engine.cli import add_config, add_device, add_flag, tool_parser  # noqa: E402
 from detection.optimize import optimize_for_training  # noqa: E402
 
 
@@ -34,18 +35,26 @@ def current_and_peak(device: torch.device) -> tuple[float, float]:
     return _vm_kib("VmRSS") / 1024, _vm_kib("VmHWM") / 1024
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/coco/faster_rcnn_r50_c4.yaml")
-    p.add_argument("--device", default="cpu")
+EXAMPLE = "python tools/benchmark_memory.py --iters 20 --image-size 320 --roi-batch 32 --threads 1"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_config(p, "default configs/coco/faster_rcnn_r50_c4.yaml", type=str,
+               default=str(Path(__file__).resolve().parents[1] / "configs/coco/faster_rcnn_r50_c4.yaml"))
+    add_device(p, default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--image-size", type=int, default=600)
-    p.add_argument("--batch", type=int, default=2)
+    add_flag(p, "--batch-size", old=("--batch",), dest="batch", type=int, default=2)
     p.add_argument("--roi-batch", type=int, default=128, help="RoIs sampled per image (the config's is 128)")
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--plain", action="store_true", help="do not apply optimize_for_training")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     size, long = args.image_size, round(args.image_size * 4 / 3)

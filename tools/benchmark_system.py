@@ -30,6 +30,7 @@ from benchmark_models import benchmark_sample, calibrate  # noqa: E402
 
 from detection.build import build_detector, build_test_detector  # noqa: E402
 from detection.config import load_config  # noqa: E402
+from detection.engine.cli import add_config, add_json, add_overrides, tool_parser  # noqa: E402
 from detection.optimize import optimize_for_inference  # noqa: E402
 
 REFINEMENT = ["model.roi_heads.box_refinement=true", "model.roi_heads.box_voting=true"]
@@ -103,9 +104,13 @@ def markdown(result: dict[str, Any], args: argparse.Namespace, command: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/coco/faster_rcnn_r50_c4.yaml")
+EXAMPLE = "python tools/benchmark_system.py --image-size 320 --pyramid 240 320 --iters 1 --threads 1"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_config(p, "default configs/coco/faster_rcnn_r50_c4.yaml", type=str,
+               default=str(Path(__file__).resolve().parents[1] / "configs/coco/faster_rcnn_r50_c4.yaml"))
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--image-size", type=int, default=600, help="shorter side; images are 4:3")
     p.add_argument("--pyramid", type=int, nargs="+", default=[200, 400, 600, 800, 1000])
@@ -113,10 +118,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="write all rows and times here")
+    add_json(p, "all rows and times")
     p.add_argument("--markdown", type=Path, help="append the table (with command and date) to this file")
-    p.add_argument("opts", nargs="*", help="config overrides key=value (applied to every variant)")
-    return p.parse_args(argv)
+    add_overrides(p, "applied to every variant", dest="opts")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

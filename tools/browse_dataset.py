@@ -1,8 +1,6 @@
 #!/usr/bin/env python
 """Draw the ground-truth boxes of a dataset split, to check annotations before training on them.
 
-    python tools/browse_dataset.py --dataset shapes --data-root datasets/shapes --split val --num 8 \
-        --output-dir output/browse
     python tools/browse_dataset.py --dataset coco --train-json my/train.json --train-images my/images \
         --config configs/quickstart.yaml --transforms --output-dir output/browse_train
 
@@ -27,26 +25,41 @@ import numpy as np  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import DATASETS, resolve_split  # noqa: E402
 from detection.data.errors import DatasetError  # noqa: E402
+from detection.engine.cli import (  # noqa: E402
+    add_config,
+    add_data_root,
+    add_output_dir,
+    add_overrides,
+    add_split,
+    tool_parser,
+)
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides, own_split_name  # noqa: E402
 from detection.engine.run import RunOptions, make_dataset  # noqa: E402
 from detection.visualize import draw_ground_truth  # noqa: E402
 
+EXAMPLE = ("python tools/browse_dataset.py --dataset shapes --data-root datasets/shapes --split val --num 8 "
+           "--output-dir output/browse")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = build_parser().parse_args(argv)
+    args.overrides += own_data_overrides(args)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    p.add_argument("--data-root", type=Path, default=None, help="default datasets/<dataset>")
-    p.add_argument("--split", default="", help="default: the test split, or the training split with --transforms")
-    p.add_argument("--config", type=Path, default=None, help="YAML config (the transforms, own-data paths)")
+    add_data_root(p, "default datasets/<dataset>")
+    add_split(p, "default: the test split, or the training split with --transforms")
+    add_config(p, "the transforms, own-data paths")
     p.add_argument("--transforms", action="store_true", help="the training split after the training transforms")
     p.add_argument("--num", type=int, default=20, help="how many images to draw (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random training transforms")
-    p.add_argument("--output-dir", type=Path, default=Path("output/browse"))
+    add_output_dir(p, "output/browse")
     add_own_data_arguments(p)
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = p.parse_args(argv)
-    args.overrides += own_data_overrides(args)
-    return args
+    add_overrides(p)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,12 @@ MSRA Caffe (``--from msra``, the default): a ``.npz`` (flat keys ``"res2a_branch
 input is BGR 0-255 minus the per-channel mean (``backbones.MSRA_INPUT``); it records that style, and loading it into
 a torchvision-style net is an error::
 
-    python tools/convert_weights.py --input ResNet-50-model.npz --depth 50 --output weights/resnet50_msra.pth
+    python tools/convert_weights.py --weights ResNet-50-model.npz --depth 50 --output weights/resnet50_msra.pth
 
 detectron2 (``--from detectron2``): a Faster R-CNN C4 model-zoo ``.pkl`` or a ``.pth`` written by detectron2's
 trainer. Output: a detector checkpoint (weights, the config of configs/detectron2/ that reproduces detectron2's
 inference, the class names) for ``tools/test_det.py`` / ``tools/train_det.py``; see docs/model_zoo.md::
 
-    python tools/convert_weights.py --from detectron2 model_final_f97cb7.pkl --output weights/r50_c4_3x.pth
     # only its ResNet (COCO-trained conv1…conv5_x), to fine-tune a new detector with model.backbone.weights=…
     python tools/convert_weights.py --from detectron2 model_final_f97cb7.pkl --backbone-only --output r50_coco.pth
 """
@@ -32,6 +31,7 @@ from backbones import build_resnet, load_weights  # noqa: E402
 from backbones.checkpoint import CheckpointError, load_array_pickle, save_checkpoint  # noqa: E402
 from backbones.weights import convert_msra_caffe  # noqa: E402
 from detection.config import Config, ConfigError, apply_overrides, load_config  # noqa: E402
+from detection.engine.cli import add_config, add_output, add_overrides, add_weights, tool_parser  # noqa: E402
 from detection.model_zoo import (  # noqa: E402
     convert_detectron2,
     detectron2_architecture,
@@ -39,6 +39,8 @@ from detection.model_zoo import (  # noqa: E402
     read_detectron2_weights,
 )
 
+EXAMPLE = ("python tools/convert_weights.py --from detectron2 --weights model_final_f97cb7.pkl "
+           "--output weights/r50_c4_3x.pth")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "detectron2"
 
 
@@ -119,29 +121,33 @@ def convert_d2(path: Path, config: Path | None, overrides: list[str], output: Pa
     return written
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = tool_parser(__doc__, EXAMPLE)
     parser.add_argument("--from", dest="source", choices=("msra", "detectron2"), default="msra",
                         help="what the input is (default: MSRA Caffe blobs)")
-    parser.add_argument("path", nargs="?", type=Path, help="input file (or --input)")
-    parser.add_argument("--input", type=Path, default=None, help="input file: .npz/.pkl of Caffe blobs, or a "
-                        "detectron2 .pkl/.pth")
+    parser.add_argument("path", nargs="?", type=Path, help="the input file, as --weights")
+    add_weights(parser, "the published weights: .npz/.pkl of Caffe blobs, or a detectron2 .pkl/.pth",
+                old=("--input",), default=None)
     parser.add_argument("--depth", type=int, choices=(50, 101, 152), default=None, help="MSRA only")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="detectron2 only: the toolkit config describing the checkpoint (default: configs/"
-                             "detectron2/ by depth and classes)")
+    add_config(parser, "detectron2 only: the toolkit config describing the checkpoint (default: configs/"
+                       "detectron2/ by depth and classes)")
     parser.add_argument("--backbone-only", action="store_true",
                         help="detectron2 only: write just the ResNet (conv1…conv5_x) for model.backbone.weights")
-    parser.add_argument("--output", type=Path, required=True, help="toolkit checkpoint to write (.pth)")
-    parser.add_argument("overrides", nargs="*", default=[], help="detectron2 only: config key=value overrides")
+    add_output(parser, "the toolkit checkpoint (.pth)", required=True)
+    add_overrides(parser, "detectron2 only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)
-    # ``path`` and ``overrides`` are both positional: with --input, the first key=value lands in ``path``.
+    # ``path`` and ``overrides`` are both positional: with --weights, the first key=value lands in ``path``.
     if args.path is not None and "=" in str(args.path):
         args.overrides.insert(0, str(args.path))
         args.path = None
-    path = args.input or args.path
+    path = args.weights or args.path
     if path is None:
-        parser.error("give the input file (positional or --input)")
+        parser.error("give the input file (--weights or positional)")
     if args.source == "msra":
         if args.overrides or args.config is not None or args.backbone_only:
             parser.error("--config, --backbone-only and key=value overrides apply to --from detectron2 only")

@@ -1,9 +1,6 @@
 #!/usr/bin/env python
 """Draw a trained detector's boxes, class names and scores on images.
 
-    python tools/demo.py --weights output/quickstart/detector/model_final.pth \
-        --images datasets/shapes/val/000001.jpg datasets/shapes/val/000002.jpg --output-dir output/demo
-
 ``--images`` takes files or folders (every .jpg/.jpeg/.png/.bmp inside). Each result is written as
 ``OUTPUT_DIR/<name>.png`` and the detections as ``OUTPUT_DIR/detections.json``.
 """
@@ -24,16 +21,29 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from backbones.checkpoint import CheckpointError  # noqa: E402
+from backbones.runtime import autocast  # noqa: E402
 from detection.build import build_test_detector  # noqa: E402
-from detection.config import ConfigError  # noqa: E402
+from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data.errors import UnreadableImageError  # noqa: E402
 from detection.data.io import read_image  # noqa: E402
 from detection.data.transforms import to_tensor  # noqa: E402
+from detection.engine.cli import (  # noqa: E402
+    add_amp,
+    add_config,
+    add_device,
+    add_no_progress,
+    add_output_dir,
+    add_overrides,
+    add_weights,
+    tool_parser,
+)
 from detection.engine.run import load_detector, pick_device, setup_logging  # noqa: E402
 from detection.engine.run_dir import RunDirError, prepare_output_dir  # noqa: E402
 from detection.optimize import optimize_for_inference  # noqa: E402
 from detection.visualize import draw_detections  # noqa: E402
 
+EXAMPLE = ("python tools/demo.py --weights output/quickstart/detector/model_final.pth --images datasets/shapes/val "
+           "--output-dir output/demo")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 logger = logging.getLogger("demo")
 
@@ -51,24 +61,31 @@ def collect_images(paths: list[Path]) -> list[Path]:
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--images", type=Path, nargs="+", required=True)
-    p.add_argument("--output-dir", type=Path, default=Path("output/demo"))
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_weights(p, "written by tools/train_det.py", required=True)
+    p.add_argument("--images", type=Path, nargs="+", required=True, help="image files or folders")
+    add_output_dir(p, "output/demo")
+    add_config(p, "default: the one in the checkpoint")
     p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(p)
+    add_amp(p)
+    add_no_progress(p)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable or oversized image")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = p.parse_args(argv)
+    add_overrides(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # ``--images a.jpg b.jpg key=value`` : argparse hands trailing overrides to --images; take them back.
     overrides = [str(x) for x in args.images if OVERRIDE.match(str(x)) and not x.exists()]
     args.images = [x for x in args.images if str(x) not in overrides]
     args.overrides = overrides + args.overrides
     setup_logging(None)
     try:
-        model, cfg, classes = load_detector(args.weights, overrides=args.overrides)
+        cfg = load_config(args.config, args.overrides) if args.config is not None else None
+        model, cfg, classes = load_detector(args.weights, cfg, args.overrides)
         prepare_output_dir(args.output_dir)
     except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -93,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning("%s", exc)
             failed += 1
             continue
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, args.amp):
             det = model([to_tensor(image).to(device)])[0]
-        det = {k: v.cpu() for k, v in det.items()}
+        det = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in det.items()}
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"], classes, args.score_thresh)
         out_path = args.output_dir / f"{path.stem}.png"
         if not cv2.imwrite(str(out_path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):

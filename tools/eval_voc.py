@@ -1,9 +1,7 @@
 """Evaluate PASCAL VOC detection results exactly as the devkit (py-faster-rcnn voc_eval).
 
-Example::
-
-    python tools/eval_voc.py --voc-root VOCdevkit/VOC2007 --split test --results output/results \\
-        --json voc07.json --plot pr.png
+``--data-root`` is one VOC year's folder (``Annotations/``, ``ImageSets/Main/``), e.g. ``VOCdevkit/VOC2007``, or
+an own VOC-format folder; ``--results`` holds ``comp4_det_<split>_<class>.txt`` as ``tools/test_det.py`` writes them.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import sys
 from pathlib import Path
 
 from detection.devkit import voc_uses_07_metric
+from detection.engine.cli import add_data_root, add_json, add_no_progress, add_split, tool_parser
 from detection.evaluation.tables import voc_table
 from detection.evaluation.voc import (
     VOC_CLASSES,
@@ -26,15 +25,19 @@ from detection.evaluation.voc import (
     voc_eval,
 )
 
+EXAMPLE = ("python tools/eval_voc.py --data-root datasets/VOCdevkit/VOC2007 --split test "
+           "--results output/voc_test/results --json voc07.json --plot pr.png")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--voc-root", type=Path, required=True, help="e.g. VOCdevkit/VOC2007 (Annotations/, ImageSets/)"
-    )
-    parser.add_argument("--split", default="test", help="ImageSets/Main/<split>.txt (default: test)")
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = tool_parser(__doc__, EXAMPLE)
+    add_data_root(parser, "one VOC year, e.g. VOCdevkit/VOC2007: Annotations/, ImageSets/", old=("--voc-root",),
+                  required=True)
+    add_split(parser, "ImageSets/Main/<split>.txt", default="test")
     parser.add_argument(
         "--results",
         type=Path,
@@ -50,19 +53,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-missing", action="store_true", help="a missing class file means no detections"
     )
-    parser.add_argument("--json", type=Path, help='write {"mAP", "ap": {class: AP}, "metric"} here')
+    add_json(parser, '{"mAP", "ap": {class: AP}, "metric"}')
     parser.add_argument("--plot", type=Path, help="draw the per-class precision-recall curves into this PNG")
     parser.add_argument("--name", default="ours", help="row label of the printed table")
-    return parser.parse_args(argv)
+    add_no_progress(parser)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     classes = args.classes.split(",") if args.classes else list(VOC_CLASSES)
-    year = re.search(r"(?:19|20)\d\d", args.voc_root.resolve().name)
+    year = re.search(r"(?:19|20)\d\d", args.data_root.resolve().name)
     metric = args.metric or ("07" if year and voc_uses_07_metric(year.group()) else "area")
     try:
-        ground_truth = load_voc_ground_truth(args.voc_root, args.split, progress=True)
+        ground_truth = load_voc_ground_truth(args.data_root, args.split, progress=not args.no_progress)
         detections = read_voc_results(args.results, args.split, classes, allow_missing=args.allow_missing)
         result = voc_eval(detections, ground_truth, classes, use_07_metric=metric == "07")
     except EvaluationInputError as e:

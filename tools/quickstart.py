@@ -7,8 +7,6 @@
 3. fine-tune Faster R-CNN C4 from that backbone with every BN frozen (``tools/train_det.py --config
    configs/quickstart.yaml``), then evaluate on the held-out ``val`` split: VOC07 mAP@0.5 and the COCO numbers.
 
-    python tools/quickstart.py --output-dir output/quickstart
-
 Each stage is the real command-line tool, run as a subprocess; the commands are printed so they can be rerun.
 """
 
@@ -26,7 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from detection.data.shapes import ensure_shapes, write_crop_dataset  # noqa: E402
+from detection.engine.cli import (  # noqa: E402
+    add_data_root,
+    add_device,
+    add_no_progress,
+    add_output_dir,
+    add_overrides,
+    tool_parser,
+)
 from detection.engine.run_dir import RunDirError, refuse_foreign_checkpoints  # noqa: E402
+
+EXAMPLE = "python tools/quickstart.py --output-dir output/quickstart"
 
 
 def run(cmd: list[str]) -> None:
@@ -34,17 +42,22 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output-dir", type=Path, default=Path("output/quickstart"))
-    p.add_argument("--data-root", type=Path, default=Path("datasets/shapes"))
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_output_dir(p, "output/quickstart")
+    add_data_root(p, "the shapes data, generated there if missing", default=Path("datasets/shapes"))
     p.add_argument("--num-train", type=int, default=600, help="generated training images")
     p.add_argument("--num-val", type=int, default=150, help="generated held-out images")
     p.add_argument("--cls-iters", type=int, default=1000, help="classifier pre-training iterations (batch 64)")
     p.add_argument("--det-iters", type=int, default=0, help="detector iterations (default: the config's)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", help="detector config overrides key=value")
-    args = p.parse_args(argv)
+    add_device(p)
+    add_no_progress(p)
+    add_overrides(p, "the detector's")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     start = time.perf_counter()
     out = args.output_dir
     try:  # tools/train_det.py would refuse at step 3; say it before the classifier's minutes are spent
@@ -68,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
          "--arch", "resnet18", "--base-width", "16", "--image-size", "64", "--scale-range", "64", "80",
          "--lighting", "0", "--iters", str(args.cls_iters), "--batch-size", "64", "--lr", "0.05",
          "--lr-steps", str(int(args.cls_iters * 0.7)), str(int(args.cls_iters * 0.9)),
-         "--eval-every", str(args.cls_iters), "--workers", "0", "--output-dir", str(classifier)]
-        + (["--no-progress"] if args.no_progress else []))
+         "--eval-every", str(args.cls_iters), "--workers", "0", "--output-dir", str(classifier),
+         "--device", args.device] + (["--no-progress"] if args.no_progress else []))
 
     print("[3/3] fine-tuning Faster R-CNN (ResNet-18 C4, frozen BN) and evaluating", flush=True)
     detector = out / "detector"
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = [int(args.det_iters * 0.75), int(args.det_iters * 0.92)]
         overrides += [f"solver.max_iter={args.det_iters}", f"solver.steps=[{steps[0]},{steps[1]}]"]
     cmd = [py, str(ROOT / "tools/train_det.py"), "--dataset", "shapes", "--data-root", str(args.data_root),
-           "--config", str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(detector)]
+           "--config", str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(detector), "--device", args.device]
     if args.no_progress:
         cmd.append("--no-progress")
     run(cmd + overrides + args.overrides)

@@ -11,8 +11,6 @@
    stage (``tools/test_loc.py``); print the Table 13 layout, write ``OUT/summary.json`` and
    ``OUT/loc_predictions.csv`` (the final system's predictions, scored by ``tools/eval_imagenet.py loc``).
 
-    python tools/quickstart_loc.py --data-root datasets/imagenet_loc_gen --output-dir output/quickstart_loc
-
 Each stage is the real command-line tool, run as a subprocess; the commands are printed so they can be rerun.
 """
 
@@ -29,9 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from detection.engine.cli import (  # noqa: E402
+    add_config,
+    add_data_root,
+    add_device,
+    add_no_progress,
+    add_output_dir,
+    add_overrides,
+    tool_parser,
+)
 from detection.evaluation.tables import markdown_table, pct  # noqa: E402
 from detection.localization.data import generate_cls_loc, read_cls_loc, write_imagefolder_view  # noqa: E402
 from tools.quickstart import run  # noqa: E402  (prints each stage's command, then runs it)
+
+EXAMPLE = "python tools/quickstart_loc.py --data-root datasets/imagenet_loc_gen --output-dir output/quickstart_loc"
 
 
 def table13(metrics: dict, net: str) -> str:
@@ -47,22 +56,28 @@ def table13(metrics: dict, net: str) -> str:
     return markdown_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=Path("datasets/imagenet_loc_gen"))
-    p.add_argument("--output-dir", type=Path, default=Path("output/quickstart_loc"))
-    p.add_argument("--config", type=Path, default=ROOT / "configs/imagenet_loc/quickstart.yaml")
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_data_root(p, "CLS-LOC layout, generated there if missing", default=Path("datasets/imagenet_loc_gen"))
+    add_output_dir(p, "output/quickstart_loc")
+    add_config(p, "the localiser's; default configs/imagenet_loc/quickstart.yaml",
+               default=ROOT / "configs/imagenet_loc/quickstart.yaml")
     p.add_argument("--cls-iters", type=int, default=400, help="classifier pre-training iterations (batch 32)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenMP threads per stage (0: torch's default). The nets are small: on a shared 2-core "
                         "machine two threads ran 25x slower than one (an OpenMP barrier per op)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", help="localiser config overrides key=value (both stages)")
-    args = p.parse_args(argv)
+    add_device(p)
+    add_no_progress(p)
+    add_overrides(p, "the localiser's, both stages")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     start = time.perf_counter()
     out, py = args.output_dir, sys.executable
     out.mkdir(parents=True, exist_ok=True)
-    quiet = ["--no-progress"] if args.no_progress else []
+    stage_flags = ["--device", args.device] + (["--no-progress"] if args.no_progress else [])
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by torch in each stage's subprocess
 
@@ -79,21 +94,21 @@ def main(argv: list[str] | None = None) -> int:
          "--arch", "resnet18", "--base-width", "16", "--image-size", "96", "--scale-range", "104", "128",
          "--lighting", "0", "--iters", str(args.cls_iters), "--batch-size", "32", "--lr", "0.02",
          "--lr-steps", *steps, "--eval-every", str(args.cls_iters), "--workers", "0",
-         "--output-dir", str(classifier)] + quiet)  # fmt: skip
+         "--output-dir", str(classifier)] + stage_flags)  # fmt: skip
     cls_weights = classifier / "model_final.pth"
 
     print("[3/4] per-class RPN, then the R-CNN stage on its proposals", flush=True)
     overrides = [f"num_classes={num_classes}", f"net.weights={cls_weights}", *args.overrides]
-    common = ["--data-root", str(args.data_root), "--config", str(args.config)] + quiet
+    common = ["--data-root", str(args.data_root), "--config", str(args.config)] + stage_flags
     run([py, str(ROOT / "tools/train_loc.py"), "rpn", *common, "--output-dir", str(out / "rpn"), *overrides])
     rpn_weights = out / "rpn" / "model_final.pth"
-    run([py, str(ROOT / "tools/train_loc.py"), "rcnn", *common, "--rpn-weights", str(rpn_weights),
+    run([py, str(ROOT / "tools/train_loc.py"), "rcnn", *common, "--weights", str(rpn_weights),
          "--output-dir", str(out / "rcnn"), *overrides])  # fmt: skip
 
     print("[4/4] testing on the held-out images: 1-crop and dense, GT class and top-5 classes", flush=True)
-    run([py, str(ROOT / "tools/test_loc.py"), "--data-root", str(args.data_root), "--rpn-weights", str(rpn_weights),
-         "--classifier", str(cls_weights), "--rcnn-weights", str(out / "rcnn" / "model_final.pth"),
-         "--output-dir", str(out / "test")] + quiet)  # fmt: skip
+    run([py, str(ROOT / "tools/test_loc.py"), "--data-root", str(args.data_root), "--weights", str(rpn_weights),
+         "--cls-weights", str(cls_weights), "--rcnn-weights", str(out / "rcnn" / "model_final.pth"),
+         "--output-dir", str(out / "test")] + stage_flags)  # fmt: skip
 
     metrics = json.loads((out / "test" / "metrics.json").read_text())
     shutil.copyfile(out / "test" / "rpn_rcnn_dense_top5.csv", out / "loc_predictions.csv")
@@ -116,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
           f"RPN+RCNN dense LOC error on GT class: {pct(metrics['rpn_rcnn_dense']['gt_class_loc_error'])}%")
     print(f"quickstart_loc: final top-5 LOC error = {pct(summary['RPN+RCNN dense, top-5 LOC error'])}% on "
           f"{summary['held-out images']} held-out images, total {minutes:.1f} min")
-    print(f"score the CSV: python tools/eval_imagenet.py loc --ilsvrc-root {args.data_root / 'ILSVRC'} "
+    print(f"score the CSV: python tools/eval_imagenet.py loc --data-root {args.data_root / 'ILSVRC'} "
           f"--results {out / 'loc_predictions.csv'}")
     return 0
 

@@ -1,8 +1,6 @@
 #!/usr/bin/env python
 """Run a trained detector on a dataset split, write the dataset's submission files, and evaluate them.
 
-    python tools/test_det.py --weights output/quickstart/detector/model_final.pth --dataset shapes \
-        --data-root datasets/shapes --split val --output-dir output/quickstart/test
     python tools/test_det.py --config configs/voc/faster_rcnn_r101_c4_0712.yaml --weights model_final.pth \
         --dataset voc --data-root datasets/VOCdevkit --split 2007_test --output-dir output/voc_test
 
@@ -16,6 +14,7 @@ ensemble: every model proposes and scores; the first one's config decides the te
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,23 +25,38 @@ from backbones.runtime import pick_device, setup_logging  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import resolve_split  # noqa: E402
 from detection.data.errors import DatasetError  # noqa: E402
-from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
+from detection.engine.cli import (  # noqa: E402
+    add_config,
+    add_json,
+    add_run_arguments,
+    add_split,
+    add_weights,
+    run_options,
+    tool_parser,
+)
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
 from detection.engine.run import load_detector, load_ensemble_members, test  # noqa: E402
 from detection.engine.run_dir import RunDirError, prepare_output_dir  # noqa: E402
 
+EXAMPLE = ("python tools/test_det.py --weights output/quickstart/detector/model_final.pth --dataset shapes "
+           "--data-root datasets/shapes --split val --output-dir output/quickstart/test")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=Path, nargs="+", required=True,
-                   help="a checkpoint written by tools/train_det.py; several: their ensemble (Appendix B)")
-    p.add_argument("--config", type=Path, default=None, help="YAML config (default: the one in the checkpoint)")
-    p.add_argument("--split", default="", help="default: the dataset's test split")
-    add_own_data_arguments(p, train=False)
-    add_run_arguments(p, output_dir="output/test")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     args.overrides += own_data_overrides(args)
     return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_weights(p, "written by tools/train_det.py; several: their ensemble (Appendix B)", nargs="+", required=True)
+    add_config(p, "default: the one in the checkpoint")
+    add_split(p)
+    add_json(p, "the metrics; OUTPUT_DIR/metrics.json is always written")
+    add_own_data_arguments(p, train=False)
+    add_run_arguments(p, output_dir="output/test")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = run_options(args)
     try:
         split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
-        test(cfg, opts, models, split, pick_device(args.device), classes=classes or None)
+        metrics = test(cfg, opts, models, split, pick_device(args.device), classes=classes or None)
+        if args.json is not None:
+            args.json.write_text(json.dumps(metrics, indent=2) + "\n")
     except (DatasetError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

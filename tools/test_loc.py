@@ -2,47 +2,68 @@
 """Test the localiser: classifier top-5 classes, per-class RPN boxes (1-crop and dense), R-CNN rescoring; writes
 the challenge CSVs (``ImageId,PredictionString``, ``wnid xmin ymin xmax ymax`` 1-based) and prints their errors.
 
-    python tools/test_loc.py --data-root datasets/imagenet_loc --rpn-weights output/loc/rpn/model_final.pth \
-        --classifier output/cls_r101/model_final.pth [--rcnn-weights output/loc/rcnn/model_final.pth] \
-        --output-dir output/loc/test [--modes 1crop dense] [--limit N]
-
-Each CSV is also scored by ``python tools/eval_imagenet.py loc --ilsvrc-root <root>/ILSVRC --results FILE``
-(``--gt-class`` for the ``*_gt_class.csv`` files).
+``--weights`` is the per-class RPN (``tools/train_loc.py rpn``), ``--cls-weights`` the classifier that predicts
+the top-5 classes, ``--rcnn-weights`` the optional R-CNN stage. Each CSV is also scored by
+``python tools/eval_imagenet.py loc --data-root <root>/ILSVRC --results FILE`` (``--gt-class`` for the
+``*_gt_class.csv`` files).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones.checkpoint import CheckpointError  # noqa: E402
+from detection.engine.cli import (  # noqa: E402
+    add_data_root,
+    add_device,
+    add_flag,
+    add_json,
+    add_no_progress,
+    add_output_dir,
+    add_split,
+    add_weights,
+    tool_parser,
+)
 from detection.errors import DatasetError, EvaluationInputError  # noqa: E402
 from detection.evaluation.tables import markdown_table, pct  # noqa: E402
 from detection.localization.predict import MODES, localize_split  # noqa: E402
 
+EXAMPLE = ("python tools/test_loc.py --data-root datasets/imagenet_loc_gen "
+           "--weights output/quickstart_loc/rpn/model_final.pth "
+           "--cls-weights output/quickstart_loc/classifier/model_final.pth --output-dir output/loc_test")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, required=True, help="CLS-LOC root (ILSVRC/ and the LOC_* files)")
-    p.add_argument("--rpn-weights", type=Path, required=True)
-    p.add_argument("--classifier", required=True, help="classification checkpoint predicting the classes")
-    p.add_argument("--rcnn-weights", type=Path, help="R-CNN stage weights (adds the rpn_rcnn_dense system)")
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_data_root(p, "CLS-LOC layout: ILSVRC/ and the LOC_* files", required=True)
+    add_weights(p, "the per-class RPN written by tools/train_loc.py rpn", old=("--rpn-weights",), required=True)
+    add_flag(p, "--cls-weights", old=("--classifier",), required=True, metavar="FILE",
+             help="classification checkpoint predicting the top-5 classes")
+    add_flag(p, "--rcnn-weights", type=Path, metavar="FILE",
+             help="R-CNN stage checkpoint (adds the rpn_rcnn_dense system)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--split", default="val", choices=("val", "train"))
+    add_split(p, default="val", choices=("val", "train"))
     p.add_argument("--limit", type=int, default=0, help="test only the first N images")
-    p.add_argument("--output-dir", type=Path, default=Path("output/loc/test"))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    add_output_dir(p, "output/loc/test")
+    add_device(p)
+    add_no_progress(p)
+    add_json(p, "the metrics; OUTPUT_DIR/metrics.json is always written")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        metrics = localize_split(args.rpn_weights, args.classifier, args.data_root, args.output_dir,
+        metrics = localize_split(args.weights, args.cls_weights, args.data_root, args.output_dir,
                                  rcnn_weights=args.rcnn_weights, modes=args.modes, split=args.split,
                                  limit=args.limit, progress=not args.no_progress, device=args.device)  # fmt: skip
     except (CheckpointError, DatasetError, EvaluationInputError, ValueError) as exc:
@@ -52,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[system, *(pct(m[k]) for k in keys)] for system, m in metrics.items()]
     print(markdown_table(["system (error %)", *keys], rows))
     print(f"CSV files and metrics.json in {args.output_dir}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
     return 0
 
 

@@ -1,6 +1,5 @@
 """Train a paper ResNet classifier (ImageNet / CIFAR-10 / any ImageFolder tree / the embedded synthetic default).
 
-    python tools/train_cls.py            # synthetic shapes in CIFAR layout, a few minutes on CPU
     python tools/train_cls.py --dataset cifar10 --data-root data/cifar-10-batches-py --arch cifar_resnet110
     torchrun --nproc_per_node 8 tools/train_cls.py --dataset imagenet --data-root data/imagenet --arch resnet50 --amp
     python tools/train_cls.py --dataset imagefolder --data-root data/shapes_cls --arch resnet18 --base-width 16 \\
@@ -18,17 +17,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from backbones.train import DATASETS, TrainConfig, train
+from detection.engine.cli import add_amp, add_data_root, add_device, add_no_progress, add_output_dir, tool_parser
+
+EXAMPLE = "python tools/train_cls.py --output-dir output/cls   # synthetic shapes in CIFAR layout, minutes on a CPU"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
     p.add_argument(
         "--dataset",
         choices=DATASETS,
         default=None,
         help="default: cifar10-style 'synthetic' when --data-root is absent, else imagenet",
     )
-    p.add_argument("--data-root", default=None, help="CIFAR batches folder, or a folder with train/ and val/")
+    add_data_root(p, "CIFAR batches folder, or a folder with train/ and val/", type=str)
     p.add_argument("--arch", default=None, help="resnet18..152, plain18.., cifar_resnet20..1202, cifar_plain..")
     p.add_argument("--base-width", type=int, default=64, help="conv1/conv2_x width of ImageNet nets (paper: 64)")
     p.add_argument("--shortcut", choices=("A", "B", "C"), default=None, help="default: B (ImageNet), A (CIFAR)")
@@ -66,17 +68,20 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--ckpt-every", type=int, default=None)
     p.add_argument("--keep-checkpoints", type=int, default=3)
-    p.add_argument("--output-dir", default="output/cls")
+    add_output_dir(p, "output/cls", type=str)
     p.add_argument("--resume", action="store_true", help="continue from the latest good checkpoint in --output-dir")
-    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 + GradScaler on CUDA, bf16 on CPU)")
+    add_amp(p)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across ranks (paper: per-GPU BN)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (log lines only)")
-    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
-    args = p.parse_args(argv)
+    add_no_progress(p)
+    add_device(p)
+    return p
 
-    fields: dict[str, Any] = vars(args)
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    fields: dict[str, Any] = vars(build_parser().parse_args(argv))
+    fields["progress"] = not fields.pop("no_progress")
     if fields["dataset"] is None:
         fields["dataset"] = "synthetic" if fields["data_root"] is None else "imagenet"
     if fields["scale_range"] is not None:

@@ -4,7 +4,6 @@
     python tools/train_det.py --dataset coco --data-root datasets/coco --config configs/coco/faster_rcnn_r50_c4.yaml
     torchrun --nproc_per_node=8 tools/train_det.py --dataset voc --data-root datasets/VOCdevkit \
         --config configs/voc/faster_rcnn_r101_c4_0712.yaml --amp
-    python tools/train_det.py --dataset shapes --config configs/quickstart.yaml solver.max_iter=100
 
 Trailing ``key=value`` arguments override the config (e.g. ``solver.base_lr=0.01``).
 """
@@ -23,17 +22,25 @@ from backbones.checkpoint import CheckpointError, CheckpointWriteError  # noqa: 
 from backbones.weights import WeightsError  # noqa: E402
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.data import DatasetError  # noqa: E402
-from detection.engine.cli import add_run_arguments, run_options  # noqa: E402
+from detection.engine.cli import add_config, add_run_arguments, run_options, tool_parser  # noqa: E402
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
 from detection.engine.preemption import TrainingInterrupted  # noqa: E402
 from detection.engine.run import train  # noqa: E402
 from detection.engine.run_dir import RunDirError  # noqa: E402
 from detection.engine.trainer import NonFiniteLossError  # noqa: E402
 
+EXAMPLE = "python tools/train_det.py --dataset shapes --config configs/quickstart.yaml solver.max_iter=100"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=None, help="YAML file overriding the defaults")
+    args = build_parser().parse_args(argv)
+    args.overrides += own_data_overrides(args)
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_config(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --output-dir")
     p.add_argument("--resume-anyway", action="store_true",
                    help="--resume even from a checkpoint written with another config (e.g. a longer max_iter)")
@@ -42,9 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-eval", action="store_true", help="do not evaluate after training")
     add_own_data_arguments(p)
     add_run_arguments(p, output_dir="output/train")
-    args = p.parse_args(argv)
-    args.overrides += own_data_overrides(args)
-    return args
+    return p
 
 
 @record  # under torchrun, a failing worker's exception becomes the job's "Root Cause" summary

@@ -4,11 +4,12 @@
     python tools/train_loc.py rpn --data-root datasets/imagenet_loc --config configs/imagenet_loc/rpn_rcnn_r101.yaml \
         --output-dir output/loc/rpn net.weights=output/cls_r101/model_final.pth
     python tools/train_loc.py rcnn --data-root datasets/imagenet_loc --config configs/imagenet_loc/rpn_rcnn_r101.yaml \
-        --rpn-weights output/loc/rpn/model_final.pth --output-dir output/loc/rcnn net.weights=...
+        --weights output/loc/rpn/model_final.pth --output-dir output/loc/rcnn net.weights=...
     torchrun --nproc_per_node=8 tools/train_loc.py rpn ...
 
 ``--data-root`` holds ``ILSVRC/`` and ``LOC_synset_mapping.txt`` / ``LOC_*_solution.csv`` (docs/localization.md).
-Trailing ``key=value`` arguments override the config. ``--resume`` continues from the newest good checkpoint.
+Stage ``rcnn`` loads the trained per-class RPN (``--weights``) for its proposals. Trailing ``key=value`` arguments
+override the config. ``--resume`` continues from the newest good checkpoint.
 """
 
 from __future__ import annotations
@@ -24,30 +25,49 @@ from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E40
 from backbones.checkpoint import CheckpointError  # noqa: E402
 from backbones.weights import WeightsError  # noqa: E402
 from detection.config import ConfigError  # noqa: E402
+from detection.engine.cli import (  # noqa: E402
+    add_config,
+    add_data_root,
+    add_device,
+    add_no_progress,
+    add_output_dir,
+    add_overrides,
+    add_weights,
+    tool_parser,
+)
 from detection.errors import DatasetError  # noqa: E402
 from detection.localization.config import load_loc_config  # noqa: E402
 from detection.localization.engine import train_rcnn, train_rpn  # noqa: E402
 
+# The generated data and classifier of tools/quickstart_loc.py; docs/localization.md has the paper's ImageNet run.
+EXAMPLE = ("python tools/train_loc.py rpn --data-root datasets/imagenet_loc_gen --config "
+           "configs/imagenet_loc/quickstart.yaml --output-dir output/loc_rpn "
+           "net.weights=output/quickstart_loc/classifier/model_final.pth")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return build_parser().parse_intermixed_args(argv)  # the stage, options and key=value overrides in any order
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
     p.add_argument("stage", choices=("rpn", "rcnn"))
-    p.add_argument("--data-root", type=Path, required=True, help="CLS-LOC root (ILSVRC/ and the LOC_* files)")
-    p.add_argument("--config", type=Path, default=None, help="YAML file overriding the defaults")
-    p.add_argument("--output-dir", type=Path, default=Path("output/loc"))
-    p.add_argument("--rpn-weights", type=Path, help="stage rcnn: the trained per-class RPN (model_final.pth)")
+    add_data_root(p, "CLS-LOC layout: ILSVRC/ and the LOC_* files", required=True)
+    add_config(p)
+    add_output_dir(p, "output/loc")
+    add_weights(p, "stage rcnn: the trained per-class RPN, stage rpn's model_final.pth", old=("--rpn-weights",))
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --output-dir")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
-    return p.parse_intermixed_args(argv)  # the stage, options and key=value overrides in any order
+    add_device(p)
+    add_no_progress(p)
+    add_overrides(p)
+    return p
 
 
 @record
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.stage == "rcnn" and args.rpn_weights is None:
-        print("error: stage rcnn needs --rpn-weights (the trained per-class RPN)", file=sys.stderr)
+    if args.stage == "rcnn" and args.weights is None:
+        print("error: stage rcnn needs --weights (the trained per-class RPN)", file=sys.stderr)
         return 2
     try:
         cfg = load_loc_config(args.config, args.overrides)
@@ -55,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "rpn":
             final = train_rpn(cfg, args.data_root, args.output_dir, **common)
         else:
-            final = train_rcnn(cfg, args.data_root, args.rpn_weights, args.output_dir, **common)
+            final = train_rcnn(cfg, args.data_root, args.weights, args.output_dir, **common)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

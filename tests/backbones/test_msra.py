@@ -98,7 +98,7 @@ def test_convert_weights_cli(tmp_path: Path) -> None:
     pkl = tmp_path / "ResNet-50-model.pkl"
     with open(pkl, "wb") as f:
         pickle.dump(to_caffe(source, 50), f)
-    out = convert_tool().main(["--input", str(pkl), "--depth", "50", "--output", str(tmp_path / "r50.pth")])
+    out = convert_tool().main(["--weights", str(pkl), "--depth", "50", "--output", str(tmp_path / "r50.pth")])
     model = build_resnet(50, style="msra").eval()
     load_weights(model, out)
     assert torch.equal(model.layer4[2].conv3.weight, source.layer4[2].conv3.weight)

@@ -50,9 +50,11 @@ def run(main, shapes_root: Path, out: Path, weights: list[Path], *extra: str) ->
 def test_an_ensemble_with_flips_is_tested_and_scored(tmp_path: Path, shapes_root: Path) -> None:
     a = checkpoint(tmp_path / "a.pth")
     b = checkpoint(tmp_path / "b.pth", "model.roi_heads.global_context=true", seed=1)  # members may differ in head
-    assert run(load_main(), shapes_root, tmp_path / "out", [a, b], "test.flip=true") == 0
+    assert run(load_main(), shapes_root, tmp_path / "out", [a, b], "test.flip=true", "--json",
+               str(tmp_path / "m.json")) == 0  # fmt: skip
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["images"] == 3 and metrics["mAP50"] is not None and metrics["seconds_per_image"] > 0
+    assert json.loads((tmp_path / "m.json").read_text()) == metrics  # --json: the same metrics where asked
 
 
 def test_members_of_other_classes_are_refused(tmp_path: Path, shapes_root: Path, capsys) -> None:

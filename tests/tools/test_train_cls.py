@@ -74,8 +74,10 @@ def test_tiny_training_run_lowers_loss(tiny_cifar: Path, tmp_path: Path) -> None
 
     result = _tool("eval_cls").main(["--arch", "cifar_resnet8", "--weights", str(tmp_path / "model_final.pth"),
                                      "--data-root", str(tiny_cifar), "--dataset", "cifar10", "--mode", "center",
-                                     "--workers", "0"])  # fmt: skip
+                                     "--workers", "0", "--no-progress",
+                                     "--json", str(tmp_path / "eval.json")])  # fmt: skip
     assert result["top1_error"] == pytest.approx(metrics["final"]["top1_error"])
+    assert json.loads((tmp_path / "eval.json").read_text())["top1_error"] == result["top1_error"]
 
 
 def test_resume_reaches_the_same_weights(tiny_cifar: Path, tmp_path: Path) -> None:

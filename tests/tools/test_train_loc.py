@@ -58,11 +58,11 @@ def test_train_resume_test_and_score(pipeline: tuple[Path, Path]) -> None:
     assert train_loc.main(["rpn", *flags, "--resume", "--output-dir", str(rpn_dir), *overrides]) == 0
     assert "at iteration 2" in (rpn_dir / "log.txt").read_text()
     rpn = str(rpn_dir / "model_final.pth")
-    assert train_loc.main(["rcnn", *flags, "--rpn-weights", rpn, "--output-dir", str(tmp / "rcnn"), *overrides]) == 0
+    assert train_loc.main(["rcnn", *flags, "--weights", rpn, "--output-dir", str(tmp / "rcnn"), *overrides]) == 0
     assert (tmp / "rcnn" / "proposals.pth").is_file()
 
     out = tmp / "test"
-    assert test_loc.main(["--data-root", str(root), "--rpn-weights", rpn, "--classifier",
+    assert test_loc.main(["--data-root", str(root), "--weights", rpn, "--cls-weights",
                           str(tmp / "cls" / "model_final.pth"), "--rcnn-weights", str(tmp / "rcnn" / "model_final.pth"),
                           "--output-dir", str(out), "--no-progress"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
@@ -70,7 +70,7 @@ def test_train_resume_test_and_score(pipeline: tuple[Path, Path]) -> None:
     val = read_cls_loc(root, "val")
     for system, numbers in metrics.items():
         scored = tmp / f"{system}.json"
-        args = ["loc", "--ilsvrc-root", str(root / "ILSVRC"), "--json", str(scored)]
+        args = ["loc", "--data-root", str(root / "ILSVRC"), "--json", str(scored)]
         assert eval_imagenet.main([*args, "--results", str(out / f"{system}_top5.csv")]) == 0
         assert json.loads(scored.read_text())["top5_loc_error"] == numbers["top5_loc_error"]
         assert eval_imagenet.main([*args, "--results", str(out / f"{system}_gt_class.csv"), "--gt-class"]) == 0
@@ -84,4 +84,4 @@ def test_train_resume_test_and_score(pipeline: tuple[Path, Path]) -> None:
 def test_rcnn_stage_needs_the_rpn(pipeline: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     root, tmp = pipeline
     assert train_loc.main(["rcnn", "--data-root", str(root), "--output-dir", str(tmp / "x")]) == 2
-    assert "--rpn-weights" in capsys.readouterr().err
+    assert "needs --weights (the trained per-class RPN)" in capsys.readouterr().err

@@ -40,3 +40,16 @@ def test_unknown_dataset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["--dataset", "imagenet1k"])
     assert "invalid choice: 'imagenet1k'" in capsys.readouterr().err
+
+
+def test_tool_parser_puts_the_example_first_and_hides_old_spellings() -> None:
+    from detection.engine.cli import add_data_root, add_output_dir, tool_parser
+
+    p = tool_parser("Does a thing.", "python tools/x.py --data-root d")
+    add_data_root(p, "x layout", old=("--x-root",), required=True)
+    add_output_dir(p, "output/x", type=str)
+    text = p.format_help()
+    assert text.split("\n\n", 1)[1].startswith("example:\n  python tools/x.py --data-root d\n\nDoes a thing.")
+    assert "--data-root DIR" in text and "--x-root" not in text and "dataset root (x layout)" in text
+    args = p.parse_args(["--x-root", "d"])
+    assert args.data_root == Path("d") and args.output_dir == "output/x"  # the tool's own type for the default too

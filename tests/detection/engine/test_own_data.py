@@ -158,7 +158,7 @@ def test_voc_folder_without_a_year_trains_and_tests(own_coco: Path, tmp_path: Pa
     assert metrics["metric"] == "VOC area mAP@0.5" and set(metrics["ap"]) == set(FRUIT.values())
     assert load_checkpoint(out / "model_final.pth")["classes"] == list(FRUIT.values())
     # The result files carry the folder's own split name: tools/eval_voc.py --split test scores them the same.
-    assert tool("eval_voc").main(["--voc-root", str(folder), "--split", "test", "--results", str(out / "results"),
+    assert tool("eval_voc").main(["--data-root", str(folder), "--split", "test", "--results", str(out / "results"),
                                   "--classes", ",".join(FRUIT.values()), "--json", str(tmp_path / "voc.json")]) == 0
     assert json.loads((tmp_path / "voc.json").read_text())["mAP"] == pytest.approx(metrics["mAP50"])
 

@@ -170,7 +170,7 @@ def test_det_files_round_trip_and_cli(ilsvrc_root: Path, tmp_path: Path, load_to
     blacklist = tmp_path / "blacklist.txt"
     blacklist.write_text("2 n02\n")
     out = tmp_path / "det.json"
-    argv = ["det", "--ilsvrc-root", str(ilsvrc_root), "--results", str(results), "--json", str(out)]
+    argv = ["det", "--data-root", str(ilsvrc_root), "--results", str(results), "--json", str(out)]
     assert load_tool("eval_imagenet").main([*argv, "--blacklist", str(blacklist)]) == 0
     assert json.loads(out.read_text()) == {"mAP": 2 / 3, "ap": {"n01": 1.0, "n02": 0.0, "n03": 1.0}}
     assert "n03 traffic light" in capsys.readouterr().out
@@ -213,7 +213,7 @@ def test_loc_files_and_cli(ilsvrc_root: Path, tmp_path: Path, load_tool) -> None
     write_loc_predictions(csv_path, preds)
     assert read_loc_predictions(csv_path) == preds
     out = tmp_path / "loc.json"
-    argv = ["loc", "--ilsvrc-root", str(ilsvrc_root), "--results", str(csv_path), "--json", str(out)]
+    argv = ["loc", "--data-root", str(ilsvrc_root), "--results", str(csv_path), "--json", str(out)]
     assert load_tool("eval_imagenet").main([*argv, "--gt-class"]) == 0
     numbers = json.loads(out.read_text())
     # image 3 has no objects in CLS-LOC here and no predictions: it counts as wrong.

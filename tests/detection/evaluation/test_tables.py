@@ -67,7 +67,7 @@ def test_eval_coco_cli(tmp_path: Path, load_tool, capsys) -> None:
     (tmp_path / "instances_val.json").write_text(json.dumps(dataset))
     dets = [{"image_id": 5, "category_id": 18, "bbox": [10, 10, 40, 40], "score": 0.9}]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
-    argv = ["--annotations", str(tmp_path / "instances_val.json"), "--results", str(tmp_path / "dets.json")]
+    argv = ["--data-root", str(tmp_path / "instances_val.json"), "--results", str(tmp_path / "dets.json")]
     assert load_tool("eval_coco").main([*argv, "--json", str(tmp_path / "out.json")]) == 0
     out = capsys.readouterr().out
     assert "| ours | 100.0 | 100.0 |" in out and "| dog | 100.0 | 100.0 |" in out
@@ -75,6 +75,12 @@ def test_eval_coco_cli(tmp_path: Path, load_tool, capsys) -> None:
     saved = json.loads((tmp_path / "out.json").read_text())
     assert saved["per_class"] == {"dog": {"AP": pytest.approx(1.0), "AP50": pytest.approx(1.0)}}
     assert len(saved["stats"]) == 12
+    # --data-root as a COCO root: annotations/instances_<split>.json
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "instances_val.json").rename(tmp_path / "annotations" / "instances_val.json")
+    argv = ["--data-root", str(tmp_path), "--split", "val", "--results", str(tmp_path / "dets.json")]
+    assert load_tool("eval_coco").main(argv) == 0
+    assert "| ours | 100.0 | 100.0 |" in capsys.readouterr().out
     (tmp_path / "dets.json").write_text(json.dumps([{**dets[0], "category_id": 1}]))
     assert load_tool("eval_coco").main(argv) == 2
     assert "dets.json: result #0: category_id 1" in capsys.readouterr().err

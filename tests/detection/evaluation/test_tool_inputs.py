@@ -27,7 +27,7 @@ GOOD = {"image_id": 1, "category_id": 1, "bbox": [10.0, 10.0, 50.0, 40.0], "scor
 def eval_coco(load_tool: Any, capsys: pytest.CaptureFixture, gt: Path, results: list[dict], tmp_path: Path) -> tuple:
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
-    code = load_tool("eval_coco").main(["--annotations", str(gt), "--results", str(path)])
+    code = load_tool("eval_coco").main(["--data-root", str(gt), "--results", str(path)])
     captured = capsys.readouterr()
     return code, captured.err.strip().splitlines()[-1] if captured.err.strip() else "", captured.err, path
 
@@ -77,7 +77,7 @@ def test_eval_voc_counts_inverted_result_boxes(tmp_path: Path, load_tool: Any, c
     results = tmp_path / "results"
     results.mkdir()
     (results / "comp4_det_test_dog.txt").write_text("000001 0.9 11 11 60 50\n000001 0.8 60 50 11 11\n")
-    code = load_tool("eval_voc").main(["--voc-root", str(year), "--split", "test", "--results", str(results),
+    code = load_tool("eval_voc").main(["--data-root", str(year), "--split", "test", "--results", str(results),
                                        "--classes", "dog"])
     assert code == 0
     assert (f"warning: 1 of 2 detections in {results} have inverted boxes (xmax < xmin or ymax < ymin); they match "

@@ -68,7 +68,7 @@ def test_eval_voc_cli(voc_root: Path, tmp_path: Path, load_tool, capsys) -> None
     dets = detections_for(gt)
     write_voc_results(tmp_path / "res", "test", dets, VOC_CLASSES)
     out_json, plot = tmp_path / "voc.json", tmp_path / "pr.png"
-    argv = ["--voc-root", str(voc_root), "--split", "test", "--results", str(tmp_path / "res")]
+    argv = ["--data-root", str(voc_root), "--split", "test", "--results", str(tmp_path / "res")]
     assert load_tool("eval_voc").main([*argv, "--json", str(out_json), "--plot", str(plot)]) == 0
     printed = capsys.readouterr().out
     expected = voc_eval(dets, gt, VOC_CLASSES, use_07_metric=True)
@@ -101,7 +101,7 @@ def test_malformed_result_line_names_file_and_line(voc_root: Path, tmp_path: Pat
     with pytest.raises(EvaluationInputError, match=r"comp4_det_test_cat\.txt: result file for class 'cat'"):
         read_voc_results(tmp_path / "res", "test", VOC_CLASSES)
     assert read_voc_results(tmp_path / "res", "test", VOC_CLASSES, allow_missing=True)["cat"] == []
-    argv = ["--voc-root", str(voc_root), "--results", str(tmp_path / "res")]
+    argv = ["--data-root", str(voc_root), "--results", str(tmp_path / "res")]
     assert load_tool("eval_voc").main(argv) == 2
     assert "comp4_det_test_cat.txt" in capsys.readouterr().err
 
