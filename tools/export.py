@@ -1,6 +1,5 @@
 #!/usr/bin/env python
-"""example:
-  python tools/export.py --weights output/quickstart/detector/model_final.pth --format onnx --size 480 640
+"""More examples:
   python tools/export.py --weights output/quickstart/detector/model_final.pth --format torch-export \\
       --size 480 640 --output output/export/detector.pt2 --json output/export/check.json
   python tools/export.py --weights output/quickstart/detector/model_final.pth --format torch-export --dynamic
@@ -31,6 +30,14 @@ from backbones.runtime import setup_logging  # noqa: E402
 from detection.config import ConfigError  # noqa: E402
 from detection.data.shapes import render_image  # noqa: E402
 from detection.data.transforms import to_tensor  # noqa: E402
+from detection.engine.cli import (  # noqa: E402
+    add_flag,
+    add_json,
+    add_output,
+    add_overrides,
+    add_weights,
+    tool_parser,
+)
 from detection.engine.run import load_detector  # noqa: E402
 from detection.export import (  # noqa: E402
     DYNAMIC_SIDES,
@@ -48,21 +55,28 @@ FORMATS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", type=Path, required=True, help="a checkpoint written by tools/train_det.py")
-    p.add_argument("--format", choices=sorted(FORMATS), default="onnx")
-    p.add_argument("--output", type=Path, default=None,
-                   help="the file to write (default output/export/detector.onnx or .pt2)")
+EXAMPLE = ("python tools/export.py --weights output/quickstart/detector/model_final.pth --format onnx "
+           "--size 480 640")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
+    add_weights(p, "a checkpoint written by tools/train_det.py", required=True)
+    add_flag(p, "--format", choices=sorted(FORMATS), default="onnx", help="onnx or torch-export (.pt2)")
+    add_output(p, "default output/export/detector.onnx or .pt2", default=None)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="the input images' height and width (default: test_min_size test_max_size)")
     p.add_argument("--dynamic", action="store_true",
                    help="torch-export: any image height and width (--size is then the traced example)")
     p.add_argument("--check-images", type=int, default=3, help="generated images compared with the eager model")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with the eager model")
-    p.add_argument("--json", type=Path, default=None, help="write the file's path, size and check result as JSON")
-    p.add_argument("overrides", nargs="*", help="config overrides key=value")
-    return p.parse_args(argv)
+    add_json(p, "the file's path, size and check result")
+    add_overrides(p, "applied to the config stored in the checkpoint")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

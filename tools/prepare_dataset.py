@@ -1,6 +1,5 @@
 #!/usr/bin/env python
-"""example:
-  python tools/prepare_dataset.py voc --data-root datasets/voc      # VOC 2007 trainval+test, 2012 trainval
+"""More examples:
   python tools/prepare_dataset.py coco --data-root datasets/coco    # COCO 2017 train/val (~19 GB)
   python tools/prepare_dataset.py coco --data-root datasets/coco --check
   python tools/prepare_dataset.py imagenet --data-root datasets/imagenet --archives ~/Downloads/imagenet \\
@@ -34,20 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detection.data.errors import DatasetError  # noqa: E402
 from detection.data.prepare import ARCHIVES, REQUIRED, check_layout, prepare  # noqa: E402
 from detection.data.prepare_imagenet import PARTS, describe, missing_paths, prepare_imagenet  # noqa: E402
+from detection.engine.cli import add_data_root, add_json, add_no_progress, tool_parser  # noqa: E402
 
 LOADER = {"coco": "coco", "voc": "voc"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+EXAMPLE = "python tools/prepare_dataset.py voc --data-root datasets/voc   # VOC 2007 trainval+test, 2012 trainval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser(__doc__, EXAMPLE)
     p.add_argument("dataset", choices=sorted([*ARCHIVES, "imagenet"]))
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="where the dataset goes: the --data-root of the other tools (default datasets/<dataset>)")
-    p.add_argument("--root", dest="data_root", type=Path, help=argparse.SUPPRESS)  # the old spelling
+    add_data_root(p, "where the dataset goes; default datasets/<dataset>", old=("--root",))
     p.add_argument("--check", action="store_true", help="only verify the layout under --data-root; fetch nothing")
     p.add_argument("--keep-archives", action="store_true", help="keep downloaded archives after extraction")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--json", type=Path, default=None, help="write the result (what is missing) as JSON")
+    add_no_progress(p)
+    add_json(p, "what is missing, per part")
     imagenet = p.add_argument_group("imagenet")
     imagenet.add_argument("--archives", type=Path, default=None, help="a folder holding the archives you downloaded")
     imagenet.add_argument("--files", nargs="+", default=None,
@@ -57,7 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="an HTTP header for --base-url (repeatable), e.g. 'Authorization: Bearer TOKEN'")
     imagenet.add_argument("--cookie", default=None, help="a Cookie header value for --base-url")
     imagenet.add_argument("--parts", default=",".join(PARTS), help="which layouts to prepare/check: cls,loc,det")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _headers(args: argparse.Namespace) -> dict[str, str]:

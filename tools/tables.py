@@ -2,8 +2,7 @@
 comparison tables, with the paper's own rows beside ours (--paper), or Table 9's cumulative rows evaluated from
 trained checkpoints (the table9 command).
 
-example:
-    python tools/tables.py r50.json r101.json --names ResNet-50 ResNet-101
+More examples:
     python tools/tables.py voc07.json --names "baseline+++ (ours)" --paper table10   # VOC2007 test, Table 10
     python tools/tables.py voc12.json --paper table11                                # VOC2012, Table 11
     python tools/tables.py det_single.json det_ensemble.json --names "single model" ensemble --paper table12
@@ -30,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detection.engine.cli import add_json, add_output, tool_parser  # noqa: E402
 from detection.evaluation.tables import (  # noqa: E402
     comparison_tables,
     load_results,
@@ -47,18 +47,27 @@ Each row is its checkpoint's stored config plus the row's switches (detection/en
 the rows are tested on their config's test split (val2014 for configs/coco/faster_rcnn_r101_c4*.yaml)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["table9"]:
-        return main_table9(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+EXAMPLE = "python tools/tables.py r50.json r101.json --names ResNet-50 ResNet-101"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The comparison-table mode's parser (``table9`` has its own: ``main_table9``)."""
+    parser = tool_parser(__doc__, EXAMPLE)
     parser.add_argument("results", type=Path, nargs="+", help="JSON files written by tools/eval_*.py --json")
     parser.add_argument("--names", nargs="+", help="row labels, one per file (default: the file names)")
     parser.add_argument("--paper", choices=["table10", "table11", "table12"],
                         help="add the paper's rows: VOC2007 test (Table 10), VOC2012 test (Table 11), ImageNet "
                              "DET (Table 12)")  # fmt: skip
-    parser.add_argument("--output", type=Path, help="also write the markdown to this file")
-    args = parser.parse_args(argv)
+    add_output(parser, "also write the markdown here", default=None)
+    add_json(parser, "the rows as read, with their labels")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table9"]:
+        return main_table9(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         rows = load_results(args.results, args.names)
         if args.paper == "table12":
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             text = comparison_tables(rows + (paper_voc_rows(args.paper) if args.paper else []))
         if args.output:
             args.output.write_text(text + "\n")
+        if args.json:
+            args.json.write_text(json.dumps([{"row": label, **result} for label, result in rows], indent=2))
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

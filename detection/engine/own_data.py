@@ -80,8 +80,8 @@ def check_data_root(name: str, root: Path, kwargs: dict[str, Any]) -> None:
     own = " or --train-json/--train-images for COCO-format data elsewhere" if name == "coco" else ""
     raise DatasetError(
         f"dataset root {root} does not exist: --dataset {name} expects {LAYOUTS[name]} under --data-root; fetch it "
-        f"with `python tools/prepare_dataset.py {PREPARE_NAMES[name]} --root {root}`{own} (docs/custom_data.md for "
-        f"own data); "
+        f"with `python tools/prepare_dataset.py {PREPARE_NAMES[name]} --data-root {root}`{own} "
+        f"(docs/custom_data.md for own data); "
         f"`python tools/quickstart.py` runs offline on generated data"
     )
 

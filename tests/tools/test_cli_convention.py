@@ -18,8 +18,6 @@ from detection.engine.cli import HELP
 ROOT = Path(__file__).resolve().parents[2]
 NOT_TOOLS = {"__init__", "entry_points", "benchmark_models"}  # the package, script wrappers, a library module
 TOOLS = sorted(p.stem for p in (ROOT / "tools").glob("*.py") if p.stem not in NOT_TOOLS and not p.stem.startswith("_"))
-# Owned by other branches while this convention landed; docs/tools.md lists what each still needs.
-PENDING = {"export", "prepare_dataset", "tables"}
 
 OVERRIDES = "key=value"
 # The conventional flags each tool has the concept of (a subcommand's after a colon).
@@ -90,8 +88,7 @@ def example(text: str) -> list[str]:
     return shlex.split(lines[1], comments=True)
 
 
-HELP_CASES = [pytest.param(n, marks=pytest.mark.xfail(reason="pending: see docs/tools.md")) if n.split(":")[0] in
-              PENDING else n for n in sorted(EXPECTED)]  # fmt: skip
+HELP_CASES = sorted(EXPECTED)
 
 
 def test_every_tool_is_covered() -> None:

@@ -218,7 +218,7 @@ def test_missing_dataset_root_names_layout_prepare_command_and_quickstart(
     assert rc == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    for part in ("annotations/instances_<split>.json", f"tools/prepare_dataset.py coco --root {missing}",
+    for part in ("annotations/instances_<split>.json", f"tools/prepare_dataset.py coco --data-root {missing}",
                  "tools/quickstart.py", "offline"):
         assert part in err, (part, err)
 
