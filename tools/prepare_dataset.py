@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """More examples:
   python tools/prepare_dataset.py coco --data-root datasets/coco    # COCO 2017 train/val (~19 GB)
+  python tools/prepare_dataset.py coco2014 --data-root datasets/coco  # the paper's 2014 train/val + Detectron's minival
   python tools/prepare_dataset.py coco --data-root datasets/coco --check
   python tools/prepare_dataset.py imagenet --data-root datasets/imagenet --archives ~/Downloads/imagenet \\
       --parts cls,loc                                              # the ILSVRC2012 archives you downloaded
@@ -9,7 +10,8 @@
 
 Fetch a dataset's official archives into the layout the loaders read, or check an existing root. COCO and VOC
 downloads resume where an interrupted run stopped, show a progress bar, and are verified against the published MD5
-checksums before extraction. ImageNet is distributed after a login at image-net.org (or on Kaggle): download the
+checksums before extraction (coco2014: the 2014 zips have none published and are not verified; Detectron's minival
+annotations are). ImageNet is distributed after a login at image-net.org (or on Kaggle): download the
 archives yourself and pass --archives DIR (or --files), or give a mirror with --base-url (same resumable
 download; --header / --cookie for its authentication). Known ImageNet archives: ILSVRC2012_img_train.tar,
 ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz (MD5s verified), ILSVRC2012_bbox_train_v2.tar.gz,
@@ -35,7 +37,7 @@ from detection.data.prepare import ARCHIVES, REQUIRED, check_layout, prepare  # 
 from detection.data.prepare_imagenet import PARTS, describe, missing_paths, prepare_imagenet  # noqa: E402
 from detection.engine.cli import add_data_root, add_json, add_no_progress, tool_parser  # noqa: E402
 
-LOADER = {"coco": "coco", "voc": "voc"}
+LOADER = {"coco": "coco", "coco2014": "coco", "voc": "voc"}
 
 
 EXAMPLE = "python tools/prepare_dataset.py voc --data-root datasets/voc   # VOC 2007 trainval+test, 2012 trainval"

@@ -1,7 +1,9 @@
 """Fetch the official dataset archives and lay them out the way the loaders read them; check an existing root.
 
 - :data:`ARCHIVES`: each dataset's official archives with their published MD5 checksums (COCO 2017 from
-  images.cocodataset.org; PASCAL VOC 2007 trainval/test and 2012 trainval from host.robots.ox.ac.uk, the
+  images.cocodataset.org; ``coco2014``: the 2014 train/val archives the paper trained on, which have no published
+  checksum, plus Detectron's ``minival2014`` / ``valminusminival2014`` annotations, checked against the MD5 that
+  MLPerf's download scripts list; PASCAL VOC 2007 trainval/test and 2012 trainval from host.robots.ox.ac.uk, the
   checksums torchvision's ``VOCDetection`` lists). ImageNet, distributed after a login, is
   detection/data/prepare_imagenet.py (from the archives a user downloaded, or a mirror, through :func:`download`).
 - :func:`download`: resumable (an interrupted ``<name>.part`` continues with an HTTP ``Range`` request), with a
@@ -45,12 +47,19 @@ class Archive:
 
 
 _COCO = "http://images.cocodataset.org"
+_DETECTRON = "https://dl.fbaipublicfiles.com/detectron"
 _VOC = "http://host.robots.ox.ac.uk/pascal/VOC"
 ARCHIVES: dict[str, list[Archive]] = {
     "coco": [
         Archive(f"{_COCO}/annotations/annotations_trainval2017.zip", "f4bbac642086de4f52a3fdda2de5fa2c"),
         Archive(f"{_COCO}/zips/val2017.zip", "442b8da7639aecaf257c1dceb8ba8c80"),
         Archive(f"{_COCO}/zips/train2017.zip", "cced6f7f71b7629ddf16f17bbcfab6b2"),
+    ],
+    "coco2014": [
+        Archive(f"{_COCO}/annotations/annotations_trainval2014.zip", None),
+        Archive(f"{_DETECTRON}/coco/coco_annotations_minival.tgz", "2d2b9d2283adb5e3b8d25eec88e65064"),
+        Archive(f"{_COCO}/zips/val2014.zip", None),
+        Archive(f"{_COCO}/zips/train2014.zip", None),
     ],
     "voc": [
         Archive(f"{_VOC}/voc2007/VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64"),
@@ -62,6 +71,8 @@ ARCHIVES: dict[str, list[Archive]] = {
 # What the loaders read under --data-root (detection/data/coco.py, voc.py; ImageNet: prepare_imagenet.PARTS).
 REQUIRED: dict[str, list[str]] = {
     "coco": ["annotations/instances_train2017.json", "annotations/instances_val2017.json", "train2017", "val2017"],
+    "coco2014": [*(f"annotations/instances_{split}2014.json" for split in ("train", "val", "minival",
+                                                                          "valminusminival")), "train2014", "val2014"],
     "voc": [f"VOCdevkit/VOC{year}/{part}" for year, parts in (
         ("2007", ("Annotations", "JPEGImages", "ImageSets/Main/trainval.txt", "ImageSets/Main/test.txt")),
         ("2012", ("Annotations", "JPEGImages", "ImageSets/Main/trainval.txt"))) for part in parts],
@@ -120,6 +131,8 @@ def download(archive: Archive, folder: Path, *, progress: bool = True, timeout: 
     except (urllib.error.URLError, OSError) as exc:
         raise DatasetError(f"downloading {archive.url} failed ({exc}); run again to resume from "
                            f"{part.stat().st_size if part.exists() else 0} bytes") from None
+    if archive.md5 is None:
+        logger.info("%s has no published MD5: not verified", archive.name)
     got = md5sum(part) if archive.md5 is not None else None
     if got != archive.md5:
         part.unlink()
@@ -160,6 +173,28 @@ def _check_member(archive: Path, base: str, member: str) -> None:
         raise DatasetError(f"{archive}: member {member!r} would be written outside {base}; refused")
 
 
+# Files an archive may hold under another folder than the loaders read them from (Detectron's minival archive has
+# been published with its JSONs at different depths): moved into place after extraction.
+PLACED: dict[str, dict[str, str]] = {
+    "coco2014": {f"instances_{split}2014.json": "annotations" for split in ("minival", "valminusminival")},
+}
+
+
+def place_files(name: str, root: Path) -> None:
+    """Move the files :data:`PLACED` names for ``name`` into their folder under ``root`` when an archive put them
+    elsewhere (searched three levels deep)."""
+    for file_name, folder in PLACED.get(name, {}).items():
+        target = root / folder / file_name
+        if target.exists():
+            continue
+        found = sorted(p for depth in ("*", "*/*", "*/*/*") for p in root.glob(f"{depth}/{file_name}")
+                       if "downloads" not in p.relative_to(root).parts)
+        if found:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(found[0], target)
+            logger.info("moved %s to %s", found[0], target)
+
+
 def prepare(name: str, root: Path, *, archives: list[Archive] | None = None, keep_archives: bool = False,
             progress: bool = True) -> list[str]:
     """Download (resumably), verify and extract the archives of ``name`` into ``root``; return what is still
@@ -172,6 +207,7 @@ def prepare(name: str, root: Path, *, archives: list[Archive] | None = None, kee
         extract(path, root)
         if not keep_archives:
             path.unlink()
+    place_files(name, root)
     if not keep_archives and (root / "downloads").is_dir() and not any((root / "downloads").iterdir()):
         shutil.rmtree(root / "downloads")
     return check_layout(name, root)

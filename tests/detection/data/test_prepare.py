@@ -113,3 +113,42 @@ def test_check_names_every_missing_path(tmp_path: Path, capsys: pytest.CaptureFi
     assert module.main(["imagenet", "--root", str(tmp_path / "ilsvrc")]) == 1  # --root: the old spelling
     err = capsys.readouterr().err
     assert "image-net.org" in err and "--archives DIR" in err
+
+
+def coco2014_archives(write_image, tmp_path: Path) -> dict[str, bytes]:  # noqa: ANN001 - conftest fixture
+    """The four archives of ``coco2014`` shaped like the real ones: the official annotation zip and image zips,
+    and Detectron's minival archive with its JSONs one folder deeper than the loaders read them."""
+    import json
+
+    image = write_image(tmp_path / "x.jpg", 40, 50).read_bytes()
+    categories = [{"id": 1, "name": "person"}]
+
+    def instances(ids: list[int], folder: str) -> bytes:
+        return json.dumps({
+            "images": [{"id": i, "file_name": f"COCO_{folder}_{i:012d}.jpg", "height": 40, "width": 50} for i in ids],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0,
+                             "area": 400} for i in ids],
+            "categories": categories}).encode()  # fmt: skip
+
+    return {
+        "annotations_trainval2014.zip": zip_bytes({"annotations/instances_train2014.json": instances([1], "train2014"),
+                                                   "annotations/instances_val2014.json": instances([2, 3], "val2014")}),
+        "coco_annotations_minival.tgz": tar_bytes({
+            "coco_annotations_minival/instances_minival2014.json": instances([2], "val2014"),
+            "coco_annotations_minival/instances_valminusminival2014.json": instances([3], "val2014")}),
+        "val2014.zip": zip_bytes({f"val2014/COCO_val2014_{i:012d}.jpg": image for i in (2, 3)}),
+        "train2014.zip": zip_bytes({"train2014/COCO_train2014_000000000001.jpg": image}),
+    }  # fmt: skip
+
+
+def test_prepare_coco2014_places_detectrons_minival_and_trains_on_the_paper_union(  # noqa: ANN001 - fixtures
+    serve, write_image, tmp_path: Path
+) -> None:
+    served = serve(coco2014_archives(write_image, tmp_path))
+    root = tmp_path / "coco"
+    missing = prepare("coco2014", root, archives=[served.archive(n) for n in served.files], progress=False)
+    assert missing == []
+    assert (root / "annotations" / "instances_minival2014.json").is_file()  # moved from the archive's own folder
+    union = build_dataset("coco", root, "train2014+valminusminival2014", None, train=True)
+    assert len(union) == 2
+    assert len(build_dataset("coco", root, "minival2014", None)) == 1  # its images are read from val2014/
