@@ -111,7 +111,8 @@ class AlignPlan:
         size = len(range(0, self.output_size, stride))
         if self.num_rois == 0:
             return features.new_zeros((0, features.shape[1], size, size)).contiguous(memory_format=torch.channels_last)
-        return _ApplyPlan.apply(features, self, stride)
+        pooled = _ApplyPlan.apply(features, self, stride)  # [R·P'·P', C], not a view: callers may modify it
+        return pooled.view(self.num_rois, size, size, -1).permute(0, 3, 1, 2)
 
 
 class _ApplyPlan(torch.autograd.Function):
@@ -121,14 +122,13 @@ class _ApplyPlan(torch.autograd.Function):
         ctx.plan, ctx.stride, ctx.shape = plan, stride, (n, c, h, w)
         ctx.channels_last = features.is_contiguous(memory_format=torch.channels_last)
         flat = features.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view when channels-last
-        size = len(range(0, plan.output_size, stride))
-        return plan.taps(stride).apply(flat).view(plan.num_rois, size, size, c).permute(0, 3, 1, 2)
+        return plan.taps(stride).apply(flat)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
         n, c, h, w = ctx.shape
         taps = ctx.plan.taps(ctx.stride).transposed(n * h * w)
-        flat = taps.apply(grad.permute(0, 2, 3, 1).reshape(-1, c))  # [N·H·W, C]
+        flat = taps.apply(grad.contiguous())  # [R·P'·P', C] → [N·H·W, C]
         grad_features = flat.view(n, h, w, c).permute(0, 3, 1, 2)
         return (grad_features if ctx.channels_last else grad_features.contiguous()), None, None
 
