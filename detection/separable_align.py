@@ -51,7 +51,7 @@ class _Taps:
         """The taps grouped by map position instead of by bin: position ``i`` sums the bins that read it, with the
         same weights (the backward of the sum)."""
         bins = torch.repeat_interleave(torch.arange(self.counts.numel(), device=self.cells.device), self.counts)
-        order = torch.argsort(self.cells, stable=True)
+        order = _argsort(self.cells)
         counts = torch.bincount(self.cells, minlength=positions)
         return _Taps(bins[order], self.weights[order], torch.cumsum(counts, 0) - counts, counts)
 
@@ -154,6 +154,22 @@ def _axis(
     share = valid.float() / grid_f
     return low, high, (1.0 - frac) * share, frac * share
 
+
+
+def _argsort(keys: Tensor) -> Tensor:
+    """``torch.argsort(keys, stable=True)`` on int32 keys (when they fit), on one thread on the CPU: on this 2-core
+    machine 241k int64 keys took 14 ms on one thread and 290 ms on two (OpenMP's parallel sort under load), and
+    int32 keys sort 4× faster again."""
+    if keys.numel() and int(keys.max()) < 2**31:
+        keys = keys.int()
+    if keys.device.type != "cpu":
+        return torch.argsort(keys, stable=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.argsort(keys, stable=True)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _nonzero_taps(low: Tensor, high: Tensor, w_low: Tensor, w_high: Tensor, length: int) -> tuple[Tensor, Tensor]:
