@@ -1,4 +1,4 @@
-"""detection/separable_align.py: the separable RoIAlign equals torchvision's ``roi_align``, forward and backward,
+"""detection/separable_align.py: the tap-sum RoIAlign equals torchvision's ``roi_align``, forward and backward,
 including RoIs on, across and beyond the map's border."""
 
 from __future__ import annotations
