@@ -63,7 +63,7 @@ def _pool_affine(layers: list[nn.Module], features: Tensor, plan: AlignPlan) -> 
 
     constant = affine(features.new_zeros((1, features.shape[1], 1, 1)))  # [1, C_out, 1, 1]
     mapped = affine(features) - constant
-    return plan.apply(mapped, stride) + constant
+    return plan.apply(mapped, stride).add_(constant)  # in place: the pooled tensor is fresh, and large
 
 
 def supports_commuted_head(head: nn.Module) -> bool:

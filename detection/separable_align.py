@@ -1,4 +1,4 @@
-"""RoIAlign as two small matrix products per RoI, for any subset of bins, with autograd.
+"""RoIAlign as a weighted sum of map rows per bin (``embedding_bag``), for any subset of bins, with autograd.
 
 ``torchvision.ops.roi_align`` averages, in every bin, a ``gh × gw`` grid of bilinear samples. A sample at ``(y, x)``
 weighs the four cells around it by ``hy·hx, hy·lx, ly·hx, ly·lx``, i.e. by a product of a weight on its row and a
@@ -9,12 +9,14 @@ splits as ``1/gh · 1/gw``. So for RoI ``r`` on image ``n``::
     pooled[r, :, p, q] = Σ_y Σ_x Ay[r, p, y] · Ax[r, q, x] · F[n, :, y, x]        (Ay: [P, H], Ax: [P, W])
 
 with ``Ay[r, p, y]`` the sum over bin row ``p``'s valid samples of their bilinear weight on map row ``y``, over
-``gh``. Only a window of rows and columns around the RoI has non-zero weight, so each RoI reads a ``Ky × Kx``
-window of the map (channels-last, one gather) and pools it with two batched matrix products, ``Ay · window`` then
-``· Axᵀ``, writing ``[R, P, P, C]`` (channels-last) directly. RoIs are bucketed by window size (powers of two,
-capped at the map) so that each bucket is one gather and two ``matmul`` calls (in chunks for large windows). The
-op is linear in the map, so its backward is the same products transposed (an ``index_add`` into the map's
-gradient) and keeps no activations.
+``gh``. Bin row ``p`` touches only the few rows its samples fall between (``gh + 1`` for the adaptive grid), so
+the plan keeps, per bin row and per bin column, the rows (columns) with non-zero weight; their products are the
+bin's taps. Each bin is then one weighted sum of map positions, ``F.embedding_bag(cells, map [N·H·W, C],
+per_sample_weights=weights, mode="sum")`` on the channels-last map: one multi-threaded pass that reads each tap's
+``C`` contiguous values once and writes ``[R·P·P, C]``, i.e. ``[R, P, P, C]`` (channels-last) directly. Large RoIs
+cost their taps (≤ ``(gh + 1)(gw + 1)`` per bin), not their area; no window is copied. The op is linear in the
+map, so its backward is the same sum over the transposed taps (each map position gathers the bins that read it;
+built on the first backward) and keeps no activations.
 
 The sample coordinates repeat the kernel's float32 arithmetic (``roi_align_kernel.cpp``: the ``aligned`` half-pixel
 offset, malformed RoIs forced to 1 × 1 when not aligned, the adaptive grid ``ceil(roi / P)``, clamping at the
@@ -25,45 +27,79 @@ border), so the result equals ``roi_align`` up to the order of the float additio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["AlignPlan", "plan_roi_align"]
 
 
-_CHUNK_ELEMENTS = 1 << 23  # at most this many window values gathered at once (32 MiB in float32)
-
-
 @dataclass(frozen=True)
-class _Bucket:
-    rois: Tensor  # [Rb] int64: which RoIs (rows of the output)
-    cells: Tensor  # [Rb, Ky, Kx] int64: flat index of each window cell into the [N·H·W, C] map
-    ay: Tensor  # [Rb, P, Ky] float32: row weights (bin row p, window row)
-    ax: Tensor  # [Rb, P, Kx] float32: column weights
+class _Taps:
+    """Every bin's non-zero taps, flattened bin after bin (``F.embedding_bag``'s input): ``cells`` ``[T]`` int64
+    flat index into the ``[N·H·W, C]`` map, ``weights`` ``[T]`` float32, ``offsets`` ``[B]`` where each bin
+    starts, ``counts`` ``[B]`` taps per bin (0: every sample off the map, output 0)."""
 
-    def chunks(self, channels: int) -> list[_Bucket]:
-        """The bucket in pieces whose gathered windows hold at most ``_CHUNK_ELEMENTS`` values."""
-        rb, ky, kx = self.cells.shape
-        step = max(1, _CHUNK_ELEMENTS // (ky * kx * channels))
-        if step >= rb:
-            return [self]
-        return [_Bucket(self.rois[i : i + step], self.cells[i : i + step], self.ay[i : i + step],
-                        self.ax[i : i + step]) for i in range(0, rb, step)]
+    cells: Tensor
+    weights: Tensor
+    offsets: Tensor
+    counts: Tensor
+
+    def transposed(self, positions: int) -> _Taps:
+        """The taps grouped by map position instead of by bin: position ``i`` sums the bins that read it, with the
+        same weights (the backward of the sum)."""
+        bins = torch.repeat_interleave(torch.arange(self.counts.numel(), device=self.cells.device), self.counts)
+        order = _argsort(self.cells)
+        counts = torch.bincount(self.cells, minlength=positions)
+        return _Taps(bins[order], self.weights[order], torch.cumsum(counts, 0) - counts, counts)
+
+    def apply(self, rows: Tensor) -> Tensor:
+        """``rows [M, C]`` → ``[B, C]``: each bin's weighted sum of its tap rows, in ``rows.dtype``."""
+        with torch.autocast(rows.device.type, enabled=False):  # keep bf16 maps bf16
+            return F.embedding_bag(self.cells, rows, self.offsets, mode="sum",
+                                   per_sample_weights=self.weights.to(rows.dtype))
 
 
 @dataclass(frozen=True)
 class AlignPlan:
-    """Where every RoI reads and with what weights; made once by :func:`plan_roi_align` and applied to any
-    number of maps of the same spatial size (e.g. conv5_1's reduced map and its projected shortcut). Buckets of
-    large windows are processed in chunks, so the gathered windows never hold more than 32 MiB (float32)."""
+    """Where every bin reads and with what weights; made once by :func:`plan_roi_align` and applied to any number
+    of maps of the same spatial size (e.g. conv5_1's reduced map and its projected shortcut). Per bin row (column):
+    ``rows`` / ``cols`` ``[R, P, T]`` the map rows (columns) with non-zero weight, ``row_weights`` / ``col_weights``
+    the weights (0 where a bin has fewer than ``T``); ``image`` ``[R]`` int64."""
 
-    buckets: list[_Bucket]
-    num_rois: int
+    rows: Tensor
+    row_weights: Tensor
+    cols: Tensor
+    col_weights: Tensor
+    image: Tensor
     output_size: int
     height: int
     width: int
+    _taps: dict[int, _Taps] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_rois(self) -> int:
+        return self.image.numel()
+
+    def taps(self, stride: int = 1) -> _Taps:
+        """The bins ``[::stride, ::stride]`` as tap lists (made on first use, then kept)."""
+        if stride not in self._taps:
+            self._taps[stride] = self._bin_taps(stride)
+        return self._taps[stride]
+
+    def _bin_taps(self, stride: int) -> _Taps:
+        ys, wy = self.rows[:, ::stride], self.row_weights[:, ::stride]  # [R, P', Ty]
+        xs, wx = self.cols[:, ::stride], self.col_weights[:, ::stride]  # [R, P', Tx]
+        r, p, ty = ys.shape
+        tx = xs.shape[2]
+        base = (self.image * self.height)[:, None, None, None, None] + ys[:, :, None, :, None]
+        cells = (base * self.width + xs[:, None, :, None, :]).reshape(r * p * p, ty * tx)
+        weights = (wy[:, :, None, :, None] * wx[:, None, :, None, :]).reshape(r * p * p, ty * tx)
+        keep = weights.ne(0)
+        counts = keep.sum(1)
+        return _Taps(cells[keep], weights[keep], torch.cumsum(counts, 0) - counts, counts)
 
     def apply(self, features: Tensor, stride: int = 1) -> Tensor:
         """``roi_align(features, rois, ...)[:, :, ::stride, ::stride]``: ``[N, C, H, W]`` (any memory format,
@@ -72,35 +108,11 @@ class AlignPlan:
         if tuple(features.shape[2:]) != (self.height, self.width):
             raise ValueError(f"AlignPlan made for a {self.height}×{self.width} map, got "
                              f"{features.shape[2]}×{features.shape[3]}")
-        return _ApplyPlan.apply(features, self, stride)
-
-    def forward_rows(self, flat: Tensor, stride: int) -> Tensor:
-        """``flat``: the map as ``[N·H·W, C]`` rows → ``[R, P', P', C]``."""
-        c = flat.shape[1]
         size = len(range(0, self.output_size, stride))
-        out = flat.new_empty((self.num_rois, size, size, c))
-        for b in (chunk for bucket in self.buckets for chunk in bucket.chunks(c)):
-            rb, ky, kx = b.cells.shape
-            window = flat.index_select(0, b.cells.reshape(-1)).view(rb, ky, kx * c)
-            ay = b.ay[:, ::stride].to(flat.dtype)  # [Rb, P', Ky]
-            ax = b.ax[:, ::stride].to(flat.dtype)  # [Rb, P', Kx]
-            rows = torch.bmm(ay, window).view(rb, size, kx, c)  # bin rows × window columns
-            out.index_copy_(0, b.rois, torch.matmul(ax[:, None], rows))
-        return out
-
-    def backward_rows(self, grad: Tensor, cells: int, stride: int) -> Tensor:
-        """The transpose of :meth:`forward_rows`: ``grad [R, P', P', C]`` → ``[cells, C]``."""
-        c = grad.shape[3]
-        out = grad.new_zeros((cells, c))
-        for b in (chunk for bucket in self.buckets for chunk in bucket.chunks(c)):
-            rb, ky, kx = b.cells.shape
-            ay = b.ay[:, ::stride].to(grad.dtype)
-            ax = b.ax[:, ::stride].to(grad.dtype)
-            g = grad.index_select(0, b.rois)  # [Rb, P', P', C]
-            rows = torch.matmul(ax.transpose(1, 2)[:, None], g)  # [Rb, P', Kx, C]
-            window = torch.bmm(ay.transpose(1, 2), rows.reshape(rb, ay.shape[1], kx * c))  # [Rb, Ky, Kx·C]
-            out.index_add_(0, b.cells.reshape(-1), window.view(-1, c))
-        return out
+        if self.num_rois == 0:
+            return features.new_zeros((0, features.shape[1], size, size)).contiguous(memory_format=torch.channels_last)
+        pooled = _ApplyPlan.apply(features, self, stride)  # [R·P'·P', C], not a view: callers may modify it
+        return pooled.view(self.num_rois, size, size, -1).permute(0, 3, 1, 2)
 
 
 class _ApplyPlan(torch.autograd.Function):
@@ -109,13 +121,14 @@ class _ApplyPlan(torch.autograd.Function):
         n, c, h, w = features.shape
         ctx.plan, ctx.stride, ctx.shape = plan, stride, (n, c, h, w)
         ctx.channels_last = features.is_contiguous(memory_format=torch.channels_last)
-        flat = features.permute(0, 2, 3, 1).contiguous().view(n * h * w, c)
-        return plan.forward_rows(flat, stride).permute(0, 3, 1, 2)
+        flat = features.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view when channels-last
+        return plan.taps(stride).apply(flat)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
         n, c, h, w = ctx.shape
-        flat = ctx.plan.backward_rows(grad.permute(0, 2, 3, 1).contiguous(), n * h * w, ctx.stride)
+        taps = ctx.plan.taps(ctx.stride).transposed(n * h * w)
+        flat = taps.apply(grad.contiguous())  # [R·P'·P', C] → [N·H·W, C]
         grad_features = flat.view(n, h, w, c).permute(0, 3, 1, 2)
         return (grad_features if ctx.channels_last else grad_features.contiguous()), None, None
 
@@ -142,25 +155,34 @@ def _axis(
     return low, high, (1.0 - frac) * share, frac * share
 
 
-def _window(low: Tensor, high: Tensor, weight_low: Tensor) -> tuple[Tensor, Tensor]:
-    """Per RoI: first cell of the taps with a valid sample and the number of cells they span (``[R]`` each)."""
-    valid = weight_low.ne(0)  # (1 - frac) · 1/grid > 0 exactly for the samples the kernel keeps
-    big = torch.iinfo(torch.int64).max
-    first = torch.where(valid, low, big).flatten(1).amin(dim=1)
-    last = torch.where(valid, high, -1).flatten(1).amax(dim=1)
-    empty = last < 0
-    first = torch.where(empty, 0, first)
-    return first, torch.where(empty, 1, last - first + 1)
+
+def _argsort(keys: Tensor) -> Tensor:
+    """``torch.argsort(keys, stable=True)`` on int32 keys (when they fit), on one thread on the CPU: on this 2-core
+    machine 241k int64 keys took 14 ms on one thread and 290 ms on two (OpenMP's parallel sort under load), and
+    int32 keys sort 4× faster again."""
+    if keys.numel() and int(keys.max()) < 2**31:
+        keys = keys.int()
+    if keys.device.type != "cpu":
+        return torch.argsort(keys, stable=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.argsort(keys, stable=True)
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _weights(low: Tensor, high: Tensor, w_low: Tensor, w_high: Tensor, origin: Tensor, size: int) -> Tensor:
-    """``[R, P, size]`` weights of bin ``p`` on window cell ``k`` (cell ``origin + k`` of the map)."""
+def _nonzero_taps(low: Tensor, high: Tensor, w_low: Tensor, w_high: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Per bin row (column), the map rows (columns) with non-zero weight, ascending, and their weights:
+    ``[R, P, T]`` each, ``T`` the most any bin has (padding: weight 0)."""
     r, p, _ = low.shape
-    out = torch.zeros((r, p, size), dtype=torch.float32, device=low.device)
+    dense = torch.zeros((r, p, length), dtype=torch.float32, device=low.device)
     for tap, weight in ((low, w_low), (high, w_high)):
-        index = (tap - origin[:, None, None]).clamp(0, size - 1)
-        out.scatter_add_(2, index, weight)  # dropped samples weigh 0 wherever they are clamped to
-    return out
+        dense.scatter_add_(2, tap, weight)  # dropped samples weigh 0 wherever they are clamped to
+    nonzero = dense.ne(0)
+    t = max(int(nonzero.sum(2).max()), 1)
+    order = torch.sort(nonzero.logical_not().to(torch.uint8), dim=2, stable=True).indices[:, :, :t]
+    return order, dense.gather(2, order)
 
 
 @torch.no_grad()
@@ -179,8 +201,10 @@ def plan_roi_align(
     in input pixels (``detection.pooling.boxes_to_rois``)."""
     rois = rois.float()
     p = output_size
+    image = rois[:, 0].long()
     if rois.shape[0] == 0:
-        return AlignPlan([], 0, p, height, width)
+        empty = torch.zeros((0, p, 1), dtype=torch.int64, device=rois.device)
+        return AlignPlan(empty, empty.float(), empty, empty.float(), image, p, height, width)
     offset = 0.5 if aligned else 0.0
     scaled = rois[:, 1:] * torch.tensor(spatial_scale, dtype=torch.float32, device=rois.device) - offset
     start_x, start_y, end_x, end_y = scaled.unbind(1)
@@ -192,25 +216,6 @@ def plan_roi_align(
         grid_w = grid_h = torch.full_like(bin_w, sampling_ratio, dtype=torch.int64)
     else:  # ceil(roi / P); zero or negative for empty RoIs (aligned): no samples, output 0
         grid_w, grid_h = torch.ceil(bin_w).long(), torch.ceil(bin_h).long()
-    ys = _axis(start_y, bin_h, grid_h, p, height)
-    xs = _axis(start_x, bin_w, grid_w, p, width)
-    y0, band_y = _window(ys[0], ys[1], ys[2])
-    x0, band_x = _window(xs[0], xs[1], xs[2])
-    # Windows are square powers of two (capped at the map), so that few buckets hold all RoIs.
-    side = torch.maximum(band_y, band_x).float().log2().ceil().exp2().long()
-    ky, kx = side.clamp(max=height), side.clamp(max=width)
-    y0 = torch.minimum(y0, height - ky)
-    x0 = torch.minimum(x0, width - kx)
-    ay = _weights(*ys, y0, height)
-    ax = _weights(*xs, x0, width)
-    image = rois[:, 0].long()
-    buckets = []
-    for key in torch.unique(ky * (width + 1) + kx).tolist():
-        h, w = divmod(key, width + 1)
-        members = torch.nonzero((ky == h) & (kx == w)).squeeze(1)
-        rows = y0[members, None] + torch.arange(h, device=rois.device)
-        cols = x0[members, None] + torch.arange(w, device=rois.device)
-        base = (image[members] * height)[:, None, None] + rows[:, :, None]
-        cells = base * width + cols[:, None, :]
-        buckets.append(_Bucket(members, cells, ay[members, :, :h], ax[members, :, :w]))
-    return AlignPlan(buckets, rois.shape[0], p, height, width)
+    rows, row_weights = _nonzero_taps(*_axis(start_y, bin_h, grid_h, p, height), height)
+    cols, col_weights = _nonzero_taps(*_axis(start_x, bin_w, grid_w, p, width), width)
+    return AlignPlan(rows, row_weights, cols, col_weights, image, p, height, width)

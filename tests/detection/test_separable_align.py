@@ -1,4 +1,4 @@
-"""detection/separable_align.py: the separable RoIAlign equals torchvision's ``roi_align``, forward and backward,
+"""detection/separable_align.py: the tap-sum RoIAlign equals torchvision's ``roi_align``, forward and backward,
 including RoIs on, across and beyond the map's border."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from detection import separable_align
 from detection.separable_align import plan_roi_align
 
 
@@ -43,7 +42,7 @@ def test_equals_torchvision_roi_align(aligned: bool, sampling_ratio: int, scale:
     assert (expected[0] == 0).all() and (got[0] == 0).all()  # off the map: zero, as the kernel writes
     strided = plan.apply(features.contiguous(memory_format=torch.channels_last), stride=2)
     torch.testing.assert_close(strided, expected[:, :, ::2, ::2], rtol=1e-5, atol=2e-6)
-    assert len(plan.buckets) > 1  # RoIs of different sizes read windows of different sizes
+    assert int(plan.taps().counts[:196].sum()) == 0  # the RoI off the map has no taps at all
 
 
 @pytest.mark.parametrize("aligned", [False, True])
@@ -59,18 +58,15 @@ def test_gradient_equals_torchvision(aligned: bool) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_chunked_buckets_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    g = torch.Generator().manual_seed(6)
-    features = torch.randn(2, 8, 13, 17, generator=g, requires_grad=True)
-    rois = border_rois(g, 50, 2, width=17 * 16, height=13 * 16)
+def test_taps_are_the_nonzero_weights_only() -> None:
+    """A small RoI inside the map: every bin of the adaptive grid (1 sample per side) touches 2 × 2 cells."""
+    rois = torch.tensor([[0.0, 40.0, 40.0, 100.0, 90.0]])  # 60 × 50 px at 1/16: bins of ~0.27 cells
     plan = plan_roi_align(rois, 13, 17, output_size=14, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
-    whole = plan.apply(features)
-    monkeypatch.setattr(separable_align, "_CHUNK_ELEMENTS", 300)  # a few RoIs per chunk
-    assert any(len(b.chunks(8)) > 1 for b in plan.buckets)
-    chunked = plan.apply(features)
-    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
-    grads = [torch.autograd.grad(out.square().sum(), features)[0] for out in (whole, chunked)]
-    torch.testing.assert_close(grads[1], grads[0])
+    taps = plan.taps()
+    assert taps.counts.max() <= 4 and (taps.weights > 0).all()
+    torch.testing.assert_close(torch.zeros(taps.counts.numel()).index_add_(
+        0, torch.repeat_interleave(torch.arange(taps.counts.numel()), taps.counts), taps.weights),
+        torch.ones(taps.counts.numel()))  # bilinear weights of one on-map sample sum to 1
 
 
 def test_bf16_and_no_rois() -> None:
