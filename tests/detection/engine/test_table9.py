@@ -85,3 +85,18 @@ def test_run_table9_on_shapes_and_the_command(tmp_path: Path, shapes_root: Path,
             str(tmp_path / "t9.json"), "model.roi_heads.score_thresh=0.0"]  # fmt: skip
     assert tool.main(argv) == 0
     assert [r["row"] for r in json.loads((tmp_path / "t9.json").read_text())] == ["baseline", "+box refinement"]
+
+
+def test_the_command_evaluates_only_the_rows_named(tmp_path: Path, shapes_root: Path, tiny_config) -> None:
+    base = tiny_checkpoint(tmp_path / "base.pth", tiny_config)
+    spec = importlib.util.spec_from_file_location("tables_tool", ROOT / "tools" / "tables.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    common = ["table9", "--baseline", str(base), "--dataset", "shapes", "--data-root", str(shapes_root), "--split",
+              "val", "--output-dir", str(tmp_path / "cmd"), "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert tool.main([*common, "--rows", "+box refinement", "--json", str(tmp_path / "t9.json")]) == 0
+    assert [r["row"] for r in json.loads((tmp_path / "t9.json").read_text())] == ["+box refinement"]
+    assert not (tmp_path / "cmd" / "baseline").exists()
+    with pytest.raises(SystemExit) as exc:  # no context checkpoint: no ensemble row to evaluate
+        tool.main([*common, "--rows", "+ensemble"])
+    assert exc.value.code == 2
