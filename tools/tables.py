@@ -18,6 +18,8 @@ checkpoint, 5 further context checkpoints); `python tools/tables.py table9 --hel
 
     python tools/tables.py table9 --baseline base.pth --context ctx.pth --ensemble ctx2.pth ctx3.pth \\
         --dataset coco --data-root datasets/coco --split val2014 --output-dir output/table9 [key=value ...]
+
+``--rows '+ensemble'`` evaluates only the rows named (the others' results stay where an earlier run wrote them).
 """
 
 from __future__ import annotations
@@ -101,14 +103,21 @@ def main_table9(argv: list[str]) -> int:
     p.add_argument("--ensemble", type=Path, nargs="*", default=[], help="further context checkpoints (row 5)")
     p.add_argument("--pyramid", type=int, nargs="+", default=PAPER_PYRAMID,
                    help="shorter sides of the test pyramid (default: the paper's 200 … 1000)")  # fmt: skip
+    p.add_argument("--rows", nargs="+", metavar="LABEL",
+                   help="only these rows, e.g. '+ensemble' once its members are trained (default: all)")  # fmt: skip
     p.add_argument("--split", default="", help="default: the test split of each row's config, else the dataset's")
     p.add_argument("--json", type=Path, help="also write the rows' metrics here")
     add_run_arguments(p, output_dir="output/table9")
     args = p.parse_args(argv)
     if args.ensemble and args.context is None:
         p.error("--ensemble needs --context (the ensemble row adds members to the context model)")
-    setup_logging(args.output_dir)
     rows = table9_rows(args.baseline, args.context, args.ensemble, args.pyramid)
+    if args.rows:
+        available = [row.label for row in rows]
+        if missing := [label for label in args.rows if label not in available]:
+            p.error(f"--rows {' '.join(missing)}: the checkpoints given allow only {', '.join(available)}")
+        rows = [row for row in rows if row.label in args.rows]
+    setup_logging(args.output_dir)
     try:
         results = run_table9(rows, run_options(args), args.split, args.overrides)
     except (ConfigError, CheckpointError) as exc:

@@ -101,3 +101,18 @@ def test_the_split_configs_are_a_row_system_on_other_splits(config, system, trai
     assert (cfg["data"]["train_split"], cfg["data"]["test_split"]) == (train_split, test_split)
     assert {k: v for k, v in cfg.items() if k != "data"} == {k: v for k, v in row.items() if k != "data"}
     assert (row["data"]["train_split"], row["data"]["test_split"]) == ("train2014", "val2014")  # Table 9, left
+
+
+def test_the_command_evaluates_only_the_rows_named(tmp_path: Path, shapes_root: Path, tiny_config) -> None:
+    base = tiny_checkpoint(tmp_path / "base.pth", tiny_config)
+    spec = importlib.util.spec_from_file_location("tables_tool", ROOT / "tools" / "tables.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    common = ["table9", "--baseline", str(base), "--dataset", "shapes", "--data-root", str(shapes_root), "--split",
+              "val", "--output-dir", str(tmp_path / "cmd"), "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert tool.main([*common, "--rows", "+box refinement", "--json", str(tmp_path / "t9.json")]) == 0
+    assert [r["row"] for r in json.loads((tmp_path / "t9.json").read_text())] == ["+box refinement"]
+    assert not (tmp_path / "cmd" / "baseline").exists()
+    with pytest.raises(SystemExit) as exc:  # no context checkpoint: no ensemble row to evaluate
+        tool.main([*common, "--rows", "+ensemble"])
+    assert exc.value.code == 2
