@@ -139,10 +139,7 @@ def test_export_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     cfg = load_config(TINY_CONFIG)
     weights = tmp_path / "model_final.pth"
     save_checkpoint(weights, {"model": tiny_model().state_dict(), "config": cfg.to_dict(), "classes": list("abcde")})
-    spec = importlib.util.spec_from_file_location("export_tool", ROOT / "tools" / "export.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("tools.export")
     out = tmp_path / "out" / "tiny.onnx"
     assert module.main(["--weights", str(weights), "--output", str(out), "--size", "64", "80"]) == 0
     assert "onnxruntime vs eager" in capsys.readouterr().out
@@ -153,10 +150,7 @@ def test_export_tool_torch_export(tmp_path: Path, capsys: pytest.CaptureFixture[
     weights = tmp_path / "model_final.pth"
     save_checkpoint(weights, {"model": tiny_model().state_dict(), "config": load_config(TINY_CONFIG).to_dict(),
                               "classes": list("abcde")})
-    spec = importlib.util.spec_from_file_location("export_tool", ROOT / "tools" / "export.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("tools.export")
     out, report = tmp_path / "out" / "tiny.pt2", tmp_path / "check.json"
     argv = ["--weights", str(weights), "--format", "torch-export", "--output", str(out), "--json", str(report),
             "--dynamic", "--check-images", "4"]

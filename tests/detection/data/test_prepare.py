@@ -100,10 +100,7 @@ def test_archives_that_escape_the_root_are_refused(tmp_path: Path) -> None:
 
 
 def test_check_names_every_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("prepare_tool", ROOT / "tools" / "prepare_dataset.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("tools.prepare_dataset")
     root = tmp_path / "coco"
     (root / "val2017").mkdir(parents=True)
     assert module.main(["coco", "--root", str(root), "--check"]) == 1

@@ -184,10 +184,7 @@ def test_kaggle_zip_and_unknown_names_by_content(write_image, tmp_path: Path) ->
 
 
 def test_tool_check_names_missing_parts_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = importlib.util.spec_from_file_location("prepare_tool", ROOT / "tools" / "prepare_dataset.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("tools.prepare_dataset")
     root = tmp_path / "imagenet"
     (root / "classification" / "train").mkdir(parents=True)
     (root / "classification" / "val").mkdir(parents=True)

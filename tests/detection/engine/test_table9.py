@@ -77,9 +77,7 @@ def test_run_table9_on_shapes_and_the_command(tmp_path: Path, shapes_root: Path,
     rendered = table9(results)
     assert "| +multi-scale testing |" in rendered and "| 53.8 | 32.5 |" in rendered
 
-    spec = importlib.util.spec_from_file_location("tables_tool", ROOT / "tools" / "tables.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = importlib.import_module("tools.tables")
     argv = ["table9", "--baseline", str(base), "--dataset", "shapes", "--data-root", str(shapes_root), "--split",
             "val", "--output-dir", str(tmp_path / "cmd"), "--device", "cpu", "--no-progress", "--json",
             str(tmp_path / "t9.json"), "model.roi_heads.score_thresh=0.0"]  # fmt: skip
@@ -105,9 +103,7 @@ def test_the_split_configs_are_a_row_system_on_other_splits(config, system, trai
 
 def test_the_command_evaluates_only_the_rows_named(tmp_path: Path, shapes_root: Path, tiny_config) -> None:
     base = tiny_checkpoint(tmp_path / "base.pth", tiny_config)
-    spec = importlib.util.spec_from_file_location("tables_tool", ROOT / "tools" / "tables.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = importlib.import_module("tools.tables")
     common = ["table9", "--baseline", str(base), "--dataset", "shapes", "--data-root", str(shapes_root), "--split",
               "val", "--output-dir", str(tmp_path / "cmd"), "--device", "cpu", "--no-progress"]  # fmt: skip
     assert tool.main([*common, "--rows", "+box refinement", "--json", str(tmp_path / "t9.json")]) == 0
