@@ -112,35 +112,70 @@ def box_voting(
 def nms_first_k(boxes: Tensor, scores: Tensor, iou_thresh: float, k: int) -> Tensor:
     """``torchvision.ops.nms(boxes, scores, iou_thresh)[:k]``, stopping once ``k`` boxes are kept.
 
-    The RPN keeps 300 of 6000 proposals at test time (2000 of 12000 in training); torchvision's CPU kernel
-    compares every kept box with all later ones to the end of the list. Here the greedy pass runs vectorised over
-    the remaining boxes and stops at ``k``: same order (stable descending scores), same float arithmetic and the
-    same strict ``IoU > thresh`` test (in float64, as the kernel's double threshold), so the same indices
-    (tests/detection/test_boxes.py). For few boxes, few to drop, or CUDA, torchvision's kernel is used.
+    The RPN keeps 300 of 6000 proposals at test time (2000 of 12000 in training); torchvision's CPU kernel is one
+    thread comparing every kept box with all later ones to the end of the list (0.19 s for 6000 → 300 and 0.72 s
+    for 12000 → 2000 random boxes). Here the sorted boxes are taken in blocks of 256 (:func:`_greedy_block`): each
+    block drops what the boxes kept so far suppress, then settles its own greedy order as a fixed point of matrix
+    steps, and the loop ends once ``k`` are kept (3 ms and 75 ms for the same boxes, one thread). Same order
+    (stable descending scores), the same float arithmetic and the same strict ``IoU > thresh`` test as the
+    kernel's float-against-double comparison, so the same indices (tests/detection/test_boxes.py). For few boxes,
+    ``k`` above a quarter of them, or CUDA, torchvision's kernel is used.
     """
     n = boxes.shape[0]
     # Exporters (tools/export.py) record torchvision's NMS operator; this loop's length depends on the data.
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or boxes.device.type != "cpu" or n < 4096 or 4 * k > n:
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or boxes.device.type != "cpu" or n < 1024 or 4 * k > n:
         return nms(boxes, scores, iou_thresh)[:k]
     order = scores.sort(descending=True, stable=True).indices
-    x1, y1, x2, y2 = boxes[order].unbind(1)
-    areas = (x2 - x1) * (y2 - y1)
-    alive = torch.ones(n, dtype=torch.bool)
-    keep: list[int] = []
-    i = 0
-    while len(keep) < k:
-        remaining = alive[i:].nonzero()
-        if remaining.numel() == 0:
+    sorted_boxes = boxes[order]
+    areas = (sorted_boxes[:, 2] - sorted_boxes[:, 0]) * (sorted_boxes[:, 3] - sorted_boxes[:, 1])
+    kept = torch.zeros(0, dtype=torch.int64)
+    thresh = _float_below(iou_thresh) if boxes.dtype == torch.float32 else iou_thresh
+    block = 256
+    for start in range(0, n, block):
+        if kept.numel() >= k:
             break
-        i += int(remaining[0])
-        keep.append(i)
-        later = slice(i + 1, n)
-        w = (torch.minimum(x2[i], x2[later]) - torch.maximum(x1[i], x1[later])).clamp_(min=0)
-        h = (torch.minimum(y2[i], y2[later]) - torch.maximum(y1[i], y1[later])).clamp_(min=0)
-        inter = w * h
-        alive[later] &= ~((inter / (areas[i] + areas[later] - inter)).double() > iou_thresh)  # NaN IoU keeps
-        i += 1
-    return order[torch.tensor(keep, dtype=torch.int64)]
+        candidates = torch.arange(start, min(start + block, n))
+        if kept.numel():
+            suppressed = _iou_above(sorted_boxes[kept], areas[kept], sorted_boxes[candidates], areas[candidates],
+                                    thresh).any(dim=0)
+            candidates = candidates[~suppressed]
+        kept = torch.cat((kept, candidates[_greedy_block(sorted_boxes[candidates], areas[candidates], thresh)]))
+    return order[kept[:k]]
+
+
+def _float_below(thresh: float) -> float:
+    """The largest float32 ≤ ``thresh``: for a float32 IoU ``x``, ``x > thresh`` (the kernel compares in float64)
+    holds exactly when ``x >`` this value, since no float32 lies strictly between the two; so the comparison can
+    stay in float32."""
+    below = torch.tensor(thresh, dtype=torch.float32)
+    if float(below) > thresh:
+        below = torch.nextafter(below, torch.tensor(float("-inf")))
+    return float(below)
+
+
+def _iou_above(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor, thresh: float) -> Tensor:
+    """``[A, B]``: IoU of each earlier box ``a`` with each later box ``b`` ``> thresh``, computed as torchvision's
+    CPU NMS kernel does: intersection and union in the boxes' dtype, in the same order; a NaN IoU suppresses
+    nothing. For float32 boxes ``thresh`` comes from :func:`_float_below`; other dtypes compare in float64."""
+    w = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp_(min=0)
+    h = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])).clamp_(min=0)
+    inter = w.mul_(h)
+    iou = inter / (area_a[:, None] + area_b[None, :] - inter)
+    return (iou if iou.dtype == torch.float32 else iou.double()) > thresh
+
+
+def _greedy_block(boxes: Tensor, areas: Tensor, iou_thresh: float) -> Tensor:
+    """Greedy NMS within boxes already sorted by score: the indices kept. ``keep[j]`` is "no kept ``i < j``
+    overlaps ``j``"; starting from all kept, each step re-evaluates that rule, and after ``t`` steps the first
+    ``t`` entries are final (entry ``t`` depends only on earlier ones), so the first repeated state is the greedy
+    answer — usually after a few steps (Cluster-NMS, Zheng et al. 2020)."""
+    overlaps = _iou_above(boxes, areas, boxes, areas, iou_thresh).triu_(diagonal=1).float()
+    keep = torch.ones(boxes.shape[0])
+    while True:
+        new = (keep @ overlaps == 0).float()
+        if torch.equal(new, keep):
+            return keep.nonzero().squeeze(1)
+        keep = new
 
 
 def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:

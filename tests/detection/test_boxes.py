@@ -90,6 +90,27 @@ def test_nms_first_k_equals_torchvision_nms_prefix(thresh: float) -> None:
     assert nms_first_k(boxes[:10], scores[:10], thresh, 300).tolist() == nms(boxes[:10], scores[:10], thresh).tolist()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nms_first_k_training_sizes_and_iou_at_the_threshold(dtype: torch.dtype) -> None:
+    """The RPN's training NMS (12000 → 2000, several blocks of 256 and a kept set that grows across them), on
+    clustered boxes (long suppression chains inside a block), and pairs whose IoU is the threshold itself or the
+    floats next to it, where the float-against-double comparison decides."""
+    g = torch.Generator().manual_seed(7)
+    centres = torch.rand(400, 2, generator=g) * 800
+    xy = centres[torch.randint(0, 400, (12000,), generator=g)] + torch.randn(12000, 2, generator=g) * 6
+    boxes = torch.cat((xy, xy + 40 + torch.rand(12000, 2, generator=g) * 30), dim=1).to(dtype)
+    scores = torch.rand(12000, generator=g, dtype=dtype)
+    # box pairs with IoU exactly 0.5 (10×10 boxes overlapping by a third of the union) and just below/above it
+    for i, shift in enumerate((10 / 3, 10 / 3 + 1e-6, 10 / 3 - 1e-6)):
+        boxes[2 * i] = torch.tensor([1000.0, 1000.0 * (i + 2), 1010.0, 1000.0 * (i + 2) + 10])
+        boxes[2 * i + 1] = boxes[2 * i] + torch.tensor([shift, 0.0, shift, 0.0], dtype=dtype)
+        scores[2 * i], scores[2 * i + 1] = 2.0, 1.5
+    for thresh in (0.7, 0.5, 0.3):
+        expected = nms(boxes, scores, thresh)
+        for k in (2000, 300):
+            assert torch.equal(nms_first_k(boxes, scores, thresh, k), expected[:k]), (thresh, k)
+
+
 def test_resized_shape_rule():
     assert resized_shape(375, 500, 600, 1000) == (600, 800)
     assert resized_shape(300, 900, 600, 1000) == (333, 1000)  # the longer side caps the scale
