@@ -14,7 +14,10 @@ With a RoIAlign pooler and a bottleneck conv5, the box head becomes ``detection.
 each convolution followed by a frozen BN computes ``conv(x, w · s) + b`` with ``(s, b)`` read from the BN's buffers
 at every call, so gradients still reach ``w`` and checkpoints load into the plain model and back. It swaps in the
 same box heads (``CommutedRoIAlignBoxHead``; ``FactoredC4BoxHead`` for RoIPool), whose gradients equal the plain
-head's (tests/detection/test_optimize.py).
+head's (tests/detection/test_optimize.py). On CPUs without AVX-512 it leaves the trainable 3×3 convolutions
+outside the box head (the trunk's and the RPN's) in NCHW (:func:`keep_nchw`): there oneDNN's channels-last backward
+for them ran 1.2–1.7× slower than NCHW, while the box head's convolutions run faster channels-last
+(docs/benchmarks.md, "AVX2 machine").
 
 Both work in place and return the model; wrap inference in ``torch.inference_mode()`` (and ``torch.autocast`` for
 bf16) yourself.
@@ -34,6 +37,7 @@ from detection.pooling import GatherRoIPool, RoIAlign, RoIPool
 __all__ = [
     "ConvFrozenBN2d",
     "FoldedFrozenBatchNorm2d",
+    "keep_nchw",
     "optimize_for_inference",
     "optimize_for_training",
     "swap_commuted_box_heads",
@@ -138,16 +142,56 @@ def fold_frozen_bn_for_training(module: nn.Module) -> nn.Module:
     return module
 
 
-def optimize_for_training(model: nn.Module, *, channels_last: bool = True, fast_box_heads: bool = True) -> nn.Module:
+def optimize_for_training(
+    model: nn.Module, *, channels_last: bool = True, fast_box_heads: bool = True, nchw_3x3: bool | None = None
+) -> nn.Module:
     """Fold the frozen BNs into their convs for training (same parameters and state-dict keys), optionally store
     the weights channels-last, and swap in the fast box heads (:func:`swap_commuted_box_heads` for RoIAlign,
     :func:`swap_gather_box_heads` for RoIPool; both differentiable, on any device). Build the optimiser before or
-    after: the Parameter objects do not change. ``fast_box_heads=False`` keeps the box heads as built."""
+    after: the Parameter objects do not change. ``fast_box_heads=False`` keeps the box heads as built.
+
+    ``nchw_3x3``: run the trainable 3×3 convolutions outside the box heads in NCHW inside the channels-last model
+    (:func:`keep_nchw`); ``None`` chooses it on CPUs whose best instruction set is below AVX-512."""
     fold_frozen_bn_for_training(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+        if nchw_3x3 is None:
+            nchw_3x3 = _below_avx512(model)
+        if nchw_3x3:
+            keep_nchw(model)
     if fast_box_heads:
         swap_commuted_box_heads(model)
         swap_gather_box_heads(model)
     return model
 
+
+
+def _below_avx512(model: nn.Module) -> bool:
+    """Parameters on the CPU, and the CPU's best kernel set (``torch.backends.cpu``) below AVX-512."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    return on_cpu and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX", "AVX2")
+
+
+def _to_nchw(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return (args[0].contiguous(), *args[1:])
+
+
+def _to_channels_last(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
+    return output.contiguous(memory_format=torch.channels_last)
+
+
+def keep_nchw(model: nn.Module) -> list[str]:
+    """Run each trainable 3×3 convolution outside the box heads in NCHW: its weight stored contiguous, its input
+    made contiguous and its output made channels-last again by forward hooks (same Parameter objects, same
+    state-dict keys, the same numbers up to float rounding). Returns the names of the convolutions changed."""
+    in_box_heads = {id(m) for head in model.modules() if isinstance(head, C4BoxHead) for m in head.modules()}
+    changed = []
+    for name, conv in model.named_modules():
+        if (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.weight.requires_grad
+                and id(conv) not in in_box_heads and not getattr(conv, "_keeps_nchw", False)):
+            conv.weight.data = conv.weight.data.contiguous()
+            conv.register_forward_pre_hook(_to_nchw)
+            conv.register_forward_hook(_to_channels_last)
+            conv._keeps_nchw = True
+            changed.append(name)
+    return changed

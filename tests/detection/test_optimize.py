@@ -13,7 +13,7 @@ from detection import build_detector, load_config
 from detection.commuted_head import CommutedRoIAlignBoxHead
 from detection.factored_head import FactoredC4BoxHead
 from detection.model import FasterRCNN
-from detection.optimize import ConvFrozenBN2d, optimize_for_inference, optimize_for_training
+from detection.optimize import ConvFrozenBN2d, keep_nchw, optimize_for_inference, optimize_for_training
 
 POOLERS = {  # config overrides → the box head the optimisers swap in
     "roipool": ([], FactoredC4BoxHead),
@@ -123,3 +123,30 @@ def test_training_fold_follows_loaded_weights() -> None:
     with torch.no_grad():
         torch.testing.assert_close(fast.trunk(plain.transform(images)[0]), plain.trunk(plain.transform(images)[0]),
                                    atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("nchw_3x3", [True, False])
+def test_training_with_nchw_3x3_convs_keeps_losses_and_gradients(nchw_3x3: bool) -> None:
+    """Both layouts of the trunk's and RPN's trainable 3×3 convolutions (the choice made by CPU instruction set)
+    give the plain model's losses and gradients; only those convolutions are kept NCHW, weights contiguous."""
+    plain = tiny_model().train()
+    fast = optimize_for_training(copy.deepcopy(plain), nchw_3x3=nchw_3x3)
+    nchw = [n for n, m in fast.named_modules() if getattr(m, "_keeps_nchw", False)]
+    if nchw_3x3:
+        assert "rpn.head.conv" in nchw and "trunk.body.layer3.0.conv2" in nchw
+        assert not any(n.startswith(("roi_heads", "trunk.body.layer1.")) for n in nchw)  # box head; frozen
+        assert all(fast.get_submodule(n).weight.is_contiguous() for n in nchw)
+        assert keep_nchw(fast) == []  # once only
+    else:
+        assert nchw == []
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    images, targets = batch()
+    grads = {}
+    for name, model in (("plain", plain), ("fast", fast)):
+        torch.manual_seed(3)
+        out = model(images, targets)
+        sum(out.values()).backward()
+        grads[name] = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert grads["fast"].keys() == grads["plain"].keys()
+    for k, g in grads["plain"].items():
+        torch.testing.assert_close(grads["fast"][k], g, atol=1e-4, rtol=1e-3)
