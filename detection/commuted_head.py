@@ -63,7 +63,10 @@ def _pool_affine(layers: list[nn.Module], features: Tensor, plan: AlignPlan) -> 
 
     constant = affine(features.new_zeros((1, features.shape[1], 1, 1)))  # [1, C_out, 1, 1]
     mapped = affine(features) - constant
-    return plan.apply(mapped, stride).add_(constant)  # in place: the pooled tensor is fresh, and large
+    pooled = plan.apply(mapped, stride)
+    if pooled.requires_grad:  # in place on this view would make autograd copy its whole gradient (CopySlices)
+        return pooled + constant
+    return pooled.add_(constant)  # in place: the pooled tensor is fresh, and large
 
 
 def supports_commuted_head(head: nn.Module) -> bool:

@@ -113,18 +113,21 @@ def roi_pool_factored(features: Tensor, rois: Tensor, output_size: int, spatial_
     distinct, index = torch.unique(window, return_inverse=True)  # sorted, so grouped by window shape
 
     x = features.contiguous(memory_format=torch.channels_last)
-    rows = features.new_zeros((distinct.numel(), c))
-    bounds = torch.searchsorted(distinct, torch.arange(len(shapes) + 1, device=distinct.device) * cells).tolist()
-    for t, (a, b) in enumerate(shapes):
+    bounds = torch.searchsorted(distinct, torch.arange(len(shapes) + 2, device=distinct.device) * cells).tolist()
+    pieces = []  # the rows of each window shape in turn (``distinct`` is sorted by shape), then the empty bins'
+    for t, (a, b) in enumerate([*shapes, (0, 0)]):
         lo, hi = bounds[t], bounds[t + 1]
         if lo == hi or a == 0 or b == 0:
+            pieces.append(features.new_zeros((hi - lo, c)))
             continue
         pooled = x if (a, b) == (1, 1) else F.max_pool2d(x, (a, b), stride=1)  # [N, C, H-a+1, W-b+1]
         cell = distinct[lo:hi] - t * cells
         image, y, xx = cell // (height * width), cell // width % height, cell % width
         flat = (image * pooled.shape[2] + y) * pooled.shape[3] + xx
-        rows[lo:hi] = pooled.permute(0, 2, 3, 1).reshape(-1, c).index_select(0, flat)
-    return FactoredRoIPool(rows, index)
+        pieces.append(pooled.permute(0, 2, 3, 1).reshape(-1, c).index_select(0, flat))
+    # One concatenation rather than writes into a zero tensor: in training, each slice write would make autograd
+    # copy the whole row table's gradient (CopySlices).
+    return FactoredRoIPool(torch.cat(pieces) if len(pieces) > 1 else pieces[0], index)
 
 
 def roi_pool_gather(features: Tensor, rois: Tensor, output_size: int, spatial_scale: float) -> Tensor:
