@@ -137,12 +137,16 @@ def build_test_detector(model: FasterRCNN | Sequence[FasterRCNN], cfg: Config) -
     if len(models) > 1 or cfg.test.flip:
         return EnsembleDetector(
             models, pyramid_min_sizes=cfg.test.pyramid_min_sizes, pyramid_max_size=cfg.test.pyramid_max_size,
-            flip=cfg.test.flip, proposal_nms_thresh=cfg.test.ensemble_nms_thresh,
+            pyramid_levels_per_roi=cfg.test.pyramid_levels_per_roi, flip=cfg.test.flip,
+            proposal_nms_thresh=cfg.test.ensemble_nms_thresh,
             proposals_per_image=cfg.test.ensemble_proposals,
         )
     model = models[0]
     if cfg.test.pyramid_min_sizes:
-        return MultiScaleDetector(model, min_sizes=cfg.test.pyramid_min_sizes, max_size=cfg.test.pyramid_max_size)
+        return MultiScaleDetector(
+            model, min_sizes=cfg.test.pyramid_min_sizes, max_size=cfg.test.pyramid_max_size,
+            levels_per_roi=cfg.test.pyramid_levels_per_roi,
+        )
     return model
 
 

@@ -112,6 +112,10 @@ class TestConfig:
     # Multi-scale testing (Appendix B): shorter sides of the pyramid; empty = single scale.
     pyramid_min_sizes: list[int] = field(default_factory=list)
     pyramid_max_size: int = 2000
+    # Pyramid levels each RoI is pooled at: 2 = the paper's (NoC's maxout over the two adjacent levels around the
+    # one whose scaled RoI area is nearest 224²), 1 = that nearest level only (Fast R-CNN's single-level
+    # assignment): half the box-head work of the pyramid, not the paper's numbers (docs/benchmarks.md).
+    pyramid_levels_per_roi: int = 2
     # Evaluate on the test split every this many training iterations (0: only after training); the metrics go
     # to log.txt and TensorBoard, and the weights scoring best on ``best_metric`` (a key of metrics.json, e.g.
     # "mAP50" or COCO's "mAP") to model_best.pth.
@@ -350,6 +354,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.roi_heads.positive_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("model.roi_heads.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("data.num_workers", lambda v: v >= 0, "non-negative (0 loads in the main process)"),
+    ("test.pyramid_levels_per_roi", lambda v: v in (1, 2), "1 (the nearest level) or 2 (the paper's maxout)"),
     ("test.ensemble_nms_thresh", lambda v: v is None or 0 < v <= 1, "in (0, 1], or null (the RPN's)"),
     ("test.ensemble_proposals", lambda v: v is None or v >= 1, "at least 1, or null (the RPN's test count)"),
 ]

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from detection.boxes import nms_first_k, scale_boxes
 from detection.model import FasterRCNN
-from detection.multiscale import Pyramid
+from detection.multiscale import Pyramid, check_levels_per_roi
 
 __all__ = ["EnsembleDetector", "mirror_boxes", "nms_union_of_proposals"]
 
@@ -64,13 +64,15 @@ class _View:
     """One model on one version of the images (plain or mirrored): its proposals and its scorer, in its own
     test-scale pixels (``image_sizes``)."""
 
-    def __init__(self, model: FasterRCNN, images: list[Tensor], min_sizes: list[int], max_size: int) -> None:
+    def __init__(
+        self, model: FasterRCNN, images: list[Tensor], min_sizes: list[int], max_size: int, levels_per_roi: int
+    ) -> None:
         batch = model.transform(images)
         features = model.trunk(batch.tensor)
         self.image_sizes: Sizes = batch.image_sizes
         self.proposals, self.objectness = model.rpn.propose(features, batch.image_sizes)
         if min_sizes:
-            self._score = Pyramid(model, images, min_sizes, max_size, batch, features).score
+            self._score = Pyramid(model, images, min_sizes, max_size, batch, features, levels_per_roi).score
         else:
             self._score = lambda boxes: model.roi_heads.score(features, boxes, batch.image_sizes)
 
@@ -111,6 +113,7 @@ class EnsembleDetector(nn.Module):
         *,
         pyramid_min_sizes: Sequence[int] = (),
         pyramid_max_size: int = 2000,
+        pyramid_levels_per_roi: int = 2,
         flip: bool = False,
         proposal_nms_thresh: float | None = None,
         proposals_per_image: int | None = None,
@@ -124,6 +127,8 @@ class EnsembleDetector(nn.Module):
         self.models = nn.ModuleList(models)
         self.pyramid_min_sizes = sorted(pyramid_min_sizes)
         self.pyramid_max_size = pyramid_max_size
+        check_levels_per_roi(pyramid_levels_per_roi)
+        self.pyramid_levels_per_roi = pyramid_levels_per_roi
         self.flip = flip
         rpn = models[0].rpn
         self.proposal_nms_thresh = rpn.nms_thresh if proposal_nms_thresh is None else proposal_nms_thresh
@@ -152,7 +157,7 @@ class EnsembleDetector(nn.Module):
 
     def views(self, images: list[Tensor]) -> list[_View | _MirroredView]:
         """Each member on the images, then (``flip``) each member on the mirrored images."""
-        args = (self.pyramid_min_sizes, self.pyramid_max_size)
+        args = (self.pyramid_min_sizes, self.pyramid_max_size, self.pyramid_levels_per_roi)
         views: list[_View | _MirroredView] = [_View(m, images, *args) for m in self.models]
         if self.flip:
             mirrored = [i.flip(-1) for i in images]
@@ -161,6 +166,7 @@ class EnsembleDetector(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"pyramid_min_sizes={self.pyramid_min_sizes}, pyramid_max_size={self.pyramid_max_size}, "
+                f"pyramid_levels_per_roi={self.pyramid_levels_per_roi}, "
                 f"flip={self.flip}, proposal_nms_thresh={self.proposal_nms_thresh}, "
                 f"proposals_per_image={self.proposals_per_image}")
 

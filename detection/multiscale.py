@@ -3,7 +3,9 @@
 Proposals come from the single-scale RPN (the model's test scale). The trunk runs on an image pyramid; each RoI is
 pooled at the two adjacent pyramid levels around the one whose scaled RoI area is nearest 224² (Fast R-CNN's
 ``_project_im_rois``), both go through the box head (conv5_x, and global context at that level), and the two
-features are merged by maxout before the predictor. Box refinement re-pools the refined boxes through the same
+features are merged by maxout before the predictor (``levels_per_roi=2``, the paper's; ``levels_per_roi=1`` pools
+each RoI at the nearest level only, as Fast R-CNN's single-level assignment: half the box-head work, a speed option
+that is not the paper's system). Box refinement re-pools the refined boxes through the same
 pyramid, and voting and NMS (0.3 after refinement) are the model's own parts: the wrapper only supplies a
 different *scorer* (detection/postprocess.py) to ``roi_heads.detect``.
 
@@ -38,17 +40,27 @@ def choose_levels(boxes: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
     return first, second
 
 
+def check_levels_per_roi(levels_per_roi: int) -> None:
+    if levels_per_roi not in (1, 2):
+        raise ValueError(f"levels_per_roi must be 1 (the nearest level) or 2 (the paper's maxout): {levels_per_roi}")
+
+
 class MultiScaleDetector(nn.Module):
     """``MultiScaleDetector(detector, min_sizes=[200, 400, 600, 800, 1000], max_size=2000)(images)``: the same
-    output as ``detector(images)`` (eval mode only), scored over the pyramid. ``min_sizes`` are shorter sides."""
+    output as ``detector(images)`` (eval mode only), scored over the pyramid. ``min_sizes`` are shorter sides;
+    ``levels_per_roi``: 2 (the paper's maxout of two adjacent levels) or 1 (the nearest level only)."""
 
-    def __init__(self, detector: FasterRCNN, *, min_sizes: list[int], max_size: int) -> None:
+    def __init__(
+        self, detector: FasterRCNN, *, min_sizes: list[int], max_size: int, levels_per_roi: int = 2
+    ) -> None:
         super().__init__()
         if not min_sizes:
             raise ValueError("MultiScaleDetector needs at least one pyramid scale")
+        check_levels_per_roi(levels_per_roi)
         self.detector = detector
         self.min_sizes = sorted(min_sizes)
         self.max_size = max_size
+        self.levels_per_roi = levels_per_roi
 
     @property
     def num_classes(self) -> int:
@@ -62,12 +74,12 @@ class MultiScaleDetector(nn.Module):
         batch = model.transform(images)
         features = model.trunk(batch.tensor)
         proposals, _ = model.rpn(features, batch.image_sizes)
-        pyramid = Pyramid(model, images, self.min_sizes, self.max_size, batch, features)
+        pyramid = Pyramid(model, images, self.min_sizes, self.max_size, batch, features, self.levels_per_roi)
         detections = model.roi_heads.detect(pyramid.score, proposals)
         return model.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
     def extra_repr(self) -> str:
-        return f"min_sizes={self.min_sizes}, max_size={self.max_size}"
+        return f"min_sizes={self.min_sizes}, max_size={self.max_size}, levels_per_roi={self.levels_per_roi}"
 
 
 class Pyramid:
@@ -82,8 +94,11 @@ class Pyramid:
         max_size: int,
         test_batch: ImageBatch,
         test_features: Tensor,
+        levels_per_roi: int = 2,
     ) -> None:
+        check_levels_per_roi(levels_per_roi)
         self.model, self.images, self.min_sizes, self.max_size = model, images, min_sizes, max_size
+        self.levels_per_roi = levels_per_roi
         self.test_sizes = test_batch.image_sizes
         self.test_batch, self.test_features = test_batch, test_features
         self.levels: dict[int, tuple[Tensor, list[tuple[int, int]]]] = {}
@@ -108,6 +123,8 @@ class Pyramid:
     def score(self, boxes: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """The scorer: per-image boxes in test-scale pixels → probabilities and class boxes in the same pixels."""
         chosen = [choose_levels(b, s) for b, s in zip(boxes, self.scales)]
+        if self.levels_per_roi == 1:
+            chosen = [(first, first) for first, _ in chosen]
         users_per_level = [[(a == level) | (b == level) for a, b in chosen] for level in range(len(self.min_sizes))]
         heads = self.model.roi_heads
         merged: Tensor | None = None

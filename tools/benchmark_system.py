@@ -9,6 +9,8 @@ image; a wider classifier so that detections pass the score threshold), the same
 are timed in rounds with the order rotating (tools/benchmark.py's ``measure``); medians are reported, never asserted.
 FLOPs (``FlopCounterMode``) say how much of a row's time is work that cannot be shared: the pyramid runs the trunk
 at five scales and the box head at two levels per RoI, refinement runs the box head again on the refined boxes.
+The last row is the speed option ``test.pyramid_levels_per_roi=1`` (each RoI at its nearest level only: half the
+pyramid's box-head work, not the paper's maxout).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def variants(pyramid: list[int]) -> dict[str, list[str]]:
         "+ global context": CONTEXT,
         "+ multi-scale testing": scales,
         "all together": REFINEMENT + CONTEXT + scales,
+        "all together, one level per RoI": REFINEMENT + CONTEXT + scales + ["test.pyramid_levels_per_roi=1"],
     }
 
 

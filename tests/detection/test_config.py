@@ -73,6 +73,7 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     ("num_classes=-1", "num_classes=-1 must be non-negative"),
     ("input.pixel_std=[0.2,0,0.2]", "input.pixel_std=[0.2, 0.0, 0.2] must be 3 positive numbers"),
     ("model.roi_heads.pooler=roiwarp", "model.roi_heads.pooler='roiwarp' must be 'roipool' or 'roialign'"),
+    ("test.pyramid_levels_per_roi=3", "test.pyramid_levels_per_roi=3 must be 1 (the nearest level) or 2"),
 ])  # fmt: skip
 def test_out_of_range_values_are_refused_when_loading(override, expected):
     with pytest.raises(ConfigError, match=r"^invalid config: .*" + re.escape(expected)):

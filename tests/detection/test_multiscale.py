@@ -8,8 +8,9 @@ import torch
 
 from detection import build_detector, load_config
 from detection import postprocess as postprocess_module
+from detection.boxes import scale_boxes
 from detection.build import build_test_detector
-from detection.multiscale import MultiScaleDetector, choose_levels
+from detection.multiscale import MultiScaleDetector, Pyramid, choose_levels
 from detection.optimize import optimize_for_inference
 
 IMPROVEMENTS = ("box_refinement", "box_voting", "global_context")
@@ -109,3 +110,60 @@ def test_training_mode_is_refused():
     tester = build_test_detector(build(cfg).train(), cfg)
     with pytest.raises(RuntimeError, match="eval"):
         tester(images())
+
+
+@pytest.mark.parametrize("levels_per_roi", [1, 2])
+def test_levels_per_roi_sets_how_many_levels_pool_each_box(monkeypatch, levels_per_roi):
+    cfg = tiny_config(box_refinement=True, **{"test.pyramid_min_sizes": "[64,128,256,512]",
+                                             "test.pyramid_levels_per_roi": levels_per_roi})
+    model = build(cfg)
+    tester = build_test_detector(model, cfg)
+    assert tester.levels_per_roi == levels_per_roi
+    heads = model.roi_heads
+    pooled, scored = [], []
+    real_features, real_predict = heads.box_features, heads.predict
+
+    def spy_features(features, boxes, sizes):
+        pooled.append(sum(len(b) for b in boxes))
+        return real_features(features, boxes, sizes)
+
+    def spy_predict(features, boxes, sizes):
+        scored.append(sum(len(b) for b in boxes))
+        return real_predict(features, boxes, sizes)
+
+    monkeypatch.setattr(heads, "box_features", spy_features)
+    monkeypatch.setattr(heads, "predict", spy_predict)
+    with torch.inference_mode():
+        out = tester(images())
+    assert all(len(d["boxes"]) > 0 for d in out)
+    assert len(scored) == 2 and len(pooled) >= 3  # proposals and refined boxes; several levels in use
+    assert sum(pooled) == levels_per_roi * sum(scored)  # each box pooled at exactly levels_per_roi levels
+
+
+def test_one_level_per_roi_scores_each_box_at_its_nearest_level_alone():
+    cfg = tiny_config(global_context=True)
+    model = optimize_for_inference(build(cfg))
+    heads = model.roi_heads
+    with torch.inference_mode():
+        batch = model.transform(images())
+        features = model.trunk(batch.tensor)
+        proposals, _ = model.rpn(features, batch.image_sizes)
+        pyramid = Pyramid(model, images(), [64, 128, 256, 512], 2000, batch, features, levels_per_roi=1)
+        probs, class_boxes = pyramid.score(proposals)
+        # The oracle: every box alone through the head at the level choose_levels names first.
+        for i, (boxes, scales) in enumerate(zip(proposals, pyramid.scales)):
+            first, _ = choose_levels(boxes, scales)
+            assert len(set(first.tolist())) >= 2
+            for r in range(len(boxes)):
+                level_features, sizes = pyramid.level(int(first[r]))
+                one = [boxes[r:r + 1] if j == i else boxes[:0] for j in range(len(proposals))]
+                local = [scale_boxes(b, t, s) for b, t, s in zip(one, batch.image_sizes, sizes)]
+                p, c = heads.predict(heads.box_features(level_features, local, sizes), one, batch.image_sizes)
+                torch.testing.assert_close(p[i], probs[i][r:r + 1], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(c[i], class_boxes[i][r:r + 1], rtol=1e-4, atol=1e-3)
+
+
+def test_levels_per_roi_other_than_one_or_two_is_refused():
+    model = build(tiny_config())
+    with pytest.raises(ValueError, match="levels_per_roi"):
+        MultiScaleDetector(model, min_sizes=[48, 64], max_size=2000, levels_per_roi=3)
