@@ -9,8 +9,10 @@ RoIPool (Fast R-CNN) splits each RoI, quantised to the feature grid, into ``P ×
 each bin's cells. A bin is a window of ``kh × kw`` cells at ``(hs, ws)``; every such window maximum is one element
 of ``max_pool2d(x, (kh, kw), stride=1)``. So: name every bin by its window (shape, image, origin), compute the
 stride-1 max pools for the few window shapes in use, read each distinct window once into a ``[U, C]`` row table
-(channels contiguous) and index it per bin (:class:`FactoredRoIPool`). Empty bins (RoIs clipped off the map) read a
-zero row, as torchvision's kernel writes 0 there.
+(channels contiguous) and index it per bin (:class:`FactoredRoIPool`). A shape with few windows on a large map (global
+context's whole-image RoI, whose bins are 4–7 cells wide on a pyramid level) is cheaper read cell by cell: its
+windows' cells are gathered and maxed, instead of max-pooling the whole map for a handful of them. Empty bins (RoIs
+clipped off the map) read a zero row, as torchvision's kernel writes 0 there.
 
 The bin boundaries repeat torchvision's CPU/CUDA kernel arithmetic in float32 (``round`` half away from zero,
 ``floor``/``ceil`` of ``ph · bin_size``, clipping to the map), so the output is bit-identical
@@ -93,12 +95,18 @@ def _bin_windows(
     return hs, kh, ws, kw
 
 
-def roi_pool_factored(features: Tensor, rois: Tensor, output_size: int, spatial_scale: float) -> FactoredRoIPool:
+def roi_pool_factored(
+    features: Tensor, rois: Tensor, output_size: int, spatial_scale: float, *, windows: str = "auto"
+) -> FactoredRoIPool:
     """``torchvision.ops.roi_pool(features, rois, output_size, spatial_scale)`` as a :class:`FactoredRoIPool`.
 
     ``features``: ``[N, C, H, W]`` (any float dtype, any memory format); ``rois``: ``[R, 5]`` as
     :func:`boxes_to_rois`. Each bin is named by its window (shape, image, origin); the distinct windows are
-    computed once, from one stride-1 ``max_pool2d`` per window shape in use.
+    computed once, per window shape in use either from one stride-1 ``max_pool2d`` over the whole map
+    (``windows="map"``) or by reading each window's cells and taking their max (``"gather"``: a shape with few
+    windows on a large map, e.g. global context's whole-image RoI, whose bins are several cells wide). ``"auto"``
+    gathers a shape's windows when there are fewer than half as many as the map has positions, at inference
+    only: in training the map form keeps torchvision's gradient routing (the first maximum) under ties.
     """
     n, c, height, width = features.shape
     p, r = output_size, rois.shape[0]
@@ -112,7 +120,11 @@ def roi_pool_factored(features: Tensor, rois: Tensor, output_size: int, spatial_
     window = torch.where((kh == 0) | (kw == 0), len(shapes) * cells, window)  # empty bins (RoI off the map): 0
     distinct, index = torch.unique(window, return_inverse=True)  # sorted, so grouped by window shape
 
+    if windows not in ("auto", "map", "gather"):
+        raise ValueError(f"windows must be 'auto', 'map' or 'gather': {windows!r}")
+    tracked = torch.is_grad_enabled() and features.requires_grad
     x = features.contiguous(memory_format=torch.channels_last)
+    table = x.permute(0, 2, 3, 1).reshape(-1, c)  # [N·H·W, C]: a view of the channels-last map
     bounds = torch.searchsorted(distinct, torch.arange(len(shapes) + 2, device=distinct.device) * cells).tolist()
     pieces = []  # the rows of each window shape in turn (``distinct`` is sorted by shape), then the empty bins'
     for t, (a, b) in enumerate([*shapes, (0, 0)]):
@@ -120,9 +132,20 @@ def roi_pool_factored(features: Tensor, rois: Tensor, output_size: int, spatial_
         if lo == hi or a == 0 or b == 0:
             pieces.append(features.new_zeros((hi - lo, c)))
             continue
-        pooled = x if (a, b) == (1, 1) else F.max_pool2d(x, (a, b), stride=1)  # [N, C, H-a+1, W-b+1]
         cell = distinct[lo:hi] - t * cells
         image, y, xx = cell // (height * width), cell // width % height, cell % width
+        if (a, b) == (1, 1):
+            pieces.append(table.index_select(0, cell))
+            continue
+        positions = n * (height - a + 1) * (width - b + 1)
+        gather = windows == "gather" or (windows == "auto" and not tracked and 2 * (hi - lo) < positions)
+        if gather:  # each window's a·b cells (every window lies on the map), then their max
+            dy = torch.arange(a, device=cell.device)[None, :, None] * width
+            dx = torch.arange(b, device=cell.device)[None, None, :]
+            flat = (cell[:, None, None] + dy + dx).reshape(-1)
+            pieces.append(table.index_select(0, flat).view(hi - lo, a * b, c).amax(dim=1))
+            continue
+        pooled = F.max_pool2d(x, (a, b), stride=1)  # [N, C, H-a+1, W-b+1]
         flat = (image * pooled.shape[2] + y) * pooled.shape[3] + xx
         pieces.append(pooled.permute(0, 2, 3, 1).reshape(-1, c).index_select(0, flat))
     # One concatenation rather than writes into a zero tensor: in training, each slice write would make autograd

@@ -34,6 +34,43 @@ def test_equals_torchvision_roi_pool(output_size: int, scale: float, channels_la
     assert (expected == 0).any()  # empty bins (RoIs off the map) were exercised
 
 
+@pytest.mark.parametrize("windows", ["map", "gather"])
+def test_both_ways_of_computing_windows_equal_torchvision(windows: str) -> None:
+    """Each window shape's maxima from the whole-map max pool or from gathering the windows' cells: the same
+    bits, including a whole-image RoI (global context: bins several cells wide, a handful of windows)."""
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 16, 23, 31, generator=g).contiguous(memory_format=torch.channels_last)
+    rois = torch.cat((random_rois(g, 150, 2, extent=31 * 16), torch.tensor([[1.0, 0, 0, 31 * 16, 23 * 16]])))
+    expected = roi_pool(features, rois, 14, 1 / 16)
+    factored = roi_pool_factored(features, rois, 14, 1 / 16, windows=windows)
+    assert torch.equal(factored.dense(), expected)
+    with pytest.raises(ValueError, match="windows"):
+        roi_pool_factored(features, rois, 14, 1 / 16, windows="dense")
+
+
+def test_automatic_choice_gathers_few_windows_at_inference_only() -> None:
+    """A lone whole-image RoI on a large map: its few windows are gathered at inference (no full-map max pool of
+    a wide window), and pooled from the map when gradients are tracked."""
+    features = torch.randn(1, 8, 64, 84)
+    rois = torch.tensor([[0.0, 0, 0, 84 * 16, 64 * 16]])
+    calls = []
+    original = torch.nn.functional.max_pool2d
+
+    def spy(*args, **kwargs):
+        calls.append(args[1])
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "max_pool2d", spy)
+        with torch.no_grad():
+            inference = roi_pool_factored(features, rois, 14, 1 / 16).dense()
+        assert calls == []
+        tracked = roi_pool_factored(features.requires_grad_(), rois, 14, 1 / 16).dense()
+        assert calls  # the map form, for torchvision's gradient routing
+    expected = roi_pool(features.detach(), rois, 14, 1 / 16)
+    assert torch.equal(inference, expected) and torch.equal(tracked.detach(), expected)
+
+
 def test_bf16_equals_rounding_the_float32_result_and_empty_input() -> None:
     g = torch.Generator().manual_seed(0)
     features = torch.randn(2, 8, 19, 25, generator=g)
