@@ -1,4 +1,5 @@
-"""The one place a Config becomes modules. ``build_detector`` never touches the disk or the network (random init);
+"""The one place a Config becomes modules (and a checkpoint becomes a detector: ``load_detector``).
+``build_detector`` never touches the disk or the network (random init);
 ``build_test_detector`` wraps a detector for the configured test-time variant (the image pyramid);
 ``load_backbone_weights`` loads the configured ImageNet (or toolkit) weights into a built detector."""
 
@@ -6,21 +7,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from torch import nn
 
 from backbones import build_resnet, load_weights, split_c4
 from backbones.c4 import C4Head
-from detection.anchors import AnchorGenerator
-from detection.box_head import C4BoxHead, GlobalContextBoxHead, conv5_of
-from detection.config import Config, ConfigError, RoIHeadsConfig
-from detection.ensemble import EnsembleDetector
-from detection.model import DetectorTrunk, FasterRCNN, ImageTransform
-from detection.multiscale import MultiScaleDetector
-from detection.pooling import RoIAlign, RoIPool
-from detection.postprocess import BoxDecoder, BoxVoting, DetectionSelector
-from detection.roi_heads import BoxPredictor, C4RoIHeads
-from detection.rpn import RegionProposalNetwork, RPNHead
+from backbones.checkpoint import CheckpointError, load_checkpoint
+from backbones.weights import checkpoint_style
+from detection.config import Config, ConfigError, RoIHeadsConfig, apply_overrides, config_from_dict, load_config
+from detection.modeling.anchors import AnchorGenerator
+from detection.modeling.box_head import C4BoxHead, GlobalContextBoxHead, conv5_of
+from detection.modeling.faster_rcnn import DetectorTrunk, FasterRCNN, ImageTransform
+from detection.modeling.pooling import RoIAlign, RoIPool
+from detection.modeling.postprocess import BoxDecoder, BoxVoting, DetectionSelector
+from detection.modeling.roi_heads import BoxPredictor, C4RoIHeads
+from detection.modeling.rpn import RegionProposalNetwork, RPNHead
+from detection.testtime.ensemble import EnsembleDetector
+from detection.testtime.pyramid import MultiScaleDetector
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +168,41 @@ def load_backbone_weights(model: FasterRCNN, cfg: Config) -> None:
     model.trunk.body.load_state_dict(body.state_dict())
     conv5_of(model.roi_heads.box_head).load_state_dict(head.state_dict())
     logger.info("backbone weights loaded from %s", source)
+
+
+def load_detector(
+    weights: Path, cfg: Config | None = None, overrides: list[str] | None = None
+) -> tuple[FasterRCNN, Config, list[str]]:
+    """A trained detector from a toolkit checkpoint. Without ``cfg`` the config stored in the checkpoint is used,
+    with ``overrides`` (``key=value``) applied; returns ``(model, config, class names)``."""
+    ckpt = load_checkpoint(weights)
+    if cfg is None:
+        if "config" not in ckpt:
+            raise CheckpointError(weights, "the checkpoint holds no config; pass --config")
+        cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
+    recorded = checkpoint_style(ckpt)
+    if recorded is not None and recorded != cfg.model.backbone.style:  # same keys and shapes: would load silently
+        raise CheckpointError(weights, f"its backbone is {recorded}-style, the config's is "
+                                       f"{cfg.model.backbone.style}: set model.backbone.style={recorded}")
+    model = build_detector(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:  # shapes or keys that do not fit this config's model
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(weights, "its weights do not fit the configured model: " + " ".join(first[:3])) from exc
+    return model, cfg, list(ckpt.get("classes", []))
+
+
+def load_ensemble_members(
+    weights: Sequence[Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str]
+) -> list[FasterRCNN]:
+    """The other members of an ensemble whose first member was loaded with ``cfg`` and ``classes``: each from
+    its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes."""
+    members = []
+    for path in weights:
+        own_cfg = load_config(config_file, overrides) if config_file is not None else None
+        model, own_cfg, own_classes = load_detector(path, own_cfg, overrides)
+        if own_cfg.num_classes != cfg.num_classes or (classes and own_classes and own_classes != classes):
+            raise CheckpointError(path, "an ensemble member must predict the same classes as the first model")
+        members.append(model)
+    return members

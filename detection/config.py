@@ -122,7 +122,7 @@ class TestConfig:
     eval_period: int = 0
     best_metric: str = "mAP50"
     # Horizontal-flip testing (beyond the paper): each model also scores the mirrored images; scores and boxes
-    # averaged with the unmirrored ones (detection/ensemble.py).
+    # averaged with the unmirrored ones (detection/testtime/ensemble.py).
     flip: bool = False
     # Ensembles and flips: the union of the views' proposals is NMS-ed once more (Appendix B's "union set of
     # proposals"): at this IoU threshold (null: the RPN's, model.rpn.nms_thresh), keeping this many per image
@@ -134,7 +134,7 @@ class TestConfig:
 @dataclass
 class ModelConfig:
     # A detector checkpoint to start training from (after the backbone weights): every tensor of the same name and
-    # shape, and the class-specific rows of the classes both models name (detection/transfer.py). "" = none.
+    # shape, and the class-specific rows of the classes both models name (detection/weights/transfer.py). "" = none.
     weights: str = ""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)

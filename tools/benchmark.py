@@ -4,7 +4,7 @@ settings and weights (tools/benchmark_models.py), in one process, alternating th
     python tools/benchmark.py --config configs/coco/faster_rcnn_r50_c4.yaml --compare torchvision \
         --device cpu --dtype fp32 bf16 --threads 1 --iters 5 --json out.json --markdown docs/benchmarks.md
 
-Rows: torchvision (fp32, the baseline of every ratio), ours as built (fp32), ours optimised (detection/optimize.py:
+Rows: torchvision (fp32, the baseline of every ratio), ours as built (fp32), ours optimised (detection/fast/optimize.py:
 frozen BN folded into the convs, channels-last; inference under ``torch.inference_mode``) in each ``--dtype``
 (bf16 = ``torch.autocast``). Times are medians over ``--iters`` after ``--warmup``; FLOPs are counted once with
 ``FlopCounterMode`` and divided by the median time; the peak is the best of a large channels-last 3×3 convolution on
@@ -36,8 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_models import (  # noqa: E402
+from detection.benchmark import (
     agreement,
     benchmark_sample,
     build_torchvision_c4,
@@ -45,12 +44,11 @@ from benchmark_models import (  # noqa: E402
     capture_proposals,
     copy_weights,
 )
-
-from detection.box_head import conv5_of  # noqa: E402
-from detection.build import build_detector  # noqa: E402
-from detection.config import load_config  # noqa: E402
-from detection.engine.cli import add_config, add_device, add_flag, add_json, add_overrides, tool_parser  # noqa: E402
-from detection.optimize import optimize_for_inference, optimize_for_training  # noqa: E402
+from detection.build import build_detector
+from detection.config import load_config
+from detection.engine.cli import add_config, add_device, add_flag, add_json, add_overrides, tool_parser
+from detection.fast.optimize import optimize_for_inference, optimize_for_training
+from detection.modeling.box_head import conv5_of
 
 
 @dataclass

@@ -17,15 +17,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from benchmark import _vm_kib, autocast, machine
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import _vm_kib, autocast, machine  # noqa: E402
-from benchmark_models import benchmark_sample, calibrate  # noqa: E402
-
-from detection.build import build_detector  # noqa: E402
-from detection.config import load_config  # noqa: E402
-from detection.engine.cli import add_config, add_device, add_flag, tool_parser  # noqa: E402
-from detection.optimize import optimize_for_training  # noqa: E402
+from detection.benchmark import benchmark_sample, calibrate
+from detection.build import build_detector
+from detection.config import load_config
+from detection.engine.cli import add_config, add_device, add_flag, tool_parser
+from detection.fast.optimize import optimize_for_training
 
 
 def current_and_peak(device: torch.device) -> tuple[float, float]:

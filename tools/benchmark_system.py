@@ -25,15 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchmark import Variant, count_flops, inference_step, measure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import Variant, count_flops, inference_step, measure  # noqa: E402
-from benchmark_models import benchmark_sample, calibrate  # noqa: E402
-
-from detection.build import build_detector, build_test_detector  # noqa: E402
-from detection.config import load_config  # noqa: E402
-from detection.engine.cli import add_config, add_json, add_overrides, tool_parser  # noqa: E402
-from detection.optimize import optimize_for_inference  # noqa: E402
+from detection.benchmark import benchmark_sample, calibrate
+from detection.build import build_detector, build_test_detector
+from detection.config import load_config
+from detection.engine.cli import add_config, add_json, add_overrides, tool_parser
+from detection.fast.optimize import optimize_for_inference
 
 REFINEMENT = ["model.roi_heads.box_refinement=true", "model.roi_heads.box_voting=true"]
 CONTEXT = ["model.roi_heads.global_context=true"]

@@ -17,15 +17,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from detection.config import ConfigError, load_config  # noqa: E402
-from detection.data import DATASETS, resolve_split  # noqa: E402
-from detection.data.errors import DatasetError  # noqa: E402
-from detection.engine.cli import (  # noqa: E402
+from detection.config import ConfigError, load_config
+from detection.data import DATASETS, resolve_split
+from detection.data.errors import DatasetError
+from detection.deploy.visualize import draw_ground_truth
+from detection.engine.cli import (
     add_config,
     add_data_root,
     add_output_dir,
@@ -33,9 +32,8 @@ from detection.engine.cli import (  # noqa: E402
     add_split,
     tool_parser,
 )
-from detection.engine.own_data import add_own_data_arguments, own_data_overrides, own_split_name  # noqa: E402
-from detection.engine.run import RunOptions, make_dataset  # noqa: E402
-from detection.visualize import draw_ground_truth  # noqa: E402
+from detection.engine.own_data import add_own_data_arguments, own_data_overrides, own_split_name
+from detection.engine.run import RunOptions, make_dataset
 
 EXAMPLE = ("python tools/browse_dataset.py --dataset shapes --data-root datasets/shapes --split val --num 8 "
            "--output-dir output/browse")

@@ -19,20 +19,17 @@ inference, the class names) for ``tools/test_det.py`` / ``tools/train_det.py``; 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backbones import build_resnet, load_weights  # noqa: E402
-from backbones.checkpoint import CheckpointError, load_array_pickle, save_checkpoint  # noqa: E402
-from backbones.weights import convert_msra_caffe  # noqa: E402
-from detection.config import Config, ConfigError, apply_overrides, load_config  # noqa: E402
-from detection.engine.cli import add_config, add_output, add_overrides, add_weights, tool_parser  # noqa: E402
-from detection.model_zoo import (  # noqa: E402
+from backbones import build_resnet, load_weights
+from backbones.checkpoint import CheckpointError, load_array_pickle, save_checkpoint
+from backbones.weights import convert_msra_caffe
+from detection.config import Config, ConfigError, apply_overrides, load_config
+from detection.engine.cli import add_config, add_output, add_overrides, add_weights, tool_parser
+from detection.weights.detectron2 import (
     convert_detectron2,
     detectron2_architecture,
     detectron2_classes,

@@ -14,20 +14,26 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import torch
+from tqdm import tqdm
 
-import cv2  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from backbones.checkpoint import CheckpointError  # noqa: E402
-from backbones.runtime import autocast  # noqa: E402
-from detection.build import build_test_detector  # noqa: E402
-from detection.config import ConfigError, load_config  # noqa: E402
-from detection.data.errors import UnreadableImageError  # noqa: E402
-from detection.data.io import read_image  # noqa: E402
-from detection.data.transforms import to_tensor  # noqa: E402
-from detection.engine.cli import (  # noqa: E402
+from backbones.checkpoint import CheckpointError
+from backbones.runtime import (
+    autocast,
+    pick_device,
+    setup_logging,
+)
+from detection.build import (
+    build_test_detector,
+    load_detector,
+)
+from detection.config import ConfigError, load_config
+from detection.data.errors import UnreadableImageError
+from detection.data.io import read_image
+from detection.data.transforms import to_tensor
+from detection.deploy.visualize import draw_detections
+from detection.engine.cli import (
     add_amp,
     add_config,
     add_device,
@@ -37,10 +43,8 @@ from detection.engine.cli import (  # noqa: E402
     add_weights,
     tool_parser,
 )
-from detection.engine.run import load_detector, pick_device, setup_logging  # noqa: E402
-from detection.engine.run_dir import RunDirError, prepare_output_dir  # noqa: E402
-from detection.optimize import optimize_for_inference  # noqa: E402
-from detection.visualize import draw_detections  # noqa: E402
+from detection.engine.run_dir import RunDirError, prepare_output_dir
+from detection.fast.optimize import optimize_for_inference
 
 EXAMPLE = ("python tools/demo.py --weights output/quickstart/detector/model_final.pth --images datasets/shapes/val "
            "--output-dir output/demo")

@@ -21,31 +21,29 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from backbones.checkpoint import CheckpointError  # noqa: E402
-from backbones.runtime import setup_logging  # noqa: E402
-from detection.config import ConfigError  # noqa: E402
-from detection.data.shapes import render_image  # noqa: E402
-from detection.data.transforms import to_tensor  # noqa: E402
-from detection.engine.cli import (  # noqa: E402
-    add_flag,
-    add_json,
-    add_output,
-    add_overrides,
-    add_weights,
-    tool_parser,
-)
-from detection.engine.run import load_detector  # noqa: E402
-from detection.export import (  # noqa: E402
+from backbones.checkpoint import CheckpointError
+from backbones.runtime import setup_logging
+from detection.build import load_detector
+from detection.config import ConfigError
+from detection.data.shapes import render_image
+from detection.data.transforms import to_tensor
+from detection.deploy.export import (
     DYNAMIC_SIDES,
     ExportError,
     check_onnx,
     check_program,
     export_onnx,
     export_program,
+)
+from detection.engine.cli import (
+    add_flag,
+    add_json,
+    add_output,
+    add_overrides,
+    add_weights,
+    tool_parser,
 )
 
 # --format → (writer, checker, default file name, what runs the check)

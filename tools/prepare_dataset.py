@@ -30,12 +30,10 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detection.data.errors import DatasetError  # noqa: E402
-from detection.data.prepare import ARCHIVES, REQUIRED, check_layout, prepare  # noqa: E402
-from detection.data.prepare_imagenet import PARTS, describe, missing_paths, prepare_imagenet  # noqa: E402
-from detection.engine.cli import add_data_root, add_json, add_no_progress, tool_parser  # noqa: E402
+from detection.data.errors import DatasetError
+from detection.data.prepare import ARCHIVES, REQUIRED, check_layout, prepare
+from detection.data.prepare_imagenet import PARTS, describe, missing_paths, prepare_imagenet
+from detection.engine.cli import add_data_root, add_json, add_no_progress, tool_parser
 
 LOADER = {"coco": "coco", "coco2014": "coco", "voc": "voc"}
 

@@ -20,11 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from detection.data.shapes import ensure_shapes, write_crop_dataset  # noqa: E402
-from detection.engine.cli import (  # noqa: E402
+from detection.data.shapes import ensure_shapes, write_crop_dataset
+from detection.engine.cli import (
     add_data_root,
     add_device,
     add_no_progress,
@@ -32,8 +29,9 @@ from detection.engine.cli import (  # noqa: E402
     add_overrides,
     tool_parser,
 )
-from detection.engine.run_dir import RunDirError, refuse_foreign_checkpoints  # noqa: E402
+from detection.engine.run_dir import RunDirError, refuse_foreign_checkpoints
 
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "python tools/quickstart.py --output-dir output/quickstart"
 
 

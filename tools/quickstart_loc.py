@@ -24,10 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from detection.engine.cli import (  # noqa: E402
+from detection.engine.cli import (
     add_config,
     add_data_root,
     add_device,
@@ -36,10 +33,11 @@ from detection.engine.cli import (  # noqa: E402
     add_overrides,
     tool_parser,
 )
-from detection.evaluation.tables import markdown_table, pct  # noqa: E402
-from detection.localization.data import generate_cls_loc, read_cls_loc, write_imagefolder_view  # noqa: E402
-from tools.quickstart import run  # noqa: E402  (prints each stage's command, then runs it)
+from detection.evaluation.tables import markdown_table, pct
+from detection.localization.data import generate_cls_loc, read_cls_loc, write_imagefolder_view
+from tools.quickstart import run  # prints each stage's command, then runs it
 
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "python tools/quickstart_loc.py --data-root datasets/imagenet_loc_gen --output-dir output/quickstart_loc"
 
 

@@ -29,10 +29,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detection.engine.cli import add_json, add_output, tool_parser  # noqa: E402
-from detection.evaluation.tables import (  # noqa: E402
+from detection.engine.cli import add_json, add_output, tool_parser
+from detection.evaluation.tables import (
     comparison_tables,
     load_results,
     paper_voc_rows,

@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backbones.checkpoint import CheckpointError  # noqa: E402
-from backbones.runtime import pick_device, setup_logging  # noqa: E402
-from detection.config import ConfigError, load_config  # noqa: E402
-from detection.data import resolve_split  # noqa: E402
-from detection.data.errors import DatasetError  # noqa: E402
-from detection.engine.cli import (  # noqa: E402
+from backbones.checkpoint import CheckpointError
+from backbones.runtime import pick_device, setup_logging
+from detection.build import load_detector, load_ensemble_members
+from detection.config import ConfigError, load_config
+from detection.data import resolve_split
+from detection.data.errors import DatasetError
+from detection.engine.cli import (
     add_config,
     add_json,
     add_run_arguments,
@@ -34,9 +32,9 @@ from detection.engine.cli import (  # noqa: E402
     run_options,
     tool_parser,
 )
-from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
-from detection.engine.run import load_detector, load_ensemble_members, test  # noqa: E402
-from detection.engine.run_dir import RunDirError, prepare_output_dir  # noqa: E402
+from detection.engine.own_data import add_own_data_arguments, own_data_overrides
+from detection.engine.run import test
+from detection.engine.run_dir import RunDirError, prepare_output_dir
 
 EXAMPLE = ("python tools/test_det.py --weights output/quickstart/detector/model_final.pth --dataset shapes "
            "--data-root datasets/shapes --split val --output-dir output/quickstart/test")

@@ -15,10 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backbones.checkpoint import CheckpointError  # noqa: E402
-from detection.engine.cli import (  # noqa: E402
+from backbones.checkpoint import CheckpointError
+from detection.engine.cli import (
     add_data_root,
     add_device,
     add_flag,
@@ -29,9 +27,9 @@ from detection.engine.cli import (  # noqa: E402
     add_weights,
     tool_parser,
 )
-from detection.errors import DatasetError, EvaluationInputError  # noqa: E402
-from detection.evaluation.tables import markdown_table, pct  # noqa: E402
-from detection.localization.predict import MODES, localize_split  # noqa: E402
+from detection.errors import DatasetError, EvaluationInputError
+from detection.evaluation.tables import markdown_table, pct
+from detection.localization.predict import MODES, localize_split
 
 EXAMPLE = ("python tools/test_loc.py --data-root datasets/imagenet_loc_gen "
            "--weights output/quickstart_loc/rpn/model_final.pth "

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torch.distributed.elastic.multiprocessing.errors import record
 
-from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
-
-from backbones.checkpoint import CheckpointError, CheckpointWriteError  # noqa: E402
-from backbones.weights import WeightsError  # noqa: E402
-from detection.config import ConfigError, load_config  # noqa: E402
-from detection.data import DatasetError  # noqa: E402
-from detection.engine.cli import add_config, add_run_arguments, run_options, tool_parser  # noqa: E402
-from detection.engine.own_data import add_own_data_arguments, own_data_overrides  # noqa: E402
-from detection.engine.preemption import TrainingInterrupted  # noqa: E402
-from detection.engine.run import train  # noqa: E402
-from detection.engine.run_dir import RunDirError  # noqa: E402
-from detection.engine.trainer import NonFiniteLossError  # noqa: E402
+from backbones.checkpoint import CheckpointError, CheckpointWriteError
+from backbones.weights import WeightsError
+from detection.config import ConfigError, load_config
+from detection.data import DatasetError
+from detection.engine.cli import add_config, add_run_arguments, run_options, tool_parser
+from detection.engine.own_data import add_own_data_arguments, own_data_overrides
+from detection.engine.preemption import TrainingInterrupted
+from detection.engine.run import train
+from detection.engine.run_dir import RunDirError
+from detection.engine.trainer import NonFiniteLossError
 
 EXAMPLE = "python tools/train_det.py --dataset shapes --config configs/quickstart.yaml solver.max_iter=100"
 

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torch.distributed.elastic.multiprocessing.errors import record
 
-from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
-
-from backbones.checkpoint import CheckpointError  # noqa: E402
-from backbones.weights import WeightsError  # noqa: E402
-from detection.config import ConfigError  # noqa: E402
-from detection.engine.cli import (  # noqa: E402
+from backbones.checkpoint import CheckpointError
+from backbones.weights import WeightsError
+from detection.config import ConfigError
+from detection.engine.cli import (
     add_config,
     add_data_root,
     add_device,
@@ -35,9 +32,9 @@ from detection.engine.cli import (  # noqa: E402
     add_weights,
     tool_parser,
 )
-from detection.errors import DatasetError  # noqa: E402
-from detection.localization.config import load_loc_config  # noqa: E402
-from detection.localization.engine import train_rcnn, train_rpn  # noqa: E402
+from detection.errors import DatasetError
+from detection.localization.config import load_loc_config
+from detection.localization.engine import train_rcnn, train_rpn
 
 # The generated data and classifier of tools/quickstart_loc.py; docs/localization.md has the paper's ImageNet run.
 EXAMPLE = ("python tools/train_loc.py rpn --data-root datasets/imagenet_loc_gen --config "

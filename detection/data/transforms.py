@@ -17,11 +17,12 @@ import torch
 import torch.utils.data
 from albumentations.augmentations.geometric.resize import MaxSizeTransform
 
-from detection.boxes import resize_scale
+from detection.modeling.boxes import resize_scale
 
 
 class ShortestEdgeResize(MaxSizeTransform):
-    """Scale by :func:`detection.boxes.resize_scale` (the model's test-time rule) with the shorter side ``s`` drawn
+    """Scale by :func:`detection.modeling.boxes.resize_scale` (the model's test-time rule) with the shorter side
+    ``s`` drawn
     at random from ``min_sizes``.
 
     One resize (the library's ``SmallestMaxSize`` + ``LongestMaxSize`` would interpolate twice, and the latter

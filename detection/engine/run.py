@@ -16,11 +16,9 @@ from typing import Any
 
 import torch
 
-from backbones.checkpoint import CheckpointError, load_checkpoint
 from backbones.runtime import barrier, cleanup, init_distributed, pick_device, setup_logging
-from backbones.weights import checkpoint_style
 from detection.build import build_detector, build_test_detector, load_backbone_weights
-from detection.config import Config, apply_overrides, config_from_dict, load_config
+from detection.config import Config
 from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
@@ -30,8 +28,8 @@ from detection.engine.own_data import check_classes, check_data_root, own_data_k
 from detection.engine.preemption import stop_signals
 from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
-from detection.optimize import optimize_for_inference, optimize_for_training
-from detection.transfer import load_detector_weights
+from detection.fast.optimize import optimize_for_inference, optimize_for_training
+from detection.weights.transfer import load_detector_weights
 
 logger = logging.getLogger("detection")
 
@@ -50,7 +48,7 @@ class RunOptions:
     skip_nonfinite: bool = False
     deterministic: bool = False
     evaluate: bool = True
-    optimize: bool = True  # detection/optimize.py for training and (on a copy) for testing: same numbers, faster
+    optimize: bool = True  # detection/fast/optimize.py for training and (on a copy) for testing: same numbers, faster
     test_split: str = ""
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -155,44 +153,6 @@ def periodic_evaluator(cfg: Config, opts: RunOptions, split: str, device: torch.
 
     return PeriodicEvaluator(evaluate, period=cfg.test.eval_period, metric=cfg.test.best_metric,
                              output_dir=opts.output_dir)
-
-
-def load_detector(
-    weights: Path, cfg: Config | None = None, overrides: list[str] | None = None
-) -> tuple[torch.nn.Module, Config, list[str]]:
-    """A trained detector from a toolkit checkpoint. Without ``cfg`` the config stored in the checkpoint is used,
-    with ``overrides`` (``key=value``) applied; returns ``(model, config, class names)``."""
-    ckpt = load_checkpoint(weights)
-    if cfg is None:
-        if "config" not in ckpt:
-            raise CheckpointError(weights, "the checkpoint holds no config; pass --config")
-        cfg = apply_overrides(config_from_dict(ckpt["config"]), overrides or [])
-    recorded = checkpoint_style(ckpt)
-    if recorded is not None and recorded != cfg.model.backbone.style:  # same keys and shapes: would load silently
-        raise CheckpointError(weights, f"its backbone is {recorded}-style, the config's is "
-                                       f"{cfg.model.backbone.style}: set model.backbone.style={recorded}")
-    model = build_detector(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:  # shapes or keys that do not fit this config's model
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(weights, "its weights do not fit the configured model: " + " ".join(first[:3])) from exc
-    return model, cfg, list(ckpt.get("classes", []))
-
-
-def load_ensemble_members(
-    weights: Sequence[Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str]
-) -> list[torch.nn.Module]:
-    """The other members of an ensemble whose first member was loaded with ``cfg`` and ``classes``: each from
-    its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes."""
-    members = []
-    for path in weights:
-        own_cfg = load_config(config_file, overrides) if config_file is not None else None
-        model, own_cfg, own_classes = load_detector(path, own_cfg, overrides)
-        if own_cfg.num_classes != cfg.num_classes or (classes and own_classes and own_classes != classes):
-            raise CheckpointError(path, "an ensemble member must predict the same classes as the first model")
-        members.append(model)
-    return members
 
 
 def test(

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detection.build import load_detector, load_ensemble_members
 from detection.data import resolve_split
-from detection.engine.run import RunOptions, load_detector, load_ensemble_members, test
+from detection.engine.run import RunOptions, test
 
 __all__ = ["PAPER_PYRAMID", "ROW_OVERRIDES", "Table9Row", "run_table9", "table9_rows"]
 

@@ -31,13 +31,13 @@ from backbones.checkpoint import CheckpointRotation, get_rng_state, load_checkpo
 from backbones.classify import build_classifier
 from backbones.data import IMAGENET_MEAN, IMAGENET_STD, Normalizer, worker_init
 from backbones.train import TrainBatchSampler
-from detection.anchors import AnchorGenerator
 from detection.data.io import read_image
 from detection.devkit import from_devkit_boxes
 from detection.localization.config import LocConfig, SolverLocConfig, loc_config_from_dict
 from detection.localization.data import LocRecord, LocTrainDataset, collate_loc, read_cls_loc
 from detection.localization.inference import RPNOutputs, dense_views, rcnn_targets, warp_crops
 from detection.localization.model import PerClassRPN, RCNNLocalizer
+from detection.modeling.anchors import AnchorGenerator
 
 __all__ = ["build_net", "build_rpn", "build_rcnn", "load_normalizer", "train_rpn", "train_rcnn"]
 

@@ -5,7 +5,7 @@
 
 Every view's anchors give, for a class k, candidate boxes (the anchors moved by class k's regressor) scored by class
 k's logistic output; they are mapped back to the original image and pooled over the views. The class's box is the
-best-scored candidate, moved by box voting (:func:`detection.boxes.box_voting`) over the ``vote_top`` best
+best-scored candidate, moved by box voting (:func:`detection.modeling.boxes.box_voting`) over the ``vote_top`` best
 candidates: the "merge" of the dense scales (the paper does not say how it merged them). The R-CNN stage takes the
 ``proposals`` best candidates of a class, warps each to ``warp_size``², and rescores and regresses them with that
 class's outputs; its best (voted) box replaces the RPN's.
@@ -26,9 +26,9 @@ from torchvision.ops import roi_align
 
 from backbones.classify import fullconv_scores, tencrop_scores
 from backbones.data import MultiScaleView, TenCropView, center_crop, resize_shorter
-from detection.boxes import box_iou, box_voting, clip_boxes_to_image, encode_boxes
 from detection.localization.model import RCNN_DELTA_WEIGHTS, PerClassRPN, RCNNLocalizer, class_boxes
-from detection.rpn import RPN_DELTA_WEIGHTS
+from detection.modeling.boxes import box_iou, box_voting, clip_boxes_to_image, encode_boxes
+from detection.modeling.rpn import RPN_DELTA_WEIGHTS
 
 __all__ = ["View", "one_crop_views", "dense_views", "RPNOutputs", "merge_candidates", "warp_crops",
            "rcnn_rescore", "classifier_probabilities", "rcnn_targets"]  # fmt: skip

@@ -11,13 +11,14 @@ Where the paper is silent, the choices made here:
   boxes: positive, < ``bg_iou``: negative, the best anchor of each box positive as in Faster R-CNN), and only that
   class's logistic output and regressor receive a loss. Each of the K outputs is thus a "class k here or not"
   detector trained on the images of class k, and the class itself is decided by the classifier at test time.
-- Sampling: :func:`detection.sampling.sample_labels` with 8 anchors and a positive fraction of 1/2; an image with
+- Sampling: :func:`detection.modeling.sampling.sample_labels` with 8 anchors and a positive fraction of 1/2; an image
+  with
   fewer than 4 positives fills up with negatives, as the RPN of Faster R-CNN does.
 - Losses: binary cross-entropy and smooth L1 (β = 1/9), both summed and divided by the number of anchors sampled per
-  batch (8 × images), as ``detection/rpn.py``.
+  batch (8 × images), as ``detection/modeling/rpn.py``.
 
 Output layout: ``cls`` ``[B, H·W·A, K]`` and ``reg`` ``[B, H·W·A, K, 4]`` in the anchors' (y, x, anchor) order of
-:func:`detection.anchors.grid_anchors`; boxes are 0-based continuous xyxy in the pixels of the network input.
+:func:`detection.modeling.anchors.grid_anchors`; boxes are 0-based continuous xyxy in the pixels of the network input.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detection.anchors import AnchorGenerator
-from detection.boxes import BETWEEN, box_iou, decode_boxes, encode_boxes, match_boxes
-from detection.rpn import RPN_DELTA_WEIGHTS
-from detection.sampling import sample_labels
+from detection.modeling.anchors import AnchorGenerator
+from detection.modeling.boxes import BETWEEN, box_iou, decode_boxes, encode_boxes, match_boxes
+from detection.modeling.rpn import RPN_DELTA_WEIGHTS
+from detection.modeling.sampling import sample_labels
 
 __all__ = ["PerClassRPN", "RCNNLocalizer", "assign_anchor_labels", "class_boxes"]
 
 SMOOTH_L1_BETA = 1.0 / 9.0
-RCNN_DELTA_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's, as detection/roi_heads.py
+RCNN_DELTA_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's, as detection/modeling/roi_heads.py
 
 
 def assign_anchor_labels(anchors: Tensor, gt_boxes: Tensor, fg_iou: float, bg_iou: float) -> tuple[Tensor, Tensor]:

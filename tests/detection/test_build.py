@@ -9,9 +9,9 @@ import torch
 
 from backbones import WeightsError, build_resnet
 from backbones.checkpoint import save_checkpoint
-from detection.box_head import conv5_of
 from detection.build import build_detector, load_backbone_weights
 from detection.config import load_config
+from detection.modeling.box_head import conv5_of
 
 TINY = ["model.backbone.base_width=8", "model.backbone.weights=none", "num_classes=3"]
 MSRA = ["model.backbone.style=msra", "input.channel_order=BGR", "input.pixel_scale=255",

@@ -16,7 +16,7 @@ import pytest
 from detection.engine.cli import HELP
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_TOOLS = {"__init__", "entry_points", "benchmark_models"}  # the package, script wrappers, a library module
+NOT_TOOLS = {"__init__", "entry_points"}  # the package, script wrappers
 TOOLS = sorted(p.stem for p in (ROOT / "tools").glob("*.py") if p.stem not in NOT_TOOLS and not p.stem.startswith("_"))
 
 OVERRIDES = "key=value"

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Write the detectron2 oracle fixture that tests/detection/test_model_zoo.py checks this toolkit against.
+"""Write the detectron2 oracle fixture that tests/detection/weights/test_detectron2.py checks this toolkit against.
 
 Run by hand, with a detectron2 source checkout and its pure-Python dependencies (fvcore, iopath, omegaconf,
 hydra-core, yacs, termcolor, tabulate, cloudpickle, pycocotools); no compiled extension is needed for the C4 model
 on the CPU. The project itself never imports detectron2 and CI never runs this script::
 
     pip install fvcore iopath omegaconf hydra-core yacs termcolor tabulate cloudpickle
-    python tools/dev/make_detectron2_fixture.py --detectron2 /path/to/detectron2 \
-        --output-dir tests/detection/fixtures/detectron2_r50_c4
+    PYTHONPATH=/path/to/detectron2 python tools/dev/make_detectron2_fixture.py --detectron2 /path/to/detectron2 \
+        --output-dir tests/detection/weights/fixtures/detectron2_r50_c4
 
 What it does: builds detectron2's own Faster R-CNN R50-C4 (configs/COCO-Detection/faster_rcnn_R_50_C4_1x.yaml)
 at a reduced width (``--width``, so the weights stay ~1 MB) with ``--num-classes`` classes; fills it with fixed-seed
@@ -182,7 +182,7 @@ def run_training_losses(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--detectron2", type=Path, required=True, help="detectron2 source checkout (holds configs/)")
-    p.add_argument("--output-dir", type=Path, default=Path("tests/detection/fixtures/detectron2_r50_c4"))
+    p.add_argument("--output-dir", type=Path, default=Path("tests/detection/weights/fixtures/detectron2_r50_c4"))
     p.add_argument("--width", type=int, default=6, help="stem / res2 bottleneck width (64 in the real model)")
     p.add_argument("--num-classes", type=int, default=20)
     p.add_argument("--pre-nms", type=int, default=600)
@@ -191,8 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-batch", type=int, default=4096, help="RPN and RoI samples per image in the loss run "
                    "(more than every candidate, so sampling keeps all)")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(args.detectron2.resolve()))
-    from detectron2.checkpoint import DetectionCheckpointer
+    try:
+        from detectron2.checkpoint import DetectionCheckpointer
+    except ImportError:
+        sys.exit(f"detectron2 does not import: run with PYTHONPATH={args.detectron2.resolve()} (its source checkout)")
+
     from detectron2.modeling import build_model
 
     rng = np.random.default_rng(args.seed)

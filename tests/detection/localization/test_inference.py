@@ -8,7 +8,6 @@ import torch
 
 from backbones import build_resnet
 from backbones.data import Normalizer
-from detection.anchors import AnchorGenerator
 from detection.localization.inference import (
     RPNOutputs,
     dense_views,
@@ -18,6 +17,7 @@ from detection.localization.inference import (
     warp_crops,
 )
 from detection.localization.model import PerClassRPN
+from detection.modeling.anchors import AnchorGenerator
 
 
 def test_one_crop_maps_back_to_the_image() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from backbones import build_resnet
-from detection.anchors import AnchorGenerator
-from detection.boxes import decode_boxes, encode_boxes
 from detection.localization.model import PerClassRPN, RCNNLocalizer, assign_anchor_labels, class_boxes
-from detection.sampling import sample_labels
+from detection.modeling.anchors import AnchorGenerator
+from detection.modeling.boxes import decode_boxes, encode_boxes
+from detection.modeling.sampling import sample_labels
 
 
 def tiny_rpn(num_classes: int = 3) -> PerClassRPN:

@@ -20,7 +20,7 @@ def _install(spec: str) -> None:
     from typing import Any
 
     from detection.engine import trainer as trainer_module
-    from detection.model import FasterRCNN
+    from detection.modeling.faster_rcnn import FasterRCNN
 
     rank_text, iteration_text, action = spec.split(":")
     rank, iteration = int(rank_text), int(iteration_text)

@@ -1,0 +1,127 @@
+"""``Predictor``: a trained detector from its checkpoint, applied to whatever image a notebook has at hand.
+
+    from detection import Predictor
+    predictor = Predictor("output/quickstart/detector/model_final.pth")
+    result = predictor("photo.jpg")           # or an OpenCV BGR array, a PIL image, a tensor, or a list of them
+    for box, score, name in zip(result.boxes, result.scores, result.class_names):
+        print(name, f"{score:.2f}", box.tolist())   # box: xyxy in the input image's pixels
+
+Inputs and their conventions (the one place they are decided):
+- ``str`` / ``Path``: an image file, read with OpenCV (EXIF orientation ignored, as in training).
+- ``numpy.ndarray`` ``uint8 [H, W, 3]``: **BGR**, as ``cv2.imread`` returns it (pass ``rgb=True`` for RGB
+  arrays); ``[H, W]`` grayscale is replicated.
+- ``PIL.Image.Image``: converted to RGB.
+- ``torch.Tensor``: float RGB ``[3, H, W]`` in [0, 1] (uint8 is scaled by 1/255), or a batch ``[B, 3, H, W]``.
+A list (or a batched tensor) gives a list of results; a single input gives one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from backbones.runtime import pick_device
+from detection.build import build_test_detector, load_detector
+from detection.data.io import read_image
+from detection.data.transforms import to_tensor
+from detection.fast.optimize import optimize_for_inference
+
+# str | Path | BGR array | tensor | PIL image (Any: PIL is imported only when used).
+ImageInput = Any
+
+
+@dataclass
+class Prediction:
+    """One image's detections, most confident first: ``boxes`` float32 ``[N, 4]`` xyxy in the input image's pixels,
+    ``scores`` ``[N]``, ``labels`` int64 ``[N]`` in 1..K and ``class_names`` (``classes[label - 1]``)."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """JSON-ready ``[{"box": [x1, y1, x2, y2], "score": s, "label": name}]``."""
+        return [{"box": [round(v, 2) for v in b], "score": round(float(s), 4), "label": name}
+                for b, s, name in zip(self.boxes.tolist(), self.scores.tolist(), self.class_names)]
+
+
+class Predictor:
+    """A detector loaded from a toolkit checkpoint (``model_final.pth`` / ``model_best.pth``) for inference.
+
+    ``score_thresh`` drops weaker detections (the model's own threshold, ``model.roi_heads.score_thresh``, applies
+    first); ``overrides`` (``key=value``) change the stored config, e.g. ``test.pyramid_min_sizes=[400,600,800]``.
+    With ``optimize`` the frozen BNs are folded into the convs (same detections, faster; detection/fast/optimize.py).
+    ``classes`` are the checkpoint's class names.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path,
+        *,
+        device: str = "auto",
+        score_thresh: float = 0.0,
+        overrides: list[str] | None = None,
+        optimize: bool = True,
+    ) -> None:
+        model, self.cfg, classes = load_detector(Path(weights), overrides=overrides)
+        self.classes = classes or [str(k) for k in range(1, self.cfg.num_classes + 1)]
+        self.device = pick_device(device)
+        model = model.to(self.device).eval()
+        self.model = model  # as built: what tools/export.py exports
+        runner = optimize_for_inference(copy.deepcopy(model)) if optimize else model
+        self.runner = build_test_detector(runner, self.cfg).eval()
+        self.score_thresh = score_thresh
+
+    @torch.inference_mode()
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput], *, rgb: bool = False
+    ) -> Prediction | list[Prediction]:
+        single = not isinstance(images, (list, tuple)) and not (torch.is_tensor(images) and images.dim() == 4)
+        batch = [images] if single else list(images)
+        tensors = [image_to_tensor(image, rgb=rgb).to(self.device) for image in batch]
+        outputs = self.runner(tensors) if tensors else []
+        results = [self._result(out) for out in outputs]
+        return results[0] if single else results
+
+    def _result(self, output: dict[str, Tensor]) -> Prediction:
+        keep = output["scores"] >= self.score_thresh
+        boxes, scores, labels = (output[k][keep].cpu() for k in ("boxes", "scores", "labels"))
+        order = scores.argsort(descending=True)
+        boxes, scores, labels = boxes[order].float(), scores[order].float(), labels[order]
+        names = [self.classes[int(k) - 1] if 0 < int(k) <= len(self.classes) else str(int(k)) for k in labels]
+        return Prediction(boxes, scores, labels, names)
+
+
+def image_to_tensor(image: ImageInput, *, rgb: bool = False) -> Tensor:
+    """Float RGB ``[3, H, W]`` in [0, 1] from any input :class:`Predictor` accepts (see the module docstring)."""
+    if isinstance(image, (str, Path)):
+        return to_tensor(read_image(Path(image))[0])
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected an image array [H, W, 3] (BGR), got shape {image.shape}")
+        image = image[..., :3]
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image array, got {image.dtype}")
+        return to_tensor(image if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    if torch.is_tensor(image):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected an RGB tensor [3, H, W] (or a batch [B, 3, H, W]), got {tuple(image.shape)}")
+        return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        return to_tensor(np.asarray(image.convert("RGB")))
+    raise TypeError(f"cannot read an image from {type(image).__name__}: pass a path, a BGR array, a PIL image or a "
+                    "tensor")

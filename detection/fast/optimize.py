@@ -1,0 +1,198 @@
+"""Speed-ups that leave the detector's outputs unchanged (up to float rounding).
+
+``optimize_for_inference`` folds every frozen BN into the convolution before it (``backbones.fuse_conv_frozen_bn``)
+and stores the convolution weights channels-last, so that oneDNN / cuDNN run NHWC kernels without reordering
+their inputs. The BN's separate multiply and add were about a fifth of the inference time on CPU. On the CPU it
+also swaps each RoIPool box head for its gather form (``detection.modeling.pooling.GatherRoIPool``; with a bottleneck
+conv5, ``detection.fast.factored_head.FactoredC4BoxHead``): the same numbers, several times faster. The swaps show in
+``repr(model)``; the modules themselves never pick a path by device or by ``requires_grad``.
+
+With a RoIAlign pooler and a bottleneck conv5, the box head becomes
+``detection.fast.commuted_head.CommutedRoIAlignBoxHead``
+(conv5_1's affine 1×1 layers run on the stride-16 map before the pooling; any device).
+
+``optimize_for_training`` does the same fold for training without changing the parameters or the state-dict keys:
+each convolution followed by a frozen BN computes ``conv(x, w · s) + b`` with ``(s, b)`` read from the BN's buffers
+at every call, so gradients still reach ``w`` and checkpoints load into the plain model and back. It swaps in the
+same box heads (``CommutedRoIAlignBoxHead``; ``FactoredC4BoxHead`` for RoIPool), whose gradients equal the plain
+head's (tests/detection/fast/test_optimize.py). On CPUs without AVX-512 it leaves the trainable 3×3 convolutions
+outside the box head (the trunk's and the RPN's) in NCHW (:func:`keep_nchw`): there oneDNN's channels-last backward
+for them ran 1.2–1.7× slower than NCHW, while the box head's convolutions run faster channels-last
+(docs/benchmarks.md, "AVX2 machine").
+
+Both work in place and return the model; wrap inference in ``torch.inference_mode()`` (and ``torch.autocast`` for
+bf16) yourself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from backbones.frozen_bn import FrozenBatchNorm2d, conv_bn_pairs, fuse_conv_frozen_bn
+from detection.fast.commuted_head import CommutedRoIAlignBoxHead, supports_commuted_head
+from detection.fast.factored_head import FactoredC4BoxHead, supports_factored_head
+from detection.modeling.box_head import C4BoxHead
+from detection.modeling.pooling import GatherRoIPool, RoIAlign, RoIPool
+
+__all__ = [
+    "ConvFrozenBN2d",
+    "FoldedFrozenBatchNorm2d",
+    "keep_nchw",
+    "optimize_for_inference",
+    "optimize_for_training",
+    "swap_commuted_box_heads",
+    "swap_gather_box_heads",
+]
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fast_box_heads: bool = True) -> nn.Module:
+    """Eval mode, frozen BNs folded into convs, no parameter needs a gradient, optionally channels-last weights,
+    and the fast box heads swapped in: RoIAlign → :func:`swap_commuted_box_heads`; RoIPool (parameters on the
+    CPU) → :func:`swap_gather_box_heads`.
+
+    ``model`` is a ``FasterRCNN`` (or any module built from this toolkit's ResNet blocks). State-dict keys change
+    (the BNs become ``Identity``, the convs gain a bias): load checkpoints and move the model to its device before
+    calling this. ``fast_box_heads=False`` keeps the box heads as built (torchvision's RoI ops).
+    """
+    model.eval()
+    fuse_conv_frozen_bn(model)
+    model.requires_grad_(False)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if fast_box_heads:
+        swap_commuted_box_heads(model)
+    if fast_box_heads and all(p.device.type == "cpu" for p in model.parameters()):
+        swap_gather_box_heads(model)
+    return model
+
+
+def swap_commuted_box_heads(model: nn.Module) -> nn.Module:
+    """Replace, in place, each ``C4BoxHead`` with a RoIAlign pooler and a bottleneck conv5 by a
+    ``CommutedRoIAlignBoxHead`` (same pooler and head modules, so the same parameters and state-dict keys)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is C4BoxHead and type(child.pooler) is RoIAlign and supports_commuted_head(child.head):
+                setattr(parent, name, CommutedRoIAlignBoxHead(pooler=child.pooler, head=child.head))
+    return model
+
+
+def swap_gather_box_heads(model: nn.Module) -> nn.Module:
+    """Replace, in place, each ``C4BoxHead`` with a RoIPool pooler by its inference fast path: a
+    ``FactoredC4BoxHead`` when conv5_1 starts with per-position layers (bottleneck nets), else the same box head
+    with ``GatherRoIPool``. Same parameters; gradients reach the features through the gather as through
+    torchvision's RoIPool (the first maximum of each window, in the same scan order)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not C4BoxHead or type(child.pooler) is not RoIPool:
+                continue
+            pooler = GatherRoIPool.from_roi_pool(child.pooler)
+            if supports_factored_head(child.head):
+                setattr(parent, name, FactoredC4BoxHead(pooler=pooler, head=child.head))
+            else:
+                child.pooler = pooler
+    return model
+
+
+class FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """A frozen BN whose affine map the preceding :class:`ConvFrozenBN2d` applies: same buffers and state-dict
+    keys as ``FrozenBatchNorm2d``, identity forward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class ConvFrozenBN2d(nn.Conv2d):
+    """``bn(conv(x))`` as a single convolution with weight ``w · s`` and bias ``b (+ conv bias · s)``.
+
+    Shares its ``weight`` (and ``bias``) Parameter with the convolution it replaces, and reads the BN's buffers at
+    every call, so optimisers, checkpoints and ``load_state_dict`` see exactly the plain model's tensors. The BN is
+    held outside the module tree (it stays registered, as a ``FoldedFrozenBatchNorm2d``, under its own name).
+    """
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, bn: FoldedFrozenBatchNorm2d) -> ConvFrozenBN2d:
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "transposed",
+                     "output_padding", "groups", "padding_mode", "_reversed_padding_repeated_twice"):
+            setattr(fused, name, getattr(conv, name))
+        fused.weight = conv.weight
+        fused.bias = conv.bias
+        fused.__dict__["frozen_bn"] = bn  # not a submodule: its keys stay where they were
+        fused.train(conv.training)
+        return fused
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, shift = self.__dict__["frozen_bn"].scale_and_shift()
+        weight = self.weight * scale.to(self.weight.dtype).view(-1, 1, 1, 1)
+        bias = shift if self.bias is None else self.bias * scale + shift
+        return self._conv_forward(x, weight, bias.to(self.weight.dtype))
+
+
+def fold_frozen_bn_for_training(module: nn.Module) -> nn.Module:
+    """Replace each (``nn.Conv2d``, ``FrozenBatchNorm2d``) sibling pair (``backbones.frozen_bn.conv_bn_pairs``) by
+    (``ConvFrozenBN2d``, ``FoldedFrozenBatchNorm2d``). In place; returns ``module``."""
+    for parent, conv_name, bn_name in conv_bn_pairs(module, exact=True):
+        bn = getattr(parent, bn_name)
+        folded = FoldedFrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+        for name, buffer in bn.named_buffers(recurse=False):
+            setattr(folded, name, buffer)
+        setattr(parent, bn_name, folded)
+        setattr(parent, conv_name, ConvFrozenBN2d.from_conv(getattr(parent, conv_name), folded))
+    return module
+
+
+def optimize_for_training(
+    model: nn.Module, *, channels_last: bool = True, fast_box_heads: bool = True, nchw_3x3: bool | None = None
+) -> nn.Module:
+    """Fold the frozen BNs into their convs for training (same parameters and state-dict keys), optionally store
+    the weights channels-last, and swap in the fast box heads (:func:`swap_commuted_box_heads` for RoIAlign,
+    :func:`swap_gather_box_heads` for RoIPool; both differentiable, on any device). Build the optimiser before or
+    after: the Parameter objects do not change. ``fast_box_heads=False`` keeps the box heads as built.
+
+    ``nchw_3x3``: run the trainable 3×3 convolutions outside the box heads in NCHW inside the channels-last model
+    (:func:`keep_nchw`); ``None`` chooses it on CPUs whose best instruction set is below AVX-512."""
+    fold_frozen_bn_for_training(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        if nchw_3x3 is None:
+            nchw_3x3 = _below_avx512(model)
+        if nchw_3x3:
+            keep_nchw(model)
+    if fast_box_heads:
+        swap_commuted_box_heads(model)
+        swap_gather_box_heads(model)
+    return model
+
+
+
+def _below_avx512(model: nn.Module) -> bool:
+    """Parameters on the CPU, and the CPU's best kernel set (``torch.backends.cpu``) below AVX-512."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    return on_cpu and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX", "AVX2")
+
+
+def _to_nchw(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return (args[0].contiguous(), *args[1:])
+
+
+def _to_channels_last(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
+    return output.contiguous(memory_format=torch.channels_last)
+
+
+def keep_nchw(model: nn.Module) -> list[str]:
+    """Run each trainable 3×3 convolution outside the box heads in NCHW: its weight stored contiguous, its input
+    made contiguous and its output made channels-last again by forward hooks (same Parameter objects, same
+    state-dict keys, the same numbers up to float rounding). Returns the names of the convolutions changed."""
+    in_box_heads = {id(m) for head in model.modules() if isinstance(head, C4BoxHead) for m in head.modules()}
+    changed = []
+    for name, conv in model.named_modules():
+        if (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.weight.requires_grad
+                and id(conv) not in in_box_heads and not getattr(conv, "_keeps_nchw", False)):
+            conv.weight.data = conv.weight.data.contiguous()
+            conv.register_forward_pre_hook(_to_nchw)
+            conv.register_forward_hook(_to_channels_last)
+            conv._keeps_nchw = True
+            changed.append(name)
+    return changed
