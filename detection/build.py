@@ -18,9 +18,10 @@ from backbones.weights import checkpoint_style
 from detection.config import Config, ConfigError, RoIHeadsConfig, apply_overrides, config_from_dict, load_config
 from detection.modeling.anchors import AnchorGenerator
 from detection.modeling.box_head import C4BoxHead, GlobalContextBoxHead, conv5_of
+from detection.modeling.boxes import NMS
 from detection.modeling.faster_rcnn import DetectorTrunk, FasterRCNN, ImageTransform
 from detection.modeling.pooling import RoIAlign, RoIPool
-from detection.modeling.postprocess import BoxDecoder, BoxVoting, DetectionSelector
+from detection.modeling.postprocess import BatchedNMS, BoxDecoder, BoxVoting, DetectionSelector
 from detection.modeling.roi_heads import BoxPredictor, C4RoIHeads
 from detection.modeling.rpn import RegionProposalNetwork, RPNHead
 from detection.testtime.ensemble import EnsembleDetector
@@ -53,6 +54,7 @@ def build_detector(cfg: Config) -> FasterRCNN:
     rpn = RegionProposalNetwork(
         anchor_generator=anchor_generator,
         head=RPNHead(trunk.out_channels, m.rpn.conv_channels or trunk.out_channels, anchor_generator.num_anchors),
+        nms=NMS(),
         fg_iou_thresh=m.rpn.fg_iou_thresh,
         bg_iou_thresh=m.rpn.bg_iou_thresh,
         batch_size_per_image=m.rpn.batch_size_per_image,
@@ -117,6 +119,7 @@ def build_roi_heads(r: RoIHeadsConfig, conv5: C4Head, num_classes: int) -> C4RoI
         nms_thresh=r.refinement_nms_thresh if r.box_refinement else r.nms_thresh,
         detections_per_img=r.detections_per_img,
         voting=BoxVoting(iou_thresh=r.voting_iou_thresh) if r.box_voting else None,
+        nms=BatchedNMS(),
     )
     return C4RoIHeads(
         box_head=box_head,

@@ -21,13 +21,12 @@ training (the rewrite is ordinary autograd: gradients reach the same parameters 
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from backbones.c4 import C4Head
-from backbones.frozen_bn import FrozenBatchNorm2d
-from backbones.resnet import Bottleneck
+from detection.fast.conv5_first_block import head_forward, supports_first_block
 from detection.fast.separable_align import AlignPlan, plan_roi_align
 from detection.modeling.box_head import C4BoxHead
 from detection.modeling.pooling import RoIAlign, boxes_to_rois
@@ -35,83 +34,64 @@ from detection.modeling.pooling import RoIAlign, boxes_to_rois
 __all__ = ["CommutedRoIAlignBoxHead", "commuted_head_forward", "supports_commuted_head"]
 
 
-def _affine_stride(layers: list[nn.Module]) -> int | None:
-    """The stride of ``layers`` if they are a 1×1 convolution then per-channel affine layers (frozen or eval BN,
-    identity), else ``None``."""
-    conv, rest = layers[0], layers[1:]
-    if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.padding == (0, 0)
-            and conv.groups == 1 and conv.stride[0] == conv.stride[1]):
-        return None
-    for m in rest:
-        frozen = isinstance(m, (nn.Identity, FrozenBatchNorm2d))
-        if not (frozen or (isinstance(m, nn.BatchNorm2d) and not m.training and m.running_mean is not None)):
-            return None
-    return conv.stride[0]
+class _CommutedAlign:
+    """RoIAlign of ``features`` by ``plan`` as ``detection.fast.conv5_first_block.PooledBins``: per-position
+    affine layers run on the map before the pooling, ``f(align(x)) = align(f(x) − c) + c`` with ``c = f(0)``.
+    ``in_place``: add ``c`` to the fresh pooled tensor in place (inference); out of place when autograd tracks it
+    (an in-place add on this view would make autograd copy its whole gradient, CopySlices)."""
 
+    def __init__(self, features: Tensor, plan: AlignPlan, in_place: bool) -> None:
+        self.features, self.plan, self.in_place = features, plan, in_place
 
-def _pool_affine(layers: list[nn.Module], features: Tensor, plan: AlignPlan) -> Tensor:
-    """``layers(align(features))`` for per-position affine ``layers`` (a stride-s 1×1 conv reads bins ``::s``),
-    computed as ``align(f(features) − c) + c`` with ``c = f(0)``: ``[R, C_out, P', P']`` channels-last."""
-    conv = copy.copy(layers[0])  # shares the parameters; the stride is spent on choosing the bins
-    conv.stride = (1, 1)
-    stride = layers[0].stride[0]
+    def dense(self) -> Tensor:
+        return self.plan.apply(self.features)
 
-    def affine(x: Tensor) -> Tensor:
-        for layer in [conv, *layers[1:]]:
-            x = layer(x)
-        return x
+    def per_position(self, layers: Sequence[nn.Module], stride: int, activation: nn.Module | None) -> Tensor:
+        def affine(x: Tensor) -> Tensor:
+            for layer in layers:
+                x = layer(x)
+            return x
 
-    constant = affine(features.new_zeros((1, features.shape[1], 1, 1)))  # [1, C_out, 1, 1]
-    mapped = affine(features) - constant
-    pooled = plan.apply(mapped, stride)
-    if pooled.requires_grad:  # in place on this view would make autograd copy its whole gradient (CopySlices)
-        return pooled + constant
-    return pooled.add_(constant)  # in place: the pooled tensor is fresh, and large
+        features = self.features
+        constant = affine(features.new_zeros((1, features.shape[1], 1, 1)))  # [1, C_out, 1, 1]
+        pooled = self.plan.apply(affine(features) - constant, stride)
+        pooled = pooled.add_(constant) if self.in_place else pooled + constant
+        return pooled if activation is None else activation(pooled)
 
 
 def supports_commuted_head(head: nn.Module) -> bool:
     """Whether ``head`` is a C4 conv5 whose first block starts with a per-position affine layer (a bottleneck)."""
-    if not isinstance(head, C4Head):
-        return False
-    first = head.layer4[0]
-    return isinstance(first, Bottleneck) and _affine_stride([first.conv1, first.bn1]) is not None
+    return supports_first_block(head)
 
 
-def commuted_head_forward(head: C4Head, pooler: RoIAlign, features: Tensor, boxes: list[Tensor]) -> Tensor:
-    """``head(pooler(features, boxes))`` with conv5_1's affine 1×1 layers run on ``features``: ``[R, C_out]``."""
+def commuted_head_forward(
+    head: C4Head, pooler: RoIAlign, features: Tensor, boxes: list[Tensor], *, in_place: bool = False
+) -> Tensor:
+    """``head(pooler(features, boxes))`` with conv5_1's affine 1×1 layers run on ``features``: ``[R, C_out]``.
+    ``in_place``: finish the pooled affine layers in place (only where autograd does not track them)."""
     rois = boxes_to_rois(boxes).to(features.device)
-    if rois.shape[0] == 0 or not supports_commuted_head(head):
+    if rois.shape[0] == 0 or not supports_first_block(head):
         return head(pooler(features, boxes))
     plan = plan_roi_align(
         rois, features.shape[2], features.shape[3], output_size=pooler.output_size,
         spatial_scale=pooler.spatial_scale, sampling_ratio=pooler.sampling_ratio, aligned=pooler.aligned,
     )
-    first, *rest = list(head.layer4)
-    out = first.relu(_pool_affine([first.conv1, first.bn1], features, plan))  # as Bottleneck.forward
-    out = first.relu(first.bn2(first.conv2(out)))
-    out = first.bn3(first.conv3(out))
-    if first.residual:
-        shortcut = first.downsample
-        if shortcut is None:
-            out += plan.apply(features)
-        elif isinstance(shortcut, nn.Sequential) and _affine_stride(list(shortcut)) is not None:
-            out += _pool_affine(list(shortcut), features, plan)
-        else:  # e.g. option A's zero-padding shortcut: pooled densely
-            out += shortcut(plan.apply(features))
-    out = first.relu(out)
-    for block in rest:
-        out = block(out)
-    return out.mean(dim=(2, 3))  # as C4Head.forward
+    return head_forward(head, _CommutedAlign(features, plan, in_place))
 
 
 class CommutedRoIAlignBoxHead(C4BoxHead):
     """``C4BoxHead`` with a :class:`RoIAlign` pooler, computed by :func:`commuted_head_forward`. Same parameters,
-    buffers and state-dict keys as the box head it replaces."""
+    buffers and state-dict keys as the box head it replaces. ``in_place`` (set by ``optimize_for_inference``,
+    not by ``optimize_for_training``) saves a copy of the pooled maps where nothing needs their gradient."""
 
     pooler: RoIAlign
 
-    def __init__(self, *, pooler: RoIAlign, head: C4Head) -> None:
+    def __init__(self, *, pooler: RoIAlign, head: C4Head, in_place: bool = False) -> None:
         super().__init__(pooler=pooler, head=head)
+        self.in_place = in_place
 
     def forward(self, features: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
-        return commuted_head_forward(self.head, self.pooler, features, boxes)
+        return commuted_head_forward(self.head, self.pooler, features, boxes, in_place=self.in_place)
+
+    def extra_repr(self) -> str:
+        return f"in_place={self.in_place}"

@@ -30,26 +30,34 @@ import torch
 from torch import Tensor, nn
 
 from backbones.frozen_bn import FrozenBatchNorm2d, conv_bn_pairs, fuse_conv_frozen_bn
-from detection.fast.commuted_head import CommutedRoIAlignBoxHead, supports_commuted_head
-from detection.fast.factored_head import FactoredC4BoxHead, supports_factored_head
+from detection.fast.commuted_head import CommutedRoIAlignBoxHead
+from detection.fast.conv5_first_block import supports_first_block
+from detection.fast.factored_head import FactoredC4BoxHead
+from detection.fast.gather_pool import GatherRoIPool
+from detection.fast.nms import BlockedNMS
 from detection.modeling.box_head import C4BoxHead
-from detection.modeling.pooling import GatherRoIPool, RoIAlign, RoIPool
+from detection.modeling.boxes import NMS
+from detection.modeling.pooling import RoIAlign, RoIPool
 
 __all__ = [
     "ConvFrozenBN2d",
     "FoldedFrozenBatchNorm2d",
+    "NCHWConv2d",
+    "NCHWConvFrozenBN2d",
     "keep_nchw",
     "optimize_for_inference",
     "optimize_for_training",
     "swap_commuted_box_heads",
     "swap_gather_box_heads",
+    "swap_nms",
 ]
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fast_box_heads: bool = True) -> nn.Module:
     """Eval mode, frozen BNs folded into convs, no parameter needs a gradient, optionally channels-last weights,
-    and the fast box heads swapped in: RoIAlign → :func:`swap_commuted_box_heads`; RoIPool (parameters on the
-    CPU) → :func:`swap_gather_box_heads`.
+    and the fast parts swapped in: RoIAlign → :func:`swap_commuted_box_heads` (finishing in place); with the
+    parameters on the CPU, RoIPool → :func:`swap_gather_box_heads` (few wide windows gathered) and the RPN's NMS →
+    :func:`swap_nms`.
 
     ``model`` is a ``FasterRCNN`` (or any module built from this toolkit's ResNet blocks). State-dict keys change
     (the BNs become ``Identity``, the convs gain a bias): load checkpoints and move the model to its device before
@@ -60,38 +68,58 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fast
     model.requires_grad_(False)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    on_cpu = _on_cpu(model)
     if fast_box_heads:
-        swap_commuted_box_heads(model)
-    if fast_box_heads and all(p.device.type == "cpu" for p in model.parameters()):
-        swap_gather_box_heads(model)
+        swap_commuted_box_heads(model, in_place=True)
+    if fast_box_heads and on_cpu:
+        swap_gather_box_heads(model, windows="auto")
+    if on_cpu:
+        swap_nms(model)
     return model
 
 
-def swap_commuted_box_heads(model: nn.Module) -> nn.Module:
-    """Replace, in place, each ``C4BoxHead`` with a RoIAlign pooler and a bottleneck conv5 by a
-    ``CommutedRoIAlignBoxHead`` (same pooler and head modules, so the same parameters and state-dict keys)."""
+def swap_nms(model: nn.Module) -> nn.Module:
+    """Replace, in place, each plain NMS part (``detection.modeling.boxes.NMS``: the RPN's) by
+    ``detection.fast.nms.BlockedNMS``, the same indices faster on the CPU."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is C4BoxHead and type(child.pooler) is RoIAlign and supports_commuted_head(child.head):
-                setattr(parent, name, CommutedRoIAlignBoxHead(pooler=child.pooler, head=child.head))
+            if type(child) is NMS:
+                setattr(parent, name, BlockedNMS())
     return model
 
 
-def swap_gather_box_heads(model: nn.Module) -> nn.Module:
-    """Replace, in place, each ``C4BoxHead`` with a RoIPool pooler by its inference fast path: a
-    ``FactoredC4BoxHead`` when conv5_1 starts with per-position layers (bottleneck nets), else the same box head
-    with ``GatherRoIPool``. Same parameters; gradients reach the features through the gather as through
-    torchvision's RoIPool (the first maximum of each window, in the same scan order)."""
+def swap_commuted_box_heads(model: nn.Module, *, in_place: bool = False) -> nn.Module:
+    """Replace, in place, each ``C4BoxHead`` with a RoIAlign pooler and a bottleneck conv5 by a
+    ``CommutedRoIAlignBoxHead`` (same pooler and head modules, so the same parameters and state-dict keys).
+    ``in_place`` only for inference: the head then adds its constants into the pooled maps in place."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is C4BoxHead and type(child.pooler) is RoIAlign and supports_first_block(child.head):
+                setattr(parent, name, CommutedRoIAlignBoxHead(pooler=child.pooler, head=child.head, in_place=in_place))
+    return model
+
+
+def swap_gather_box_heads(model: nn.Module, *, windows: str = "map") -> nn.Module:
+    """Replace, in place, each ``C4BoxHead`` with a RoIPool pooler by its fast path: a ``FactoredC4BoxHead`` when
+    conv5_1 starts with per-position layers (bottleneck nets), else the same box head with ``GatherRoIPool``.
+    Same parameters; with ``windows="map"`` gradients reach the features through the gather as through
+    torchvision's RoIPool (the first maximum of each window, in the same scan order); ``"auto"`` (inference)
+    gathers the few windows of wide bins instead of max-pooling the whole map for them
+    (``detection.fast.gather_pool.roi_pool_factored``)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not C4BoxHead or type(child.pooler) is not RoIPool:
                 continue
-            pooler = GatherRoIPool.from_roi_pool(child.pooler)
-            if supports_factored_head(child.head):
+            pooler = GatherRoIPool.from_roi_pool(child.pooler, windows=windows)
+            if supports_first_block(child.head):
                 setattr(parent, name, FactoredC4BoxHead(pooler=pooler, head=child.head))
             else:
                 child.pooler = pooler
     return model
+
+
+def _on_cpu(model: nn.Module) -> bool:
+    return all(p.device.type == "cpu" for p in model.parameters())
 
 
 class FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
@@ -148,11 +176,12 @@ def optimize_for_training(
 ) -> nn.Module:
     """Fold the frozen BNs into their convs for training (same parameters and state-dict keys), optionally store
     the weights channels-last, and swap in the fast box heads (:func:`swap_commuted_box_heads` for RoIAlign,
-    :func:`swap_gather_box_heads` for RoIPool; both differentiable, on any device). Build the optimiser before or
-    after: the Parameter objects do not change. ``fast_box_heads=False`` keeps the box heads as built.
+    :func:`swap_gather_box_heads` for RoIPool; both differentiable, on any device) and, with the parameters on the
+    CPU, the RPN's blocked NMS (:func:`swap_nms`). Build the optimiser before or after: the Parameter objects do not
+    change. ``fast_box_heads=False`` keeps the box heads as built.
 
     ``nchw_3x3``: run the trainable 3×3 convolutions outside the box heads in NCHW inside the channels-last model
-    (:func:`keep_nchw`); ``None`` chooses it on CPUs whose best instruction set is below AVX-512."""
+    (:func:`keep_nchw`); ``None`` chooses it, here, on CPUs whose best instruction set is below AVX-512."""
     fold_frozen_bn_for_training(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -161,38 +190,49 @@ def optimize_for_training(
         if nchw_3x3:
             keep_nchw(model)
     if fast_box_heads:
-        swap_commuted_box_heads(model)
-        swap_gather_box_heads(model)
+        swap_commuted_box_heads(model, in_place=False)
+        swap_gather_box_heads(model, windows="map")
+    if _on_cpu(model):
+        swap_nms(model)
     return model
-
 
 
 def _below_avx512(model: nn.Module) -> bool:
     """Parameters on the CPU, and the CPU's best kernel set (``torch.backends.cpu``) below AVX-512."""
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    return on_cpu and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX", "AVX2")
+    return _on_cpu(model) and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX", "AVX2")
 
 
-def _to_nchw(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return (args[0].contiguous(), *args[1:])
+class NCHWConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that runs in NCHW inside a channels-last model: contiguous input, its weight stored
+    contiguous, output made channels-last again (the same numbers up to float rounding). Swapped in by
+    :func:`keep_nchw`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
 
 
-def _to_channels_last(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
-    return output.contiguous(memory_format=torch.channels_last)
+class NCHWConvFrozenBN2d(ConvFrozenBN2d):
+    """:class:`ConvFrozenBN2d` run in NCHW inside a channels-last model, as :class:`NCHWConv2d`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
 
 
 def keep_nchw(model: nn.Module) -> list[str]:
-    """Run each trainable 3×3 convolution outside the box heads in NCHW: its weight stored contiguous, its input
-    made contiguous and its output made channels-last again by forward hooks (same Parameter objects, same
-    state-dict keys, the same numbers up to float rounding). Returns the names of the convolutions changed."""
+    """Swap each trainable 3×3 convolution outside the box heads for its NCHW form (:class:`NCHWConv2d`,
+    :class:`NCHWConvFrozenBN2d`): the same Parameter objects, state-dict keys and numbers (up to float rounding),
+    shown in ``repr(model)``. Returns the names of the convolutions swapped."""
     in_box_heads = {id(m) for head in model.modules() if isinstance(head, C4BoxHead) for m in head.modules()}
     changed = []
-    for name, conv in model.named_modules():
-        if (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.weight.requires_grad
-                and id(conv) not in in_box_heads and not getattr(conv, "_keeps_nchw", False)):
-            conv.weight.data = conv.weight.data.contiguous()
-            conv.register_forward_pre_hook(_to_nchw)
-            conv.register_forward_hook(_to_channels_last)
-            conv._keeps_nchw = True
-            changed.append(name)
+    for parent_name, parent in list(model.named_modules()):
+        for name, conv in list(parent.named_children()):
+            if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.weight.requires_grad
+                    and id(conv) not in in_box_heads and not isinstance(conv, (NCHWConv2d, NCHWConvFrozenBN2d))):
+                continue
+            nchw_class = NCHWConvFrozenBN2d if isinstance(conv, ConvFrozenBN2d) else NCHWConv2d
+            nchw = nchw_class.__new__(nchw_class)
+            nchw.__dict__.update(conv.__dict__)  # the same parameters, buffers and settings
+            nchw.weight.data = nchw.weight.data.contiguous()
+            setattr(parent, name, nchw)
+            changed.append(f"{parent_name}.{name}" if parent_name else name)
     return changed

@@ -1,7 +1,8 @@
 """Box functions. Boxes are ``Tensor[N, 4]`` xyxy in continuous pixel coordinates (see docs/DESIGN.md).
 
 IoU, NMS, clipping and small-box removal come from ``torchvision.ops``; this module adds the R-CNN box coding
-(Fast R-CNN's parameterisation with per-coordinate weights), the anchor/proposal matcher and box voting.
+(Fast R-CNN's parameterisation with per-coordinate weights), the anchor/proposal matcher, box voting and the
+RPN's NMS as a part (:class:`NMS`, which ``detection.fast.optimize`` may swap).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "match_boxes",
     "box_voting",
     "nms_first_k",
+    "NMS",
     "resize_scale",
     "resized_shape",
     "scale_boxes",
@@ -110,73 +112,19 @@ def box_voting(
 
 
 def nms_first_k(boxes: Tensor, scores: Tensor, iou_thresh: float, k: int) -> Tensor:
-    """``torchvision.ops.nms(boxes, scores, iou_thresh)[:k]``, stopping once ``k`` boxes are kept.
-
-    The RPN keeps 300 of 6000 proposals at test time (2000 of 12000 in training); torchvision's CPU kernel is one
-    thread comparing every kept box with all later ones to the end of the list (0.19 s for 6000 → 300 and 0.72 s
-    for 12000 → 2000 random boxes). Here the sorted boxes are taken in blocks of 256 (:func:`_greedy_block`): each
-    block drops what the boxes kept so far suppress, then settles its own greedy order as a fixed point of matrix
-    steps, and the loop ends once ``k`` are kept (3 ms and 75 ms for the same boxes, one thread). Same order
-    (stable descending scores), the same float arithmetic and the same strict ``IoU > thresh`` test as the
-    kernel's float-against-double comparison, so the same indices (tests/detection/modeling/test_boxes.py). For few
-    boxes,
-    ``k`` above a quarter of them, or CUDA, torchvision's kernel is used.
-    """
-    n = boxes.shape[0]
-    # Exporters (tools/export.py) record torchvision's NMS operator; this loop's length depends on the data.
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or boxes.device.type != "cpu" or n < 1024 or 4 * k > n:
-        return nms(boxes, scores, iou_thresh)[:k]
-    order = scores.sort(descending=True, stable=True).indices
-    sorted_boxes = boxes[order]
-    areas = (sorted_boxes[:, 2] - sorted_boxes[:, 0]) * (sorted_boxes[:, 3] - sorted_boxes[:, 1])
-    kept = torch.zeros(0, dtype=torch.int64)
-    thresh = _float_below(iou_thresh) if boxes.dtype == torch.float32 else iou_thresh
-    block = 256
-    for start in range(0, n, block):
-        if kept.numel() >= k:
-            break
-        candidates = torch.arange(start, min(start + block, n))
-        if kept.numel():
-            suppressed = _iou_above(sorted_boxes[kept], areas[kept], sorted_boxes[candidates], areas[candidates],
-                                    thresh).any(dim=0)
-            candidates = candidates[~suppressed]
-        kept = torch.cat((kept, candidates[_greedy_block(sorted_boxes[candidates], areas[candidates], thresh)]))
-    return order[kept[:k]]
+    """The first ``k`` boxes greedy NMS keeps: ``torchvision.ops.nms(boxes, scores, iou_thresh)[:k]``, int64
+    indices into ``boxes [N, 4]`` by decreasing score."""
+    return nms(boxes, scores, iou_thresh)[:k]
 
 
-def _float_below(thresh: float) -> float:
-    """The largest float32 ≤ ``thresh``: for a float32 IoU ``x``, ``x > thresh`` (the kernel compares in float64)
-    holds exactly when ``x >`` this value, since no float32 lies strictly between the two; so the comparison can
-    stay in float32."""
-    below = torch.tensor(thresh, dtype=torch.float32)
-    if float(below) > thresh:
-        below = torch.nextafter(below, torch.tensor(float("-inf")))
-    return float(below)
+class NMS(nn.Module):
+    """Greedy NMS as a part (the RPN's): ``(boxes [N, 4] xyxy, scores [N], iou_thresh, max_kept)`` → int64 indices
+    of the kept boxes by decreasing score, the first ``max_kept`` of them (all when ``None``). torchvision's
+    kernel; ``detection.fast.nms.BlockedNMS`` is the exact CPU swap (``optimize_for_inference``)."""
 
-
-def _iou_above(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor, thresh: float) -> Tensor:
-    """``[A, B]``: IoU of each earlier box ``a`` with each later box ``b`` ``> thresh``, computed as torchvision's
-    CPU NMS kernel does: intersection and union in the boxes' dtype, in the same order; a NaN IoU suppresses
-    nothing. For float32 boxes ``thresh`` comes from :func:`_float_below`; other dtypes compare in float64."""
-    w = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp_(min=0)
-    h = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])).clamp_(min=0)
-    inter = w.mul_(h)
-    iou = inter / (area_a[:, None] + area_b[None, :] - inter)
-    return (iou if iou.dtype == torch.float32 else iou.double()) > thresh
-
-
-def _greedy_block(boxes: Tensor, areas: Tensor, iou_thresh: float) -> Tensor:
-    """Greedy NMS within boxes already sorted by score: the indices kept. ``keep[j]`` is "no kept ``i < j``
-    overlaps ``j``"; starting from all kept, each step re-evaluates that rule, and after ``t`` steps the first
-    ``t`` entries are final (entry ``t`` depends only on earlier ones), so the first repeated state is the greedy
-    answer — usually after a few steps (Cluster-NMS, Zheng et al. 2020)."""
-    overlaps = _iou_above(boxes, areas, boxes, areas, iou_thresh).triu_(diagonal=1).float()
-    keep = torch.ones(boxes.shape[0])
-    while True:
-        new = (keep @ overlaps == 0).float()
-        if torch.equal(new, keep):
-            return keep.nonzero().squeeze(1)
-        keep = new
+    def forward(self, boxes: Tensor, scores: Tensor, iou_thresh: float, max_kept: int | None = None) -> Tensor:
+        keep = nms(boxes, scores, iou_thresh)
+        return keep if max_kept is None else keep[:max_kept]
 
 
 def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:

@@ -21,7 +21,7 @@ from torchvision.ops import batched_nms
 
 from detection.modeling.boxes import box_voting, clip_boxes_to_image, decode_boxes
 
-__all__ = ["BoxDecoder", "BoxVoting", "DetectionSelector", "Scorer", "refine_boxes"]
+__all__ = ["BatchedNMS", "BoxDecoder", "BoxVoting", "DetectionSelector", "Scorer", "refine_boxes"]
 
 Scorer = Callable[[list[Tensor]], tuple[list[Tensor], list[Tensor]]]
 
@@ -74,19 +74,36 @@ class BoxVoting(nn.Module):
         return f"iou_thresh={self.iou_thresh}"
 
 
+class BatchedNMS(nn.Module):
+    """Per-class greedy NMS as a part (the :class:`DetectionSelector`'s): ``(boxes [M, 4] xyxy, scores [M],
+    labels [M], iou_thresh)`` → int64 indices of the kept boxes by decreasing score
+    (``torchvision.ops.batched_nms``: boxes of different labels never suppress each other)."""
+
+    def forward(self, boxes: Tensor, scores: Tensor, labels: Tensor, iou_thresh: float) -> Tensor:
+        return batched_nms(boxes, scores, labels, iou_thresh)
+
+
 class DetectionSelector(nn.Module):
     """One image's ``scores [R, K]`` and ``boxes [R, K, 4]`` → ``{"boxes" [D, 4], "scores" [D], "labels" [D]}``:
     score threshold, drop degenerate boxes, per-class NMS at ``nms_thresh`` (0.3 after box refinement, as the
-    paper), optional voting, the ``detections_per_img`` best. Labels are 1..K."""
+    paper) by the ``nms`` part (default :class:`BatchedNMS`), optional voting, the ``detections_per_img`` best.
+    Labels are 1..K."""
 
     def __init__(
-        self, *, score_thresh: float, nms_thresh: float, detections_per_img: int, voting: BoxVoting | None = None
+        self,
+        *,
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
+        voting: BoxVoting | None = None,
+        nms: BatchedNMS | None = None,
     ) -> None:
         super().__init__()
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.voting = voting
+        self.nms = BatchedNMS() if nms is None else nms
 
     def forward(self, scores: Tensor, boxes: Tensor) -> dict[str, Tensor]:
         num_classes = scores.shape[1]
@@ -102,10 +119,9 @@ class DetectionSelector(nn.Module):
         return {"boxes": kept_boxes, "scores": scores[keep], "labels": labels[keep]}
 
     def batched_nms(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
-        """Per-class NMS at ``nms_thresh``: indices into ``boxes [M, 4]``, by decreasing score
-        (detection/deploy/export.py
-        swaps in a form with no data-dependent branch)."""
-        return batched_nms(boxes, scores, labels, self.nms_thresh)
+        """Per-class NMS at ``nms_thresh`` by the ``nms`` part: indices into ``boxes [M, 4]``, by decreasing score
+        (detection/deploy/export.py overrides this with a form that has no data-dependent branch)."""
+        return self.nms(boxes, scores, labels, self.nms_thresh)
 
     def extra_repr(self) -> str:
         return (f"score_thresh={self.score_thresh}, nms_thresh={self.nms_thresh}, "

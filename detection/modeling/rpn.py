@@ -10,12 +10,12 @@ from detection.modeling.anchors import AnchorGenerator
 from detection.modeling.boxes import (
     BELOW_LOW,
     BETWEEN,
+    NMS,
     box_iou,
     clip_boxes_to_image,
     decode_boxes,
     encode_boxes,
     match_boxes,
-    nms_first_k,
 )
 from detection.modeling.sampling import sample_labels
 
@@ -48,13 +48,17 @@ class RPNHead(nn.Module):
 
 
 class RegionProposalNetwork(nn.Module):
-    """Proposals for each image and, in training, the RPN losses (objectness BCE + smooth-L1 on positives)."""
+    """Proposals for each image and, in training, the RPN losses (objectness BCE + smooth-L1 on positives).
+
+    ``nms`` is the part that keeps the first ``post_nms_top_n`` proposals (default: torchvision's NMS,
+    :class:`detection.modeling.boxes.NMS`; ``detection.fast.optimize`` swaps in an exact faster one)."""
 
     def __init__(
         self,
         *,
         anchor_generator: AnchorGenerator,
         head: RPNHead,
+        nms: NMS | None = None,
         fg_iou_thresh: float = 0.7,
         bg_iou_thresh: float = 0.3,
         batch_size_per_image: int = 256,
@@ -74,6 +78,7 @@ class RegionProposalNetwork(nn.Module):
             )
         self.anchors = anchor_generator
         self.head = head
+        self.nms = NMS() if nms is None else nms
         self.fg_iou_thresh = fg_iou_thresh
         self.bg_iou_thresh = bg_iou_thresh
         self.batch_size_per_image = batch_size_per_image
@@ -131,7 +136,7 @@ class RegionProposalNetwork(nn.Module):
             wh = boxes[:, 2:] - boxes[:, :2]
             keep = torch.nonzero((wh > self.min_box_size).all(dim=1) & torch.isfinite(scores)).squeeze(1)
             boxes, scores = boxes[keep], scores[keep]
-            keep = nms_first_k(boxes, scores, self.nms_thresh, post_n)
+            keep = self.nms(boxes, scores, self.nms_thresh, post_n)
             proposals.append((boxes[keep], scores[keep]))
         return proposals
 

@@ -11,8 +11,8 @@ from torch import nn
 from backbones import build_resnet, split_c4
 from backbones.c4 import C4Head
 from detection.fast.factored_head import factored_head_forward
+from detection.fast.gather_pool import FactoredRoIPool, roi_pool_factored
 from detection.fast.optimize import optimize_for_inference, optimize_for_training
-from detection.modeling.pooling import FactoredRoIPool, roi_pool_factored
 
 
 def make_head(depth: int = 50, **kwargs: object) -> C4Head:

@@ -12,7 +12,15 @@ from backbones import FrozenBatchNorm2d
 from detection import build_detector, load_config
 from detection.fast.commuted_head import CommutedRoIAlignBoxHead
 from detection.fast.factored_head import FactoredC4BoxHead
-from detection.fast.optimize import ConvFrozenBN2d, keep_nchw, optimize_for_inference, optimize_for_training
+from detection.fast.nms import BlockedNMS
+from detection.fast.optimize import (
+    ConvFrozenBN2d,
+    NCHWConv2d,
+    NCHWConvFrozenBN2d,
+    keep_nchw,
+    optimize_for_inference,
+    optimize_for_training,
+)
 from detection.modeling.faster_rcnn import FasterRCNN
 
 POOLERS = {  # config overrides → the box head the optimisers swap in
@@ -74,6 +82,27 @@ def test_inference_gives_the_same_detections(pooler: str) -> None:
         torch.testing.assert_close(g["scores"], e["scores"], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("pooler", list(POOLERS))
+def test_swaps_show_in_repr_and_are_chosen_for_inference_or_training(pooler: str) -> None:
+    """Every fast path is a module in the tree: the RPN's NMS, the box head, and how it pools (the gather pooler's
+    windows, the commuted head's in-place finish) differ between the inference and the training swap."""
+    overrides, fast_head = POOLERS[pooler]
+    plain = tiny_model(*overrides)
+    assert "BlockedNMS" not in repr(plain) and fast_head.__name__ not in repr(plain)
+    inference = optimize_for_inference(copy.deepcopy(plain))
+    training = optimize_for_training(copy.deepcopy(plain))
+    for model in (inference, training):
+        assert type(model.rpn.nms) is BlockedNMS and "BlockedNMS" in repr(model)
+        assert type(model.roi_heads.box_head) is fast_head and fast_head.__name__ in repr(model)
+    assert type(plain.rpn.nms) is not BlockedNMS  # the copies were swapped, not the plain model
+    if fast_head is FactoredC4BoxHead:
+        assert (inference.roi_heads.box_head.pooler.windows, training.roi_heads.box_head.pooler.windows) == (
+            "auto", "map")
+    else:
+        assert (inference.roi_heads.box_head.in_place, training.roi_heads.box_head.in_place) == (True, False)
+        assert "in_place=True" in repr(inference)
+
+
 def test_bf16_autocast_runs_and_keeps_float32_boxes() -> None:
     fast = optimize_for_inference(tiny_model())
     images, _ = batch()
@@ -131,9 +160,11 @@ def test_training_with_nchw_3x3_convs_keeps_losses_and_gradients(nchw_3x3: bool)
     give the plain model's losses and gradients; only those convolutions are kept NCHW, weights contiguous."""
     plain = tiny_model().train()
     fast = optimize_for_training(copy.deepcopy(plain), nchw_3x3=nchw_3x3)
-    nchw = [n for n, m in fast.named_modules() if getattr(m, "_keeps_nchw", False)]
+    nchw = [n for n, m in fast.named_modules() if isinstance(m, (NCHWConv2d, NCHWConvFrozenBN2d))]
     if nchw_3x3:
         assert "rpn.head.conv" in nchw and "trunk.body.layer3.0.conv2" in nchw
+        assert isinstance(fast.trunk.body.layer3[0].conv2, NCHWConvFrozenBN2d) and "NCHWConv2d" in repr(fast)
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in fast.modules())  # a swap, not hooks
         assert not any(n.startswith(("roi_heads", "trunk.body.layer1.")) for n in nchw)  # box head; frozen
         assert all(fast.get_submodule(n).weight.is_contiguous() for n in nchw)
         assert keep_nchw(fast) == []  # once only

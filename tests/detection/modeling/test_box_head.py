@@ -1,6 +1,4 @@
-"""detection/modeling/pooling.py's pooler modules and detection/modeling/box_head.py: what each computes, and the
-inference swaps
-of detection/fast/optimize.py."""
+"""detection/modeling/pooling.py's pooler modules and detection/modeling/box_head.py: what each computes."""
 
 import pytest
 import torch
@@ -8,10 +6,8 @@ from torch import nn
 from torchvision.ops import roi_align, roi_pool
 
 from backbones import build_resnet, split_c4
-from detection.fast.factored_head import FactoredC4BoxHead
-from detection.fast.optimize import swap_gather_box_heads
 from detection.modeling.box_head import C4BoxHead, GlobalContextBoxHead, conv5_of
-from detection.modeling.pooling import GatherRoIPool, RoIAlign, RoIPool
+from detection.modeling.pooling import RoIAlign, RoIPool
 
 
 def inputs():
@@ -51,13 +47,6 @@ def test_low_precision_features_pool_in_float32_and_keep_dtype_and_layout():
     assert torch.equal(pooled, expected)
 
 
-def test_gather_pool_equals_roi_pool():
-    features, boxes = inputs()
-    plain = RoIPool(output_size=14, spatial_scale=1 / 16)
-    gather = GatherRoIPool.from_roi_pool(plain)
-    assert torch.equal(gather(features, boxes), plain(features, boxes))
-
-
 def narrow_conv5(depth: int) -> nn.Module:
     torch.manual_seed(0)
     return split_c4(build_resnet(depth, frozen_bn=True, base_width=8))[1].eval()
@@ -72,24 +61,3 @@ def test_global_context_wraps_and_conv5_is_found_through_it():
         out = box_head(features, [torch.tensor([[0.0, 0.0, 64.0, 64.0], [8.0, 8.0, 40.0, 40.0]])], [(128, 128)])
     assert out.shape == (2, 2 * conv5.out_channels)
     torch.testing.assert_close(out[0, conv5.out_channels:], out[1, conv5.out_channels:])
-
-
-@pytest.mark.parametrize("depth", [18, 50])
-def test_swap_gather_box_heads(depth):
-    conv5 = narrow_conv5(depth)
-    holder = nn.Module()
-    holder.box_head = GlobalContextBoxHead(C4BoxHead(pooler=RoIPool(output_size=14, spatial_scale=1 / 16), head=conv5))
-    holder.align = C4BoxHead(pooler=RoIAlign(output_size=14, spatial_scale=1 / 16, sampling_ratio=0, aligned=True),
-                             head=conv5)
-    features = torch.randn(1, conv5.layer4[0].conv1.in_channels, 8, 8)
-    boxes, sizes = [torch.tensor([[0.0, 0.0, 64.0, 64.0], [8.0, 8.0, 40.0, 40.0]])], [(128, 128)]
-    with torch.no_grad():
-        before = holder.box_head(features, boxes, sizes)
-        swap_gather_box_heads(holder)
-        after = holder.box_head(features, boxes, sizes)
-    inner = holder.box_head.box_head
-    assert isinstance(inner.pooler, GatherRoIPool)
-    assert isinstance(inner, FactoredC4BoxHead) == (depth == 50)  # bottleneck conv5_1 starts with 1×1 layers
-    assert conv5_of(holder.box_head) is conv5  # parameters shared, not copied
-    assert type(holder.align.pooler) is RoIAlign  # RoIAlign has no gather form
-    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)

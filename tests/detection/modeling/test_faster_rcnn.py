@@ -7,9 +7,9 @@ from backbones import MSRA_INPUT, TORCHVISION_INPUT
 from detection import build_detector, load_config
 from detection.build import build_test_detector
 from detection.fast.factored_head import FactoredC4BoxHead
+from detection.fast.gather_pool import GatherRoIPool
 from detection.fast.optimize import optimize_for_inference
 from detection.modeling.faster_rcnn import ImageTransform
-from detection.modeling.pooling import GatherRoIPool
 
 
 def tiny_config(**overrides):

@@ -1,83 +1,10 @@
-"""detection/modeling/pooling.py: the gather RoIPool (dense and factored) equals torchvision's kernel bit for bit."""
+"""detection/modeling/pooling.py: the RoI rows handed to torchvision's ops."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-from torchvision.ops import roi_pool
 
-from detection.modeling.pooling import boxes_to_rois, roi_pool_factored, roi_pool_gather
-
-
-def random_rois(generator: torch.Generator, count: int, images: int, extent: float) -> torch.Tensor:
-    xy = torch.rand(count, 2, generator=generator) * extent * 1.2 - 0.1 * extent  # some start off the map
-    wh = torch.rand(count, 2, generator=generator) * extent * 0.8 - 0.05 * extent  # some degenerate / inverted
-    batch = torch.randint(0, images, (count, 1), generator=generator).float()
-    rois = torch.cat((batch, xy, xy + wh), dim=1)
-    rois[:4, 1:] = torch.tensor([[7.5, 8.5, 23.5, 40.5], [8.0, 8.0, 8.0, 8.0], [-40.0, -40.0, -20.0, -20.0],
-                                 [0.5, 1.5, 2.5, 3.5]])  # fmt: skip  # halves, a point, off the map, tiny
-    return rois
-
-
-@pytest.mark.parametrize("output_size,scale", [(7, 1 / 16), (14, 1 / 16), (8, 1 / 8), (3, 1.0)])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_equals_torchvision_roi_pool(output_size: int, scale: float, channels_last: bool) -> None:
-    g = torch.Generator().manual_seed(output_size)
-    features = torch.randn(3, 16, 21, 33, generator=g)
-    if channels_last:
-        features = features.contiguous(memory_format=torch.channels_last)
-    rois = random_rois(g, 300, 3, extent=33 / scale)
-    expected = roi_pool(features, rois, output_size, scale)
-    pooled = roi_pool_gather(features, rois, output_size, scale)
-    assert pooled.shape == expected.shape and pooled.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(pooled, expected)
-    assert (expected == 0).any()  # empty bins (RoIs off the map) were exercised
-
-
-@pytest.mark.parametrize("windows", ["map", "gather"])
-def test_both_ways_of_computing_windows_equal_torchvision(windows: str) -> None:
-    """Each window shape's maxima from the whole-map max pool or from gathering the windows' cells: the same
-    bits, including a whole-image RoI (global context: bins several cells wide, a handful of windows)."""
-    g = torch.Generator().manual_seed(3)
-    features = torch.randn(2, 16, 23, 31, generator=g).contiguous(memory_format=torch.channels_last)
-    rois = torch.cat((random_rois(g, 150, 2, extent=31 * 16), torch.tensor([[1.0, 0, 0, 31 * 16, 23 * 16]])))
-    expected = roi_pool(features, rois, 14, 1 / 16)
-    factored = roi_pool_factored(features, rois, 14, 1 / 16, windows=windows)
-    assert torch.equal(factored.dense(), expected)
-    with pytest.raises(ValueError, match="windows"):
-        roi_pool_factored(features, rois, 14, 1 / 16, windows="dense")
-
-
-def test_automatic_choice_gathers_few_windows_at_inference_only() -> None:
-    """A lone whole-image RoI on a large map: its few windows are gathered at inference (no full-map max pool of
-    a wide window), and pooled from the map when gradients are tracked."""
-    features = torch.randn(1, 8, 64, 84)
-    rois = torch.tensor([[0.0, 0, 0, 84 * 16, 64 * 16]])
-    calls = []
-    original = torch.nn.functional.max_pool2d
-
-    def spy(*args, **kwargs):
-        calls.append(args[1])
-        return original(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.nn.functional, "max_pool2d", spy)
-        with torch.no_grad():
-            inference = roi_pool_factored(features, rois, 14, 1 / 16).dense()
-        assert calls == []
-        tracked = roi_pool_factored(features.requires_grad_(), rois, 14, 1 / 16).dense()
-        assert calls  # the map form, for torchvision's gradient routing
-    expected = roi_pool(features.detach(), rois, 14, 1 / 16)
-    assert torch.equal(inference, expected) and torch.equal(tracked.detach(), expected)
-
-
-def test_bf16_equals_rounding_the_float32_result_and_empty_input() -> None:
-    g = torch.Generator().manual_seed(0)
-    features = torch.randn(2, 8, 19, 25, generator=g)
-    rois = random_rois(g, 100, 2, extent=400)
-    expected = roi_pool(features, rois, 14, 1 / 16).to(torch.bfloat16)
-    assert torch.equal(roi_pool_gather(features.to(torch.bfloat16), rois, 14, 1 / 16), expected)
-    assert roi_pool_gather(features, rois[:0], 14, 1 / 16).shape == (0, 8, 14, 14)
+from detection.modeling.pooling import boxes_to_rois
 
 
 def test_boxes_to_rois_numbers_images() -> None:
@@ -85,37 +12,3 @@ def test_boxes_to_rois_numbers_images() -> None:
     rois = boxes_to_rois(boxes)
     assert rois.tolist() == [[0, 1, 2, 3, 4], [2, 5, 6, 7, 8], [2, 0, 0, 1, 1]]
     assert boxes_to_rois([]).shape == (0, 5)
-
-
-def test_factored_form_holds_each_window_once_and_subsamples() -> None:
-    g = torch.Generator().manual_seed(1)
-    features = torch.randn(2, 16, 19, 25, generator=g)
-    rois = random_rois(g, 200, 2, extent=400)
-    expected = roi_pool(features, rois, 14, 1 / 16)
-    factored = roi_pool_factored(features, rois, 14, 1 / 16)
-    assert torch.equal(factored.dense(), expected)
-    assert factored.index.shape == (200, 14, 14) and factored.index.dtype == torch.int64
-    assert factored.rows.shape[0] < 200 * 14 * 14 / 3  # RoIs of < 14 cells repeat cells; overlaps share windows
-    assert torch.unique(factored.index).numel() == factored.rows.shape[0]  # every row is used
-    half = factored.subsample(2)
-    assert torch.equal(half.dense(), expected[:, :, ::2, ::2])
-    assert half.rows.shape[0] == torch.unique(half.index).numel() <= factored.rows.shape[0]
-    assert factored.subsample(1) is factored
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_gradient_equals_torchvision_roi_pool_with_ties(channels_last: bool) -> None:
-    """Each bin's gradient goes to the first maximum of its window, as torchvision's kernel sends it: features of
-    a few integer levels tie everywhere (as ReLU's zeros do)."""
-    g = torch.Generator().manual_seed(7)
-    features = torch.randint(0, 3, (2, 8, 13, 17), generator=g).float()
-    if channels_last:
-        features = features.contiguous(memory_format=torch.channels_last)
-    rois = random_rois(g, 80, 2, extent=17 * 16)
-    upstream = torch.randn(80, 8, 14, 14, generator=g)
-    grads = []
-    for pool in (roi_pool, roi_pool_gather):
-        x = features.clone().requires_grad_()
-        (pool(x, rois, 14, 1 / 16) * upstream).sum().backward()
-        grads.append(x.grad)
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
