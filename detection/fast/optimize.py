@@ -1,24 +1,33 @@
-"""Speed-ups that leave the detector's outputs unchanged (up to float rounding).
+"""Speed-ups that leave the detector's outputs unchanged (up to float rounding), each a module swap.
 
-``optimize_for_inference`` folds every frozen BN into the convolution before it (``backbones.fuse_conv_frozen_bn``)
-and stores the convolution weights channels-last, so that oneDNN / cuDNN run NHWC kernels without reordering
-their inputs. The BN's separate multiply and add were about a fifth of the inference time on CPU. On the CPU it
-also swaps each RoIPool box head for its gather form (``detection.modeling.pooling.GatherRoIPool``; with a bottleneck
-conv5, ``detection.fast.factored_head.FactoredC4BoxHead``): the same numbers, several times faster. The swaps show in
-``repr(model)``; the modules themselves never pick a path by device or by ``requires_grad``.
+A built model runs only its plain parts. The two functions here replace parts of it, in place, with modules that
+compute the same outputs faster; every choice (device, inference or training, CPU instruction set) is made here,
+once, and stored in the module tree, so ``repr(model)`` shows what runs. The swapped-in modules never pick a path
+by device, grad mode or ``requires_grad`` (``BlockedNMS`` alone defers to torchvision's kernel while it is traced
+for export; its docstring says why), add no hooks and change no process-wide state in a forward.
 
-With a RoIAlign pooler and a bottleneck conv5, the box head becomes
-``detection.fast.commuted_head.CommutedRoIAlignBoxHead``
-(conv5_1's affine 1×1 layers run on the stride-16 map before the pooling; any device).
+``optimize_for_inference``: eval mode; folds every frozen BN into the convolution before it
+(``backbones.fuse_conv_frozen_bn``; the BN's separate multiply and add were about a fifth of CPU inference time);
+no parameter needs a gradient; stores the weights channels-last (oneDNN / cuDNN run NHWC kernels without
+reordering their inputs). Then:
 
-``optimize_for_training`` does the same fold for training without changing the parameters or the state-dict keys:
-each convolution followed by a frozen BN computes ``conv(x, w · s) + b`` with ``(s, b)`` read from the BN's buffers
-at every call, so gradients still reach ``w`` and checkpoints load into the plain model and back. It swaps in the
-same box heads (``CommutedRoIAlignBoxHead``; ``FactoredC4BoxHead`` for RoIPool), whose gradients equal the plain
-head's (tests/detection/fast/test_optimize.py). On CPUs without AVX-512 it leaves the trainable 3×3 convolutions
-outside the box head (the trunk's and the RPN's) in NCHW (:func:`keep_nchw`): there oneDNN's channels-last backward
-for them ran 1.2–1.7× slower than NCHW, while the box head's convolutions run faster channels-last
-(docs/benchmarks.md, "AVX2 machine").
+- each RoIAlign box head with a bottleneck conv5 → ``CommutedRoIAlignBoxHead(in_place=True)``
+  (``detection.fast.commuted_head``: conv5_1's affine 1×1 layers run on the stride-16 map before the pooling);
+  any device;
+- with the parameters on the CPU, each RoIPool box head → ``FactoredC4BoxHead`` with
+  ``GatherRoIPool(windows='auto')`` (``detection.fast.factored_head``, ``detection.fast.gather_pool``; a basic
+  block conv5 gets the ``GatherRoIPool`` only), and the RPN's ``NMS`` → ``BlockedNMS`` (``detection.fast.nms``).
+
+``optimize_for_training`` does the fold for training without changing the parameters or the state-dict keys:
+each convolution followed by a frozen BN becomes a ``ConvFrozenBN2d`` computing ``conv(x, w · s) + b`` with
+``(s, b)`` read from the BN's buffers at every call, so gradients still reach ``w`` and checkpoints load into the
+plain model and back. It makes the same box-head swaps with the choices autograd needs (``in_place=False``;
+``windows='map'``, torchvision's gradient routing under ties), whose gradients equal the plain head's
+(tests/detection/fast/test_optimize.py), and the ``BlockedNMS`` swap on the CPU. On CPUs without AVX-512 (asked
+once, here) it swaps the trainable 3×3 convolutions outside the box heads (the trunk's and the RPN's) for
+``NCHWConv2d`` / ``NCHWConvFrozenBN2d`` (:func:`keep_nchw`): there oneDNN's channels-last backward for them ran
+1.2–1.7× slower than NCHW, while the box head's convolutions run faster channels-last (docs/benchmarks.md, "AVX2
+machine").
 
 Both work in place and return the model; wrap inference in ``torch.inference_mode()`` (and ``torch.autocast`` for
 bf16) yourself.

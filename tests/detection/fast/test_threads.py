@@ -1,6 +1,6 @@
 """Two models used from two Python threads at once see nothing of each other: each gives, bit for bit, the
-detections (and, for the training box heads, the gradients) it gives alone. The fast parts change no process-wide state in a
-forward or backward (thread counts, global flags)."""
+detections (and, for the training box heads, the gradients) it gives alone. The fast parts change no process-wide
+state in a forward or backward (thread counts, global flags)."""
 
 from __future__ import annotations
 
