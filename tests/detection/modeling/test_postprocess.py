@@ -2,7 +2,7 @@
 
 import torch
 
-from detection.modeling.postprocess import BoxDecoder, BoxVoting, DetectionSelector, refine_boxes
+from detection.modeling.postprocess import BatchedNMS, BoxDecoder, BoxVoting, DetectionSelector, refine_boxes
 
 
 def test_select_thresholds_nms_and_topk():
@@ -22,6 +22,25 @@ def test_nms_threshold_is_the_selectors():
     scores = torch.tensor([[0.9], [0.8]])
     assert len(DetectionSelector(score_thresh=0.0, nms_thresh=0.5, detections_per_img=10)(scores, boxes)["boxes"]) == 2
     assert len(DetectionSelector(score_thresh=0.0, nms_thresh=0.3, detections_per_img=10)(scores, boxes)["boxes"]) == 1
+
+
+def test_nms_is_the_selectors_part():
+    """The selector's per-class NMS is the part it was built with, called with its threshold."""
+    calls = []
+
+    class Recording(BatchedNMS):
+        def forward(self, boxes, scores, labels, iou_thresh):
+            calls.append((len(boxes), labels.tolist(), iou_thresh))
+            return super().forward(boxes, scores, labels, iou_thresh)
+
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]], [[0.0, 0.0, 10.0, 4.0]] * 2])
+    scores = torch.tensor([[0.9, 0.6], [0.8, 0.7]])
+    selector = DetectionSelector(score_thresh=0.0, nms_thresh=0.3, detections_per_img=10, nms=Recording())
+    assert "Recording()" in repr(selector)
+    out = selector(scores, boxes)
+    assert calls == [(4, [1, 2, 1, 2], 0.3)]
+    assert out["labels"].tolist() == [1, 2]  # per class: boxes of different labels never suppress each other
+    assert isinstance(DetectionSelector(score_thresh=0.0, nms_thresh=0.3, detections_per_img=1).nms, BatchedNMS)
 
 
 def test_voting_averages_the_kept_box_with_its_class_candidates():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from detection.modeling.anchors import AnchorGenerator
+from detection.modeling.boxes import NMS
 from detection.modeling.rpn import RegionProposalNetwork, RPNHead
 
 
@@ -56,3 +57,24 @@ def test_proposals_are_clipped_sorted_and_capped():
     assert losses == {}
     assert [len(p) for p in proposals] == [3, 3]
     assert (proposals[1][:, 2] <= 40).all() and (proposals[1][:, 3] <= 50).all() and (proposals[1] >= 0).all()
+
+
+def test_proposals_come_from_the_nms_part_with_the_rpns_threshold_and_count():
+    """The RPN keeps what its ``nms`` part returns, asked with ``nms_thresh`` and the test-time post-NMS count."""
+    calls = []
+
+    class Recording(NMS):
+        def forward(self, boxes, scores, iou_thresh, max_kept=None):
+            calls.append((len(boxes), iou_thresh, max_kept))
+            return super().forward(boxes, scores, iou_thresh, max_kept)
+
+    torch.manual_seed(0)
+    plain = make_rpn(pre_nms_top_n=(50, 40), post_nms_top_n=(20, 5), nms_thresh=0.6).eval()
+    recording = make_rpn(pre_nms_top_n=(50, 40), post_nms_top_n=(20, 5), nms_thresh=0.6, nms=Recording()).eval()
+    recording.load_state_dict(plain.state_dict())
+    assert isinstance(plain.nms, NMS) and "Recording()" in repr(recording)
+    features = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        expected, got = plain(features, [(96, 96)])[0], recording(features, [(96, 96)])[0]
+    assert calls and all(c[1:] == (0.6, 5) for c in calls)
+    assert len(got[0]) <= 5 and torch.equal(got[0], expected[0])
