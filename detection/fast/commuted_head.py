@@ -16,7 +16,9 @@ both ``aligned`` settings, forward and gradients).
 
 :class:`CommutedRoIAlignBoxHead` is the box head that runs it: ``detection.fast.optimize`` swaps it in for a
 ``C4BoxHead`` with a RoIAlign pooler and a bottleneck conv5 (it shows in ``repr(model)``), at inference and in
-training (the rewrite is ordinary autograd: gradients reach the same parameters and features).
+training (the rewrite is ordinary autograd: gradients reach the same parameters and features). The block itself is
+written once, for both fast heads, in ``detection.fast.conv5_first_block``; this module supplies how its
+per-position layers run (on the map, before the pooling).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ bin) and the projection shortcut (1024→2048 on the even bins): about 21% of R5
 The distinct rows are laid out as a channels-last ``[U/64, C, 1, 64]`` map for the convolution: oneDNN runs a 1×1
 convolution on ``U`` separate 1×1 maps at a third of its speed on a real spatial map.
 Only bottleneck blocks take this path (the 3×3 conv1 of a basic block is not per-position); others get
-``head(pooled.dense())``, which is the same computation.
+``head(pooled.dense())``, which is the same computation. The block itself is written once, for both fast heads,
+in ``detection.fast.conv5_first_block``; this module supplies how its per-position layers run (on distinct rows).
 
 :class:`FactoredC4BoxHead` is the box head that runs it: ``detection.fast.optimize`` swaps it in for a
 ``C4BoxHead`` with a RoIPool pooler and a bottleneck conv5 (it shows in ``repr(model)``).
@@ -45,8 +46,8 @@ class _DistinctRows:
         return self.pooled.dense()
 
     def per_position(self, layers: Sequence[nn.Module], stride: int, activation: nn.Module | None) -> Tensor:
-        return _apply_pointwise([*layers, *([activation] if activation is not None else [])],
-                                self.pooled.subsample(stride))
+        per_row = [*layers] if activation is None else [*layers, activation]  # ReLU too: per position
+        return _apply_pointwise(per_row, self.pooled.subsample(stride))
 
 
 def _apply_pointwise(layers: list[nn.Module], pooled: FactoredRoIPool) -> Tensor:
