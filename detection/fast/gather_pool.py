@@ -3,21 +3,22 @@
 dtype, and written channels-last for the conv5 head. ``detection.fast.optimize`` swaps it in; a built model never
 runs it until then.
 
-RoIPool (Fast R-CNN) splits each RoI, quantised to the feature grid, into ``P × P`` bins and takes the max over
-each bin's cells. A bin is a window of ``kh × kw`` cells at ``(hs, ws)``; every such window maximum is one element
-of ``max_pool2d(x, (kh, kw), stride=1)``. So: name every bin by its window (shape, image, origin), compute the
-stride-1 max pools for the few window shapes in use, read each distinct window once into a ``[U, C]`` row table
-(channels contiguous) and index it per bin (:class:`FactoredRoIPool`). A shape with few windows on a large map (global
+RoIPool (Fast R-CNN) splits each RoI, quantised to the feature grid, into ``P × P`` bins and takes the max over each
+bin's cells. A bin is a window of ``kh × kw`` cells at ``(hs, ws)``; every such window maximum is one element of
+``max_pool2d(x, (kh, kw), stride=1)``. So: name every bin by its window (shape, image, origin), compute the stride-1
+max pools for the few window shapes in use, read each distinct window once into a ``[U, C]`` row table (channels
+contiguous) and index it per bin (:class:`FactoredRoIPool`). A shape with few windows on a large map (global
 context's whole-image RoI, whose bins are 4–7 cells wide on a pyramid level) is cheaper read cell by cell: its
-windows' cells are gathered and maxed, instead of max-pooling the whole map for a handful of them. Empty bins (RoIs
-clipped off the map) read a zero row, as torchvision's kernel writes 0 there.
+windows' cells are gathered and maxed, instead of max-pooling the whole map for a handful of them
+(``windows="auto"``, the inference swap's choice). Empty bins (RoIs clipped off the map) read a zero row, as
+torchvision's kernel writes 0 there.
 
 The bin boundaries repeat torchvision's CPU/CUDA kernel arithmetic in float32 (``round`` half away from zero,
 ``floor``/``ceil`` of ``ph · bin_size``, clipping to the map), so the output is bit-identical
-(tests/detection/fast/test_gather_pool.py). Max commutes with rounding to bf16, so pooling bf16 features directly equals
-pooling in float32 and rounding. Gradients flow through ``max_pool2d`` and the gather: each bin's gradient goes to
-the first maximum of its window in row-major order, as torchvision's kernel sends it (its strict ``>`` scan), and
-the same window shared by several bins gathers their sum.
+(tests/detection/fast/test_gather_pool.py). Max commutes with rounding to bf16, so pooling bf16 features directly
+equals pooling in float32 and rounding. With ``windows="map"`` (the training swap's choice) gradients flow through
+``max_pool2d`` and the gather: each bin's gradient goes to the first maximum of its window in row-major order, as
+torchvision's kernel sends it (its strict ``>`` scan), and the same window shared by several bins gathers their sum.
 """
 
 from __future__ import annotations
