@@ -17,13 +17,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from benchmark import _vm_kib, autocast, machine
 
 from detection.benchmark import benchmark_sample, calibrate
 from detection.build import build_detector
 from detection.config import load_config
 from detection.engine.cli import add_config, add_device, add_flag, tool_parser
 from detection.fast.optimize import optimize_for_training
+from tools.benchmark import _vm_kib, autocast, machine
 
 
 def current_and_peak(device: torch.device) -> tuple[float, float]:

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchmark import Variant, count_flops, inference_step, measure
 
 from detection.benchmark import benchmark_sample, calibrate
 from detection.build import build_detector, build_test_detector
 from detection.config import load_config
 from detection.engine.cli import add_config, add_json, add_overrides, tool_parser
 from detection.fast.optimize import optimize_for_inference
+from tools.benchmark import Variant, count_flops, inference_step, measure
 
 REFINEMENT = ["model.roi_heads.box_refinement=true", "model.roi_heads.box_voting=true"]
 CONTEXT = ["model.roi_heads.global_context=true"]
