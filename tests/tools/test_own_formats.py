@@ -1,0 +1,55 @@
+"""A YOLO dataset trained end to end with the tools, as docs/custom_data.md shows it: the shapes data written in the
+YOLO layout with background-only images, kept in training (data.keep_empty) under repeat-factor sampling, tested
+with tools/test_det.py and drawn with tools/browse_dataset.py; a labelme folder drawn too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from backbones.checkpoint import load_checkpoint
+from detection.data.shapes import SHAPE_CLASSES, generate_shapes_yolo
+
+Tool = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture(scope="module")
+def shapes_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 + 3 shapes images of 64–96 px and 2 background-only images per split, in the YOLO layout."""
+    return generate_shapes_yolo(tmp_path_factory.mktemp("yolo"), num_train=8, num_val=3, num_background=2,
+                                min_size=64, max_size=96)
+
+
+def test_train_and_test_on_a_yolo_dataset(shapes_yolo: Path, tmp_path: Path, run_train: Tool,
+                                          run_tool: Tool) -> None:
+    out = tmp_path / "run"
+    done = run_train(shapes_yolo, out, "num_classes=0", "solver.max_iter=4", "solver.checkpoint_period=0",
+                     "data.keep_empty=true", "data.sampler=repeat_factor", "data.repeat_threshold=0.5",
+                     dataset="yolo")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "training on yolo train: 10 images, 5 classes" in log
+    assert "data.keep_empty: 2 training images without objects kept" in log
+    assert "repeat-factor sampling (threshold 0.5): an epoch is" in log
+    assert load_checkpoint(out / "model_final.pth")["classes"] == list(SHAPE_CLASSES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["split"], metrics["images"]) == ("yolo", "val", 5)  # background ones too
+    assert metrics["metric"] == "COCO mAP@0.5 (pycocotools)"
+
+    tested = run_tool("test_det.py", "--weights", out / "model_final.pth", "--dataset", "yolo", "--data-root",
+                      shapes_yolo, "--output-dir", tmp_path / "test", "--device", "cpu", "--no-progress")
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert json.loads((tmp_path / "test" / "metrics.json").read_text())["mAP50"] == metrics["mAP50"]
+
+
+def test_default_training_drops_the_background_images_and_says_so(shapes_yolo: Path, tmp_path: Path,
+                                                                   run_tool: Tool) -> None:
+    done = run_tool("browse_dataset.py", "--dataset", "yolo", "--data-root", shapes_yolo, "--transforms",
+                    "--num", "2", "--output-dir", tmp_path / "browse")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "8 images" in done.stdout  # the 2 background-only training images dropped
+    assert len(list((tmp_path / "browse").glob("*.png"))) == 2
