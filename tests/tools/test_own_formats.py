@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from backbones.checkpoint import load_checkpoint
+from detection.config import load_config
+from detection.data import build_dataset
 from detection.data.shapes import SHAPE_CLASSES, generate_shapes_yolo
+from tools import quickstart, train_det
 
 Tool = Callable[..., subprocess.CompletedProcess]
 
@@ -53,3 +56,22 @@ def test_default_training_drops_the_background_images_and_says_so(shapes_yolo: P
     assert done.returncode == 0, done.stderr[-3000:]
     assert "8 images" in done.stdout  # the 2 background-only training images dropped
     assert len(list((tmp_path / "browse").glob("*.png"))) == 2
+
+
+def test_quickstart_format_yolo_trains_the_detector_on_the_yolo_layout(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tools/quickstart.py --format yolo`` writes the YOLO copy beside the shapes data and hands train_det
+    ``--dataset yolo`` with configs/yolo_shapes.yaml (the stages are recorded here, not run)."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(quickstart, "run", commands.append)
+    data = tmp_path / "shapes"
+    with pytest.raises(FileNotFoundError):  # the metrics the recorded stages would have written
+        quickstart.main(["--format", "yolo", "--num-train", "10", "--num-val", "2", "--cls-iters", "10",
+                         "--device", "cpu", "--data-root", str(data), "--output-dir", str(tmp_path / "out")])
+    train = train_det.build_parser().parse_args(commands[-1][2:])
+    assert (train.dataset, train.data_root) == ("yolo", tmp_path / "shapes_yolo" / "data.yaml")
+    assert train.config.name == "yolo_shapes.yaml"
+    cfg = load_config(train.config)
+    assert cfg.num_classes == 0 and cfg.data.keep_empty
+    dataset = build_dataset("yolo", train.data_root, "train", None, train=True, filter_empty=False)
+    assert len(dataset) == 11 and dataset.classes == list(SHAPE_CLASSES)  # 10 with objects, 1 background-only
