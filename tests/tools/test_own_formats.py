@@ -5,6 +5,7 @@ with tools/test_det.py and drawn with tools/browse_dataset.py; a labelme folder 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -75,3 +76,44 @@ def test_quickstart_format_yolo_trains_the_detector_on_the_yolo_layout(tmp_path:
     assert cfg.num_classes == 0 and cfg.data.keep_empty
     dataset = build_dataset("yolo", train.data_root, "train", None, train=True, filter_empty=False)
     assert len(dataset) == 11 and dataset.classes == list(SHAPE_CLASSES)  # 10 with objects, 1 background-only
+
+
+def labelme_from_yolo(data_yaml: Path, out: Path) -> Path:
+    """The YOLO shapes as a labelme folder: a JSON per image (rectangles; every third object a polygon of its box's
+    corners), a split per subfolder, no class file (the classes are then the sorted labels)."""
+    for split in ("train", "val"):
+        dataset = build_dataset("yolo", data_yaml, split, None)
+        for i in range(len(dataset)):
+            target, info = dataset[i][1], dataset.image_info(i)
+            shapes = []
+            for k, (box, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist())):
+                x1, y1, x2, y2 = box
+                polygon = k % 3 == 2
+                points = [[x1, y1], [x2, y1], [x2, y2], [x1, y2]] if polygon else [[x1, y1], [x2, y2]]
+                shapes.append({"label": dataset.classes[label - 1], "points": points,
+                               "shape_type": "polygon" if polygon else "rectangle"})
+            folder = out / split
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(dataset.image_path(i), folder / info["file_name"])
+            (folder / f"{Path(info['file_name']).stem}.json").write_text(json.dumps(
+                {"shapes": shapes, "imagePath": info["file_name"], "imageHeight": info["height"],
+                 "imageWidth": info["width"]}))
+    return out
+
+
+def test_train_and_test_on_a_labelme_folder(shapes_yolo: Path, tmp_path: Path, run_train: Tool,
+                                            run_tool: Tool) -> None:
+    root = labelme_from_yolo(shapes_yolo, tmp_path / "labelme")
+    out = tmp_path / "run"
+    done = run_train(root, out, "num_classes=0", "solver.max_iter=2", "solver.checkpoint_period=0",
+                     dataset="labelme")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "polygon shape(s) taken as their bounding boxes" in done.stderr
+    assert load_checkpoint(out / "model_final.pth")["classes"] == sorted(SHAPE_CLASSES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["split"], metrics["images"]) == ("labelme", "val", 5)
+    (root / "classes.txt").write_text("\n".join(SHAPE_CLASSES))  # another order: the checkpoint's is used
+    tested = run_tool("test_det.py", "--weights", out / "model_final.pth", "--dataset", "labelme", "--data-root",
+                      root, "--output-dir", tmp_path / "test", "--device", "cpu", "--no-progress")
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert json.loads((tmp_path / "test" / "metrics.json").read_text())["mAP50"] == metrics["mAP50"]
