@@ -22,7 +22,8 @@ from detection.data.shapes import ShapesDataset, generate_shapes, write_crop_dat
 from detection.data.splits import join_splits
 from detection.data.transforms import DetectionTransform, build_transforms
 from detection.data.voc import VOCDataset, VOCDetection
-from detection.data.yolo import YoloDataset, default_split
+from detection.data.yolo import YoloDataset
+from detection.data.yolo import default_split as yolo_default_split
 
 # Name → what builds it from (root, split, transforms, **kwargs): a class, or for COCO a function that returns one
 # split (CocoDetection) or a union of several (CocoUnion).
@@ -61,7 +62,7 @@ def resolve_split(name: str, *splits: str | Sequence[str], train: bool, root: st
         raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     default = DEFAULT_SPLITS[(name, train)]
     if name == "yolo" and root is not None:
-        default = default_split(root, train)
+        default = yolo_default_split(root, train)
     return join_splits(next((split for split in splits if split), default))
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detection.data import build_dataset, resolve_split
-from detection.data.errors import DatasetError
+from detection.data.errors import DatasetError, UnreadableImageError
 from detection.data.yolo import label_path
 from detection.engine.evaluate import evaluate_predictions
 from detection.engine.inference import Predictions
@@ -128,3 +128,15 @@ def test_scored_under_the_coco_protocol_with_empty_images(yolo_root: Path, tmp_p
                               "scores": torch.tensor([2.0])}  # on the empty image, ranked first
     metrics, _ = evaluate_predictions("yolo", dataset, predictions, tmp_path / "out", "train")
     assert metrics["mAP50"] < 1.0
+
+
+def test_an_unreadable_image_is_skipped_with_a_warning_or_raises_under_strict(
+    yolo_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (yolo_root / "images" / "train" / "b.jpg").write_bytes(b"not an image")
+    dataset = build_dataset("yolo", yolo_root / "data.yaml", "train", None)
+    assert len(dataset) == 2 and dataset.skipped == [str(yolo_root / "images" / "train" / "b.jpg")]
+    assert "cannot read the size of image" in caplog.text
+    assert len(dataset.coco.dataset["images"]) == 2  # not scored either
+    with pytest.raises(UnreadableImageError, match="b.jpg"):
+        build_dataset("yolo", yolo_root / "data.yaml", "train", None, strict=True)
