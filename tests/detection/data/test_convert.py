@@ -108,3 +108,10 @@ def test_the_tool_reports_a_bad_source_in_one_line(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "x.json").exists()
     with pytest.raises(DatasetError, match="unknown source format"):
         convert_to_coco("kitti", tmp_path, "train")
+
+
+def test_a_coco_json_given_itself_keeps_its_file_names_and_ids(coco_root: Callable[..., Path]) -> None:
+    json_file = coco_root() / "annotations" / "instances_train.json"
+    data = convert_to_coco("coco", json_file, "train")
+    assert [(i["id"], i["file_name"]) for i in data["images"]] == [(10, "a.jpg"), (20, "b.png"), (30, "c.jpg")]
+    assert len(data["annotations"]) == 4 and [c["id"] for c in data["categories"]] == [1, 2, 3]
