@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[1/3] shapes dataset at {args.data_root}", flush=True)
     ensure_shapes(args.data_root, num_train=args.num_train, num_val=args.num_val)
+    yolo = args.data_root.with_name(args.data_root.name + "_yolo")
+    if args.format == "yolo" and not (yolo / "data.yaml").is_file():
+        print(f"      the same images in the YOLO layout at {yolo}", flush=True)
+        generate_shapes_yolo(yolo, num_train=args.num_train, num_val=args.num_val, num_background=args.num_train // 10)
     crops = out / "crops"
     if not (crops / "val").is_dir():
         for split in ("train", "val"):
@@ -97,10 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     config = ROOT / "configs/quickstart.yaml"
     data = ["--dataset", "shapes", "--data-root", str(args.data_root), "--config", str(config)]
     if args.format == "yolo":
-        yolo = args.data_root.with_name(args.data_root.name + "_yolo")
-        if not (yolo / "data.yaml").is_file():
-            generate_shapes_yolo(yolo, num_train=args.num_train, num_val=args.num_val,
-                                 num_background=args.num_train // 10)
         data = ["--dataset", "yolo", "--data-root", str(yolo / "data.yaml"), "--config",
                 str(ROOT / "configs/yolo_shapes.yaml")]
     cmd = [py, str(ROOT / "tools/train_det.py"), *data, "--output-dir", str(detector), "--device", args.device]
