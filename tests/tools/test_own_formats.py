@@ -73,7 +73,7 @@ def test_quickstart_format_yolo_trains_the_detector_on_the_yolo_layout(tmp_path:
     assert (train.dataset, train.data_root) == ("yolo", tmp_path / "shapes_yolo" / "data.yaml")
     assert train.config.name == "yolo_shapes.yaml"
     cfg = load_config(train.config)
-    assert cfg.num_classes == 0 and cfg.data.keep_empty
+    assert cfg.num_classes == len(SHAPE_CLASSES) and cfg.data.keep_empty
     dataset = build_dataset("yolo", train.data_root, "train", None, train=True, filter_empty=False)
     assert len(dataset) == 11 and dataset.classes == list(SHAPE_CLASSES)  # 10 with objects, 1 background-only
 
