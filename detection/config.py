@@ -181,6 +181,14 @@ class DataConfig:
     test_images: str = ""
     # Own data in VOC format: the class names in label order (default: <root>/classes.txt, else the 20 VOC ones).
     classes: list[str] = field(default_factory=list)
+    # Training: keep images without objects (background-only images: RPN and RoI negatives only); false drops
+    # them, as the paper's training did. The log says how many were kept or dropped.
+    keep_empty: bool = False
+    # Training order: "grouped" (each image once an epoch, batches of one aspect group) or "repeat_factor" (LVIS's
+    # repeat-factor sampling: images with rare classes repeated, detection/data/sampler.py).
+    sampler: str = "grouped"
+    # repeat_factor: a class in fewer than this fraction of the training images is repeated (r = sqrt(t / f)).
+    repeat_threshold: float = 0.001
 
 
 @dataclass
@@ -354,6 +362,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.roi_heads.positive_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("model.roi_heads.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("data.num_workers", lambda v: v >= 0, "non-negative (0 loads in the main process)"),
+    ("data.sampler", lambda v: v in ("grouped", "repeat_factor"), "'grouped' or 'repeat_factor'"),
+    ("data.repeat_threshold", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("test.pyramid_levels_per_roi", lambda v: v in (1, 2), "1 (the nearest level) or 2 (the paper's maxout)"),
     ("test.ensemble_nms_thresh", lambda v: v is None or 0 < v <= 1, "in (0, 1], or null (the RPN's)"),
     ("test.ensemble_proposals", lambda v: v is None or v >= 1, "at least 1, or null (the RPN's test count)"),

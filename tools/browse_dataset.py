@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         data_split = cfg.data.train_split if train else cfg.data.test_split
-        split = resolve_split(args.dataset, args.split, data_split, train=train)
         opts = RunOptions(dataset=args.dataset, data_root=args.data_root or Path("datasets") / args.dataset,
                           output_dir=args.output_dir)  # fmt: skip
+        split = resolve_split(args.dataset, args.split, data_split, train=train, root=opts.data_root)
         dataset = make_dataset(opts, cfg, split, train=train)
     except (ConfigError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,6 +7,10 @@
 3. fine-tune Faster R-CNN C4 from that backbone with every BN frozen (``tools/train_det.py --config
    configs/quickstart.yaml``), then evaluate on the held-out ``val`` split: VOC07 mAP@0.5 and the COCO numbers.
 
+``--format yolo`` trains step 3 on the same images written in the ultralytics YOLO layout (``<data-root>_yolo/``,
+with background-only images, ``--dataset yolo --config configs/yolo_shapes.yaml``): what your own YOLO data runs
+as (docs/custom_data.md); its headline is the COCO mAP@0.5.
+
 Each stage is the real command-line tool, run as a subprocess; the commands are printed so they can be rerun.
 """
 
@@ -20,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from detection.data.shapes import ensure_shapes, write_crop_dataset
+from detection.data.shapes import ensure_shapes, generate_shapes_yolo, write_crop_dataset
 from detection.engine.cli import (
     add_data_root,
     add_device,
@@ -48,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-val", type=int, default=150, help="generated held-out images")
     p.add_argument("--cls-iters", type=int, default=1000, help="classifier pre-training iterations (batch 64)")
     p.add_argument("--det-iters", type=int, default=0, help="detector iterations (default: the config's)")
+    p.add_argument("--format", choices=("coco", "yolo"), default="coco",
+                   help="the detector's data: the COCO-layout shapes, or the same images in the YOLO layout")
     add_device(p)
     add_no_progress(p)
     add_overrides(p, "the detector's")
@@ -68,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[1/3] shapes dataset at {args.data_root}", flush=True)
     ensure_shapes(args.data_root, num_train=args.num_train, num_val=args.num_val)
+    yolo = args.data_root.with_name(args.data_root.name + "_yolo")
+    if args.format == "yolo" and not (yolo / "data.yaml").is_file():
+        print(f"      the same images in the YOLO layout at {yolo}", flush=True)
+        generate_shapes_yolo(yolo, num_train=args.num_train, num_val=args.num_val, num_background=args.num_train // 10)
     crops = out / "crops"
     if not (crops / "val").is_dir():
         for split in ("train", "val"):
@@ -88,18 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.det_iters:
         steps = [int(args.det_iters * 0.75), int(args.det_iters * 0.92)]
         overrides += [f"solver.max_iter={args.det_iters}", f"solver.steps=[{steps[0]},{steps[1]}]"]
-    cmd = [py, str(ROOT / "tools/train_det.py"), "--dataset", "shapes", "--data-root", str(args.data_root),
-           "--config", str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(detector), "--device", args.device]
+    config = ROOT / "configs/quickstart.yaml"
+    data = ["--dataset", "shapes", "--data-root", str(args.data_root), "--config", str(config)]
+    if args.format == "yolo":
+        data = ["--dataset", "yolo", "--data-root", str(yolo / "data.yaml"), "--config",
+                str(ROOT / "configs/yolo_shapes.yaml")]
+    cmd = [py, str(ROOT / "tools/train_det.py"), *data, "--output-dir", str(detector), "--device", args.device]
     if args.no_progress:
         cmd.append("--no-progress")
     run(cmd + overrides + args.overrides)
 
     metrics = json.loads((detector / "metrics.json").read_text())
     minutes = (time.perf_counter() - start) / 60
-    summary = {"VOC07 mAP@0.5": round(metrics["mAP50"], 4), "COCO AP": round(metrics["mAP"], 4),
+    headline = "VOC07 mAP@0.5" if args.format == "coco" else "COCO mAP@0.5"
+    summary = {headline: round(metrics["mAP50"], 4), "COCO AP": round(metrics["mAP"], 4),
                "minutes": round(minutes, 2), "weights": str(detector / "model_final.pth")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nquickstart: VOC07 mAP@0.5 = {100 * metrics['mAP50']:.1f} on {metrics['images']} held-out images, "
+    print(f"\nquickstart: {headline} = {100 * metrics['mAP50']:.1f} on {metrics['images']} held-out images, "
           f"COCO AP = {100 * metrics['mAP']:.1f}, total {minutes:.1f} min")
     print(f"try: python tools/demo.py --weights {detector / 'model_final.pth'} --images {args.data_root / 'val'} "
           f"--output-dir {out / 'demo'}")

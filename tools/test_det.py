@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     opts = run_options(args)
     try:
-        split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
+        split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False, root=opts.data_root)
         metrics = test(cfg, opts, models, split, pick_device(args.device), classes=classes or None)
         if args.json is not None:
             args.json.write_text(json.dumps(metrics, indent=2) + "\n")

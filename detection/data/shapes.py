@@ -6,6 +6,9 @@ Five filled shape classes in random colours with enough contrast to their surrou
 least ``min_visible`` of its pixels visible, so every label stays learnable. Boxes are the tight boxes of the whole
 shape (continuous xyxy, COCO ``[x, y, w, h]`` on disk). Every image is a pure function of ``(seed, split, index)``.
 
+``generate_shapes_yolo`` writes the same images in the ultralytics YOLO layout, with background-only images if asked
+(``--dataset yolo``, docs/custom_data.md).
+
 ``write_crop_dataset`` cuts ground-truth crops (plus a ``background`` class) into an ImageFolder tree for
 pre-training the backbone as a classifier: the paper's pipeline in miniature.
 """
@@ -174,6 +177,43 @@ def ensure_shapes(root: str | Path, **kwargs: Any) -> Path:
         if not all((root / "annotations" / f"instances_{s}.json").is_file() for s in SPLITS):
             raise
     return root
+
+
+def generate_shapes_yolo(
+    root: str | Path, *, num_train: int = 600, num_val: int = 150, num_background: int = 0, seed: int = 0,
+    min_size: int = 144, max_size: int = 224, max_objects: int = 6, jpeg_quality: int = 92,
+) -> Path:
+    """Write the shapes data in the ultralytics YOLO layout under ``root`` and return ``root / "data.yaml"``.
+
+    ``data.yaml`` (``path: .``, ``train: images/train``, ``val: images/val``, ``names``), ``images/<split>/<n>.jpg``
+    and ``labels/<split>/<n>.txt`` (``class cx cy w h`` normalised, class 0-based). The object images are those of
+    :func:`generate_shapes` with the same arguments; each split then gets ``num_background`` images without objects
+    (textured background only), half with an empty label file and half with none (both mean "no objects").
+    """
+    root = Path(root)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for index in range(count + num_background):
+            rng = np.random.default_rng([seed, SPLITS[split], index])
+            height, width = _image_size(rng, min_size, max_size)
+            name = f"{index + 1:06d}"
+            if index < count:
+                pixels, objects = render_image(rng, height, width, max_objects=max_objects)
+                lines = [f"{o['label'] - 1} {(o['bbox'][0] + o['bbox'][2] / 2) / width:.6f} "
+                         f"{(o['bbox'][1] + o['bbox'][3] / 2) / height:.6f} {o['bbox'][2] / width:.6f} "
+                         f"{o['bbox'][3] / height:.6f}\n" for o in objects]
+                (root / "labels" / split / f"{name}.txt").write_text("".join(lines))
+            else:
+                image = _background(rng, height, width) + rng.normal(0, 4, size=(height, width, 3))
+                pixels = np.clip(image, 0, 255).astype(np.uint8)
+                if index % 2:
+                    (root / "labels" / split / f"{name}.txt").write_text("")
+            cv2.imwrite(str(root / "images" / split / f"{name}.jpg"), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(SHAPE_CLASSES))
+    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:\n{names}")
+    return root / "data.yaml"
 
 
 class ShapesDataset(CocoDetection):

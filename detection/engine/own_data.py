@@ -62,9 +62,22 @@ def own_data_kwargs(name: str, data: DataConfig, *, train: bool, classes: list[s
         kwargs.update(ann_file=ann_file if len(ann_file) > 1 else ann_file[0],
                       image_dir=image_dir if len(image_dir) > 1 else image_dir[0])
     names = classes or data.classes
-    if name == "voc" and names:
+    if name in ("voc", "labelme") and names:
         kwargs["classes"] = list(names)
+    if train and data.keep_empty:
+        kwargs["filter_empty"] = False
     return kwargs
+
+
+def report_empty_images(dataset: Any, *, keep_empty: bool) -> None:
+    """Log how many training images without objects were kept (``data.keep_empty``) or dropped."""
+    if keep_empty:
+        parts = getattr(dataset, "datasets", [dataset])
+        kept = sum(len(part.annotation(i).boxes) == 0 for part in parts for i in range(len(part)))
+        logger.info("data.keep_empty: %d training images without objects kept (RPN and RoI negatives only)", kept)
+    else:
+        dropped = int(getattr(dataset, "num_without_boxes", 0))
+        logger.info("%d training images without objects dropped (data.keep_empty=true keeps them)", dropped)
 
 
 def _paths(value: str | list[str]) -> list[Path]:

@@ -24,7 +24,13 @@ from detection.data.transforms import build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import run_inference
 from detection.engine.monitor import PeriodicEvaluator
-from detection.engine.own_data import check_classes, check_data_root, own_data_kwargs, own_split_name
+from detection.engine.own_data import (
+    check_classes,
+    check_data_root,
+    own_data_kwargs,
+    own_split_name,
+    report_empty_images,
+)
 from detection.engine.preemption import stop_signals
 from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
@@ -106,13 +112,15 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
     share_cpu_with_workers(device, cfg.data.num_workers)
-    train_split = resolve_split(opts.dataset, cfg.data.train_split, train=True)
-    test_split = resolve_split(opts.dataset, opts.test_split, cfg.data.test_split, train=False)
+    train_split = resolve_split(opts.dataset, cfg.data.train_split, train=True, root=opts.data_root)
+    test_split = resolve_split(opts.dataset, opts.test_split, cfg.data.test_split, train=False,
+                               root=opts.data_root)
     dataset = make_dataset(opts, cfg, train_split, train=True)
     train_split = own_split_name(opts.dataset, cfg.data, train=True) or train_split  # own JSONs: named by their files
     check_classes(cfg, dataset.classes, f"{opts.dataset} {train_split}")
     logger.info("training on %s %s: %d images, %d classes, %d worker(s), device %s",
                 opts.dataset, train_split, len(dataset), len(dataset.classes), world_size, device)
+    report_empty_images(dataset, keep_empty=cfg.data.keep_empty)
     if rank == 0:
         opts.output_dir.mkdir(parents=True, exist_ok=True)
         (opts.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))

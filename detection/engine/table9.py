@@ -79,7 +79,7 @@ def run_table9(
         models = [model, *load_ensemble_members(row.weights[1:], cfg, classes, None, row_overrides)]
         row_opts = dataclasses.replace(opts, output_dir=opts.output_dir / _slug(row.label))
         logger.info("Table 9 row %r: %s %s", row.label, " ".join(str(w) for w in row.weights), " ".join(row_overrides))
-        row_split = resolve_split(opts.dataset, split, cfg.data.test_split, train=False)
+        row_split = resolve_split(opts.dataset, split, cfg.data.test_split, train=False, root=opts.data_root)
         results.append((row.label, test(cfg, row_opts, models, row_split)))
     return results
 

@@ -37,7 +37,7 @@ from backbones.checkpoint import (
 from detection.config import Config
 from detection.data import collate
 from detection.data.errors import DatasetError
-from detection.data.sampler import GroupedBatchSampler
+from detection.data.sampler import GroupedBatchSampler, build_train_sampler
 from detection.engine.monitor import IterationTimer, PeriodicEvaluator, peak_memory_mb, training_log_line
 from detection.engine.preemption import TrainingInterrupted, ignore_stop_signals
 from detection.engine.run_dir import RunDirError, check_same_run, config_hash
@@ -204,8 +204,10 @@ class Trainer:
         if s.ims_per_batch % self.world_size:
             raise ValueError(f"solver.ims_per_batch={s.ims_per_batch} is not divisible by {self.world_size} workers")
         self.dataset = dataset
-        self.sampler = GroupedBatchSampler(
+        self.sampler = build_train_sampler(
             dataset,
+            kind=cfg.data.sampler,
+            repeat_threshold=cfg.data.repeat_threshold,
             batch_size=s.ims_per_batch // self.world_size,
             seed=cfg.seed,
             rank=self.rank,

@@ -88,3 +88,14 @@ def test_all_out_of_range_values_are_named_in_one_error(tmp_path):
     assert str(info.value) == ("invalid config: solver.base_lr=-1.0 must be a positive finite number; "
                                "solver.max_iter=0 must be at least 1 (0 would write an untrained model_final.pth); "
                                "data.num_workers=-2 must be non-negative (0 loads in the main process)")
+
+
+def test_own_data_training_keys_and_their_ranges():
+    cfg = load_config(overrides=["data.keep_empty=true", "data.sampler=repeat_factor", "data.repeat_threshold=0.01"])
+    assert (cfg.data.keep_empty, cfg.data.sampler, cfg.data.repeat_threshold) == (True, "repeat_factor", 0.01)
+    default = load_config().data
+    assert (default.keep_empty, default.sampler) == (False, "grouped")  # the default: as before
+    with pytest.raises(ConfigError, match=re.escape("data.sampler='uniform' must be 'grouped' or 'repeat_factor'")):
+        load_config(overrides=["data.sampler=uniform"])
+    with pytest.raises(ConfigError, match=re.escape("data.repeat_threshold=0.0 must be in (0, 1]")):
+        load_config(overrides=["data.repeat_threshold=0"])

@@ -45,6 +45,7 @@ EXPECTED = {
     "export": {"--weights", "--output", OVERRIDES},
     "prepare_dataset": {"--data-root", "--no-progress"},
     "tables": {"--json"},
+    "convert_dataset": {"--data-root", "--split", "--output"},
 }
 OLD_SPELLINGS = {"--voc-root", "--ilsvrc-root", "--annotations", "--root", "--batch", "--rpn-weights", "--classifier",
                  "--input"}  # fmt: skip
