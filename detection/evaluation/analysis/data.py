@@ -20,8 +20,9 @@ from detection.evaluation.coco import validate_coco_results
 
 @dataclass
 class AnalysisData:
-    """Ground truth ``gt_*`` ``[G]`` and detections ``det_*`` ``[D]``; ``*_image`` index ``image_ids``,
-    ``*_class`` index ``category_ids``; ``det_order`` is each detection's position in the results file."""
+    """Ground truth ``gt_*`` ``[G]`` (in the file's order) and detections ``det_*`` ``[D]`` (in the results'
+    order); ``*_image`` index ``image_ids``, ``*_class`` index ``category_ids``; ``gt_area`` is the annotation's
+    ``area`` (pycocotools' size ranges read it)."""
 
     coco_gt: COCO
     image_ids: np.ndarray
@@ -31,6 +32,7 @@ class AnalysisData:
     gt_class: np.ndarray
     gt_box: np.ndarray
     gt_crowd: np.ndarray
+    gt_area: np.ndarray
     det_image: np.ndarray
     det_class: np.ndarray
     det_box: np.ndarray
@@ -66,6 +68,7 @@ def analysis_data(coco_gt: COCO, results: Sequence[Mapping[str, Any]], source: s
         gt_class=np.array([class_index[a["category_id"]] for a in anns], dtype=np.int64),
         gt_box=gt_box,
         gt_crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+        gt_area=np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], dtype=np.float64),
         det_image=np.array([image_index[r["image_id"]] for r in results], dtype=np.int64),
         det_class=np.array([class_index[r["category_id"]] for r in results], dtype=np.int64),
         det_box=det_box,
