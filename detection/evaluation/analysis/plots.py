@@ -17,7 +17,7 @@ from detection.evaluation.analysis.confusion import ConfusionResult
 from detection.evaluation.analysis.tide import MAIN_ERRORS, SPECIAL_ERRORS, TideResult
 
 # The COCO analyze colours, from the most to the least demanding curve.
-CURVE_COLOURS = ("#ffffff", "#3f5fbf", "#4fbfbf", "#7fbf3f", "#e5e533", "#f2994c", "#e55a5a")
+CURVE_COLOURS = ("#27408b", "#4f86c6", "#4fbfbf", "#7fbf3f", "#e5e533", "#f2994c", "#e55a5a")
 TIDE_COLOURS = {"cls": "#f5a623", "loc": "#7ed321", "both": "#4a90e2", "dupe": "#bd10e0", "bkg": "#d0021b",
                 "miss": "#50e3c2", "false_pos": "#9b9b9b", "false_neg": "#4a4a4a"}
 
@@ -55,12 +55,10 @@ def tide_bars(result: TideResult) -> bytes:
         ax.barh(names, values, color=[TIDE_COLOURS[n] for n in names])
         ax.invert_yaxis()
         ax.set_xlabel("dAP (AP50 points gained by fixing it)")
-        ax.set_title(f"TIDE {title}")
+        ax.set_title(f"TIDE {title}" + (f": AP50 {result.ap50:.2f}" if names == MAIN_ERRORS else ""))
         for y, v in enumerate(values):
             ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
         ax.set_xlim(0, max([*values, 1.0]) * 1.2)
-    fig.suptitle(f"AP50 = {result.ap50:.2f} (TIDE, IoU {result.pos_thresh}, background IoU {result.bg_thresh})",
-                 fontsize=10)
     return to_png(fig)
 
 
@@ -83,6 +81,8 @@ def analysis_overall(analysis: COCOAnalysis) -> bytes:
     fig, axes = plt.subplots(1, len(AREAS), figsize=(4 * len(AREAS), 4))
     for a, area in enumerate(AREAS):
         _analysis_panel(axes[a], analysis.recall, overall[:, :, a], f"all classes, {area} objects")
+        if not analysis.has_gt[:, a].any():
+            axes[a].text(0.5, 0.5, f"no {area} objects", ha="center", va="center", fontsize=12)
     return to_png(fig)
 
 
@@ -105,12 +105,12 @@ def pr_curves(analysis: COCOAnalysis, max_legend: int = 20) -> bytes:
     """Per-class precision–recall at IoU 0.5 and 0.75 (all sizes) with their mean in black."""
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    cmap = plt.get_cmap("tab20")
     keep = np.flatnonzero(analysis.has_gt[:, 0])
+    cmap = plt.get_cmap("tab10" if len(keep) <= 10 else "tab20")
     for ax, c, iou in ((axes[0], CURVES.index("C50"), "0.5"), (axes[1], CURVES.index("C75"), "0.75")):
         for i, k in enumerate(keep):
             p = analysis.precision[c, :, k, 0]
-            ax.plot(analysis.recall, p, linewidth=1, color=cmap(i % 20),
+            ax.plot(analysis.recall, p, linewidth=1, color=cmap(i % cmap.N),
                     label=f"{analysis.class_names[k]} {p.mean():.3f}")
         if len(keep):
             mean = analysis.precision[c, :, keep, 0].mean(axis=0)
@@ -128,6 +128,7 @@ def confusion_heatmap(result: ConfusionResult) -> bytes:
     n = len(labels)
     side = min(max(4.0, 0.35 * n + 2), 24.0)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    fig.subplots_adjust(wspace=0.35 + 0.02 * max(len(label) for label in labels))
     for ax, matrix, title in ((axes[0], result.counts, "counts"), (axes[1], result.normalized(), "row-normalised")):
         shown = np.log1p(matrix) if title == "counts" else matrix
         ax.imshow(shown, cmap="Blues", vmin=0)
