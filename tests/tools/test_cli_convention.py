@@ -45,6 +45,9 @@ EXPECTED = {
     "export": {"--weights", "--output", OVERRIDES},
     "prepare_dataset": {"--data-root", "--no-progress"},
     "tables": {"--json"},
+    "analyze_results": {"--data-root", "--output-dir", "--json", "--split", "--no-progress"},
+    "plot_training": {"--output"},
+    "benchmark_analysis": {"--json"},
 }
 OLD_SPELLINGS = {"--voc-root", "--ilsvrc-root", "--annotations", "--root", "--batch", "--rpn-weights", "--classifier",
                  "--input"}  # fmt: skip
