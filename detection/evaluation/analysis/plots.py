@@ -62,15 +62,15 @@ def tide_bars(result: TideResult) -> bytes:
     return to_png(fig)
 
 
-def _analysis_panel(ax: Any, recall: np.ndarray, precision: np.ndarray, title: str) -> None:
+def _analysis_panel(ax: Any, recall: np.ndarray, precision: np.ndarray, title: str, legend: bool = True) -> None:
     """The seven curves of ``precision`` ``[7, R]`` as nested filled areas, their APs in the legend."""
     aps = precision.mean(axis=1)
     for c in range(len(CURVES) - 1, -1, -1):
-        ax.fill_between(recall, precision[c], 0, color=CURVE_COLOURS[c], linewidth=0,
+        ax.fill_between(recall, precision[c], 0, color=CURVE_COLOURS[c], linewidth=0.4, edgecolor="black",
                         label=f"[{aps[c]:.3f}] {CURVES[c]}")
-        ax.plot(recall, precision[c], color="black", linewidth=0.4)
-    handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], labels[::-1], loc="lower left", fontsize=7)
+    if legend:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles[::-1], labels[::-1], loc="lower left", fontsize=7)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision", title=title)
 
 
@@ -87,17 +87,22 @@ def analysis_overall(analysis: COCOAnalysis) -> bytes:
 
 
 def analysis_per_class(analysis: COCOAnalysis, classes: Sequence[int]) -> bytes:
-    """The COCO analyze curves of the given classes (all sizes), a grid of small panels."""
+    """The COCO analyze curves of the given classes (all sizes), small panels titled with their C50 and C75 (the
+    colours as in :func:`analysis_overall`)."""
     plt = require_matplotlib()
-    cols = min(4, len(classes))
+    cols = min(6, len(classes))
     rows = -(-len(classes) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)
     for ax in axes.ravel()[len(classes):]:
         ax.axis("off")
+    aps = analysis.ap()
     for ax, k in zip(axes.ravel(), classes):
-        _analysis_panel(ax, analysis.recall, analysis.precision[:, :, k, 0], analysis.class_names[k])
-        ax.set_xlabel("")
-        ax.set_ylabel("")
+        title = f"{analysis.class_names[k]}\nC50 {aps[1, k, 0]:.2f}  C75 {aps[0, k, 0]:.2f}"
+        _analysis_panel(ax, analysis.recall, analysis.precision[:, :, k, 0], title, legend=False)
+        ax.set(xlabel="", ylabel="", xticks=[0, 0.5, 1], yticks=[0, 0.5, 1])
+        ax.title.set_fontsize(8)
+        ax.tick_params(labelsize=7)
     return to_png(fig)
 
 
@@ -126,14 +131,15 @@ def confusion_heatmap(result: ConfusionResult) -> bytes:
     plt = require_matplotlib()
     labels = [*result.class_names, "background"]
     n = len(labels)
-    side = min(max(4.0, 0.35 * n + 2), 24.0)
+    side = min(max(4.0, 0.35 * n + 2), 14.0)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
     fig.subplots_adjust(wspace=0.35 + 0.02 * max(len(label) for label in labels))
     for ax, matrix, title in ((axes[0], result.counts, "counts"), (axes[1], result.normalized(), "row-normalised")):
         shown = np.log1p(matrix) if title == "counts" else matrix
         ax.imshow(shown, cmap="Blues", vmin=0)
-        ax.set_xticks(range(n), labels, rotation=90, fontsize=7 if n > 20 else 9)
-        ax.set_yticks(range(n), labels, fontsize=7 if n > 20 else 9)
+        size = 9 if n <= 21 else 7 if n <= 41 else 5
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=size)
+        ax.set_yticks(range(n), labels, fontsize=size)
         ax.set(xlabel="predicted", ylabel="ground truth",
                title=f"{title} (IoU {result.iou_thresh}, score ≥ {result.score_thresh})")
         if n <= 21:

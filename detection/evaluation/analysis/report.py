@@ -28,7 +28,7 @@ from detection.evaluation.analysis.training import TrainingLog, plot_training, r
 
 REPORT = "report.html"
 SUMMARY = "analysis.json"
-PER_CLASS_FIGURE = 24  # classes drawn in the per-class analyze grid (the worst by C50)
+PER_CLASS_FIGURE = 12  # classes drawn in the per-class analyze grid (the worst by C50)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -82,9 +82,11 @@ def plot_training(logs: Sequence[TrainingLog]) -> bytes:
                 its, values = table[name]
                 ax.plot(its, values, color=colours(r % 10), label=log.name, marker="o" if kind == "evals" else None,
                         markersize=3, linewidth=1)
-        ax.set(title=f"eval {name}" if kind == "evals" else name, xlabel="iteration")
+        title = {"time": "seconds per iteration", "lr": "learning rate"}.get(name, name)
+        ax.set(title=f"eval {name}" if kind == "evals" else title, xlabel="iteration")
         if name == "lr" or (name in losses and all(v > 0 for log in logs for v in log.series.get(name, ([], []))[1])):
             ax.set_yscale("log")
         if len(logs) > 1:
             ax.legend(fontsize=7)
+    fig.tight_layout()
     return to_png(fig)
