@@ -171,3 +171,30 @@ def test_plot_training_without_a_log_gives_one_line(tmp_path: Path, capsys: pyte
     assert plot_training.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metrics.jsonl" in err
+
+
+def test_report_from_a_coco_layout_root(shapes: tuple[Path, Path], tmp_path: Path) -> None:
+    root, results = shapes
+    assert analyze_results.main(["--dataset", "shapes", "--data-root", str(root), "--split", "val", "--results",
+                                 str(results), "--output-dir", str(tmp_path / "o"), "--json",
+                                 str(tmp_path / "a.json")]) == 0
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["images"] == 6 and data["detections"] == 48
+
+
+def test_report_from_the_ilsvrc_det_layout(tmp_path: Path) -> None:
+    root = tmp_path / "ILSVRC"
+    (root / "ImageSets" / "DET").mkdir(parents=True)
+    (root / "ImageSets" / "DET" / "val.txt").write_text("img_a 1\nimg_b 2\n")
+    (root / "devkit" / "data").mkdir(parents=True)
+    (root / "devkit" / "data" / "map_det.txt").write_text("n0001 1 accordion\nn0002 2 airplane\n")
+    _xml(root / "Annotations" / "DET" / "val" / "img_a.xml", [("n0001", (11, 11, 60, 60))])
+    _xml(root / "Annotations" / "DET" / "val" / "img_b.xml", [("n0002", (21, 21, 120, 100))])
+    results = tmp_path / "dets.txt"
+    results.write_text("1 1 0.9 11 11 60 60\n2 1 0.8 21 21 120 100\n2 2 0.4 300 300 350 350\n")
+    assert analyze_results.main(["--dataset", "imagenet_det", "--data-root", str(root), "--split", "val",
+                                 "--results", str(results), "--output-dir", str(tmp_path / "o"), "--json",
+                                 str(tmp_path / "a.json")]) == 0
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["objects"] == 2 and data["tide_counts"]["cls"] == 1 and data["tide_counts"]["bkg"] == 1
+    assert data["coco_analysis"]["per_class"]["accordion"]["C50"] > 0.99
