@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,15 @@ def test_report_from_the_ilsvrc_det_layout(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "a.json").read_text())
     assert data["objects"] == 2 and data["tide_counts"]["cls"] == 1 and data["tide_counts"]["bkg"] == 1
     assert data["coco_analysis"]["per_class"]["accordion"]["C50"] > 0.99
+
+
+def test_without_matplotlib_one_line_names_the_extra(shapes: tuple[Path, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    root, results = shapes
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
+    code, err = _run(["--data-root", str(root / "annotations" / "instances_val.json"), "--results", str(results),
+                      "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "pip install resdet[plot]" in err
+    assert plot_training.main([str(write_training_log(tmp_path / "run"))]) == 2
+    assert "pip install resdet[plot]" in capsys.readouterr().err
