@@ -106,7 +106,8 @@ def from_imagenet_det(root: Path, split: str, results: Path, progress: bool = Fa
     coco_images = [{"id": index, "file_name": f"{name}.JPEG"} for index, name in images.items()]
     out = [{"image_id": image, "category_id": label[wnid], "bbox": _xywh(box), "score": score}
            for image, wnid, score, box in dets]
-    paths = {index: Path(root) / "Data" / "DET" / split / f"{name}.JPEG" for index, name in images.items()}
+    folder = "val" if split.startswith("val") else split  # val1 / val2 (Table 11's halves) are val's images
+    paths = {index: Path(root) / "Data" / "DET" / folder / f"{name}.JPEG" for index, name in images.items()}
     return AnalysisInput(_coco(coco_images, anns, [s.name for s in synsets]), out, str(results), paths)
 
 
