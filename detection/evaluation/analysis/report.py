@@ -117,7 +117,7 @@ def _html(title: str, data: AnalysisData, t: TideResult, analysis: COCOAnalysis,
     overall = analysis.overall().mean(axis=1)
     rows = [[area, *(float(overall[c, a]) for c in range(5))] for a, area in enumerate(AREAS)]
     parts += ["<h2>Metrics</h2>",
-              f"<p>TIDE AP50 = <b>{t.ap50:.2f}</b> (AP points). COCO APs (0–1, pycocotools' matching) by object "
+              f"<p>TIDE AP50 = <b>{t.ap50:.2f}</b> (AP points). COCO APs (0–1, COCOeval's matching) by object "
               "size:</p>", _table(["size", *CURVES[:5]], rows)]
     parts += ["<h2>TIDE: where the missing AP50 goes</h2>", _img(figures["tide.png"], "TIDE"),
               _table(["error", *MAIN_ERRORS, *SPECIAL_ERRORS],
