@@ -5,7 +5,9 @@
 2. cut ground-truth crops into an ImageFolder tree and pre-train a small ResNet-18 (base width 16) classifier on
    them with ``tools/train_cls.py`` (the paper's ImageNet pre-training, in miniature);
 3. fine-tune Faster R-CNN C4 from that backbone with every BN frozen (``tools/train_det.py --config
-   configs/quickstart.yaml``), then evaluate on the held-out ``val`` split: VOC07 mAP@0.5 and the COCO numbers.
+   configs/quickstart.yaml``), then evaluate on the held-out ``val`` split: VOC07 mAP@0.5 and the COCO numbers;
+4. write the error analysis of the held-out images (``<output-dir>/analysis/report.html``: TIDE, PR curves, the
+   confusion matrix, the worst images, the training curves).
 
 ``--format yolo`` trains step 3 on the same images written in the ultralytics YOLO layout (``<data-root>_yolo/``,
 with background-only images, ``--dataset yolo --config configs/yolo_shapes.yaml``): what your own YOLO data runs
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from detection.data.shapes import ensure_shapes, generate_shapes_yolo, write_crop_dataset
+from detection.deploy import visualize
 from detection.engine.cli import (
     add_data_root,
     add_device,
@@ -34,6 +37,9 @@ from detection.engine.cli import (
     tool_parser,
 )
 from detection.engine.run_dir import RunDirError, refuse_foreign_checkpoints
+from detection.evaluation.analysis.inputs import from_coco_files
+from detection.evaluation.analysis.plots import MissingPlotting
+from detection.evaluation.analysis.report import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "python tools/quickstart.py --output-dir output/quickstart"
@@ -118,7 +124,25 @@ def main(argv: list[str] | None = None) -> int:
           f"COCO AP = {100 * metrics['mAP']:.1f}, total {minutes:.1f} min")
     print(f"try: python tools/demo.py --weights {detector / 'model_final.pth'} --images {args.data_root / 'val'} "
           f"--output-dir {out / 'demo'}")
+    if args.format == "coco":
+        write_report(args.data_root, Path(metrics["results_file"]), detector, out / "analysis")
+    else:  # the results name the YOLO set's images: analyse them with its own ground truth
+        print(f"error analysis: python tools/convert_dataset.py --from yolo --data-root {yolo / 'data.yaml'} "
+              f"--split val --output {out / 'yolo_val.json'} && python tools/analyze_results.py --data-root "
+              f"{out / 'yolo_val.json'} --results {metrics['results_file']} --output-dir {out / 'analysis'}")
     return 0
+
+
+def write_report(data_root: Path, results: Path, detector: Path, output_dir: Path) -> None:
+    """The error analysis of the held-out images (tools/analyze_results.py's report, with the training curves)."""
+    try:
+        inp = from_coco_files(data_root / "annotations" / "instances_val.json", results, data_root / "val")
+        runs = [detector] if (detector / "metrics.jsonl").is_file() else []
+        report = analyze(inp, output_dir, drawer=visualize, run_dirs=runs)["report"]
+    except MissingPlotting as exc:
+        print(f"no analysis report: {exc}")
+        return
+    print(f"analysis report (open it in a browser): {report}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from detection.engine.cli import (
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides
 from detection.engine.run import test
 from detection.engine.run_dir import RunDirError, prepare_output_dir
+from detection.errors import EvaluationInputError
+from detection.evaluation.analysis.plots import MissingPlotting
 
 EXAMPLE = ("python tools/test_det.py --weights output/quickstart/detector/model_final.pth --dataset shapes "
            "--data-root datasets/shapes --split val --output-dir output/quickstart/test")
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_json(p, "the metrics; OUTPUT_DIR/metrics.json is always written")
     add_own_data_arguments(p, train=False)
     add_run_arguments(p, output_dir="output/test")
+    p.add_argument("--analyze", action="store_true",
+                   help="also write the error analysis (report.html, TIDE, PR curves, confusion matrix) beside "
+                        "metrics.json; needs matplotlib (pip install resdet[plot])")
     return p
 
 
@@ -68,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    opts = run_options(args)
+    opts = run_options(args, analyze=args.analyze)
     try:
         split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False, root=opts.data_root)
         metrics = test(cfg, opts, models, split, pick_device(args.device), classes=classes or None)
         if args.json is not None:
             args.json.write_text(json.dumps(metrics, indent=2) + "\n")
-    except (DatasetError, ConfigError) as exc:
+    except (DatasetError, ConfigError, EvaluationInputError, MissingPlotting) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # writing results or metrics: disk full, folder made read-only meanwhile

@@ -56,6 +56,7 @@ class RunOptions:
     evaluate: bool = True
     optimize: bool = True  # detection/fast/optimize.py for training and (on a copy) for testing: same numbers, faster
     test_split: str = ""
+    analyze: bool = False  # tools/test_det.py --analyze: report.html beside metrics.json (detection/engine/analysis.py)
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -197,4 +198,10 @@ def test(
     print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
     print(table)
     logger.info("metrics written to %s", opts.output_dir / "metrics.json")
+    if opts.analyze and metrics["mAP50"] is not None:
+        from detection.engine.analysis import write_analysis
+
+        report = write_analysis(dataset, metrics, opts.output_dir, split)
+        if report is not None:
+            print(f"analysis report: {report}")
     return metrics

@@ -46,6 +46,9 @@ EXPECTED = {
     "prepare_dataset": {"--data-root", "--no-progress"},
     "tables": {"--json"},
     "convert_dataset": {"--data-root", "--split", "--output"},
+    "analyze_results": {"--data-root", "--output-dir", "--json", "--split", "--no-progress"},
+    "plot_training": {"--output"},
+    "benchmark_analysis": {"--json"},
 }
 OLD_SPELLINGS = {"--voc-root", "--ilsvrc-root", "--annotations", "--root", "--batch", "--rpn-weights", "--classifier",
                  "--input"}  # fmt: skip
