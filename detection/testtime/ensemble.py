@@ -1,7 +1,8 @@
 """Ensembles (ResNet paper, Appendix B) and horizontal-flip testing, as one test-time wrapper of built detectors.
 
 The wrapper looks at the images through several *views*: each member model (``models``), and with ``flip=True``
-each member again on the mirrored images. A view runs its model's transform, trunk and RPN, and offers
+each member again on the mirrored images. A view runs its model's opening (``FasterRCNN.propose``: transform,
+trunk, RPN), and offers
 
 - ``proposals`` and ``objectness``: its RPN's proposals (after the RPN's own NMS) and their probabilities, per
   image, in the view's test-scale pixels;
@@ -67,10 +68,10 @@ class _View:
     def __init__(
         self, model: FasterRCNN, images: list[Tensor], min_sizes: list[int], max_size: int, levels_per_roi: int
     ) -> None:
-        batch = model.transform(images)
-        features = model.trunk(batch.tensor)
+        batch, features, proposals, objectness, _ = model.propose(images)
+        assert objectness is not None  # eval mode (EnsembleDetector.forward checks)
         self.image_sizes: Sizes = batch.image_sizes
-        self.proposals, self.objectness = model.rpn.propose(features, batch.image_sizes)
+        self.proposals, self.objectness = proposals, objectness
         if min_sizes:
             self._score = Pyramid(model, images, min_sizes, max_size, batch, features, levels_per_roi).score
         else:
