@@ -14,7 +14,6 @@ import os
 import pickle
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import cv2
 import numpy as np
@@ -93,15 +92,13 @@ def test_converted_model_reproduces_detectron2(converted: Path, outputs: dict[st
     model.eval()
     assert classes == detectron2_classes(20) and cfg.model.backbone.style == "msra"
     total_detections = 0
-    seen: dict[str, Any] = {}  # the padded batch and the proposals, from the one forward pass
-    model.transform.register_forward_hook(lambda m, i, o: seen.__setitem__("batch", o))
-    model.rpn.register_forward_hook(lambda m, i, o: seen.__setitem__("proposals", o[0]))
     for i in range(int(outputs["num_images"])):
         image = torch.from_numpy(outputs[f"image_{i}"]).permute(2, 0, 1).float() / 255  # RGB [0, 1]
         with torch.no_grad():
             (detections,) = model([image])
-        assert seen["batch"].tensor.shape[-2:] == image.shape[-2:]  # neither resized nor padded
-        proposals = seen["proposals"]
+            opened = model.propose([image])  # the same opening as the forward pass: batch, features, proposals
+        assert opened.batch.tensor.shape[-2:] == image.shape[-2:]  # neither resized nor padded
+        proposals = opened.proposals
 
         theirs = outputs[f"proposals_{i}"]
         assert proposals[0].shape == theirs.shape
