@@ -60,7 +60,8 @@ class FixedSizeSelector(DetectionSelector):
 
     def __init__(self, selector: DetectionSelector, max_coordinate: float) -> None:
         super().__init__(score_thresh=selector.score_thresh, nms_thresh=selector.nms_thresh,
-                         detections_per_img=selector.detections_per_img, voting=selector.voting)
+                         detections_per_img=selector.detections_per_img, voting=selector.voting,
+                         min_box_size=selector.min_box_size)
         self.max_coordinate = float(max_coordinate)
 
     def batched_nms(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
