@@ -104,7 +104,7 @@ class DetectionSelector(nn.Module):
         scores, boxes, labels = scores.reshape(-1), boxes.reshape(-1, 4), labels.reshape(-1)
         keep = scores > self.score_thresh
         if self.min_box_size is not None:
-            keep &= (boxes[:, 2:] - boxes[:, :2] > self.min_box_size).all(dim=1)
+            keep = keep & (boxes[:, 2:] - boxes[:, :2] > self.min_box_size).all(dim=1)
         keep = torch.nonzero(keep).squeeze(1)
         scores, boxes, labels = scores[keep], boxes[keep], labels[keep]
         keep = self.batched_nms(boxes, scores, labels)[: self.detections_per_img]
