@@ -202,8 +202,9 @@ def run_training_losses(
 def border_weights(source: Path, target: Path) -> None:
     """``model_border.pkl``: the model-zoo pickle ``source`` with ``BORDER_CLASSES``' dx bias raised by
     ``BORDER_SHIFT`` (detectron2's ``bbox_pred`` rows are 4 per class, dx first, no background rows)."""
-    with open(source, "rb") as f:
-        zoo = pickle.load(f)
+    from backbones.checkpoint import load_array_pickle  # never runs pickled code
+
+    zoo = load_array_pickle(source)
     bias = zoo["model"]["roi_heads.box_predictor.bbox_pred.bias"].copy()
     for c in BORDER_CLASSES:
         bias[4 * c] += BORDER_SHIFT
