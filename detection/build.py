@@ -75,6 +75,8 @@ def build_detector(cfg: Config) -> FasterRCNN:
         size_divisible=i.size_divisible,
         channel_order=i.channel_order,
         pixel_scale=i.pixel_scale,
+        resize_mode=i.resize_mode,
+        drop_empty_boxes=m.roi_heads.empty_boxes == "after_top_k",
     )
     roi_heads = build_roi_heads(m.roi_heads, head, cfg.num_classes)
     return FasterRCNN(transform=transform, trunk=trunk, rpn=rpn, roi_heads=roi_heads)
@@ -120,6 +122,7 @@ def build_roi_heads(r: RoIHeadsConfig, conv5: C4Head, num_classes: int) -> C4RoI
         detections_per_img=r.detections_per_img,
         voting=BoxVoting(iou_thresh=r.voting_iou_thresh) if r.box_voting else None,
         nms=BatchedNMS(),
+        min_box_size=None if r.empty_boxes == "after_top_k" else 1e-2,  # after: ImageTransform.postprocess
     )
     return C4RoIHeads(
         box_head=box_head,

@@ -53,6 +53,10 @@ class InputConfig:
     pixel_scale: float = 1.0
     # Images whose header announces more pixels are skipped with a warning (an error under --strict), undecoded.
     max_image_pixels: int = 150_000_000
+    # Test-time resize: "float" (the toolkit's: sizes rounded by round(), normalised float pixels resampled
+    # bilinearly inside the model) or "detectron2" (its ResizeShortestEdge: sizes rounded by int(x + 0.5), the
+    # uint8 image resized by PIL, bilinear; configs/detectron2/, docs/model_zoo.md).
+    resize_mode: str = "float"
 
 
 @dataclass
@@ -99,6 +103,10 @@ class RoIHeadsConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 100
+    # Degenerate boxes: "before_nms" (the toolkit's: boxes with a side under 0.01 px dropped before NMS and the
+    # top detections_per_img) or "after_top_k" (detectron2's: boxes empty once clipped to the original image
+    # dropped after the top detections_per_img, so an image may keep fewer).
+    empty_boxes: str = "before_nms"
     # The paper's Appendix B improvements.
     global_context: bool = False
     box_refinement: bool = False
@@ -352,6 +360,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("input.pixel_std", lambda v: len(v) == 3 and all(s > 0 for s in v), "3 positive numbers (R, G, B)"),
     ("input.size_divisible", lambda v: v >= 1, "at least 1"),
     ("input.max_image_pixels", lambda v: v >= 1, "at least 1"),
+    ("input.resize_mode", lambda v: v in ("float", "detectron2"), "'float' or 'detectron2'"),
     ("model.anchors.sizes", lambda v: len(v) > 0 and all(s > 0 for s in v), "a non-empty list of positive sizes"),
     ("model.anchors.aspect_ratios", lambda v: len(v) > 0 and all(s > 0 for s in v), "a non-empty positive list"),
     ("model.rpn.batch_size_per_image", lambda v: v >= 1, "at least 1"),
@@ -361,6 +370,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("model.roi_heads.batch_size_per_image", lambda v: v >= 1, "at least 1"),
     ("model.roi_heads.positive_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("model.roi_heads.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("model.roi_heads.empty_boxes", lambda v: v in ("before_nms", "after_top_k"), "'before_nms' or 'after_top_k'"),
     ("data.num_workers", lambda v: v >= 0, "non-negative (0 loads in the main process)"),
     ("data.sampler", lambda v: v in ("grouped", "repeat_factor"), "'grouped' or 'repeat_factor'"),
     ("data.repeat_threshold", lambda v: 0 < v <= 1, "in (0, 1]"),

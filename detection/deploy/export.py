@@ -3,16 +3,17 @@ checked against the eager model.
 
 The exported graph is the single-scale detector (:class:`ExportDetector`): it takes a float RGB image
 ``[3, H, W]`` in [0, 1] and returns ``boxes [D, 4]`` (xyxy, pixels of that image), ``scores [D]`` and
-``labels [D]`` (int64, 1..K) — what ``model([image])`` returns in eager mode. ONNX files are for one **fixed
-size** ``(height, width)`` (the test-time resize, ``detection.modeling.boxes.resized_shape``, computed once at
-export, so
-the graph holds no shape arithmetic); a ``torch.export`` program is for that size too, or with ``dynamic=True``
-for any height and width in :data:`DYNAMIC_SIDES` (the resize is then computed in the graph, on symbolic sizes).
+``labels [D]`` (int64, 1..K) — what ``model([image])`` returns in eager mode, through the model's own
+``ImageTransform``. ONNX files are for one **fixed size** ``(height, width)`` (the test-time resize,
+``ImageTransform.test_size``, computed once at export, so the graph holds no shape arithmetic); a ``torch.export``
+program is for that size too, or with ``dynamic=True`` for any height and width in :data:`DYNAMIC_SIDES` (the
+resize is then computed in the graph, on symbolic sizes).
 tests/detection/deploy/test_export.py checks the same detections on generated images (onnxruntime on the CPU, and the
 re-loaded ``.pt2`` program, at several sizes for a dynamic one).
 
-Limits (docs/deployment.md): one image per call; single scale (no ``test.pyramid_min_sizes``); box voting and
-refinement are refused (:class:`ExportError`); the model as built, not ``optimize_for_inference``'s swaps. ONNX
+Limits (docs/deployment.md): one image per call; single scale (no ``test.pyramid_min_sizes``); box voting,
+refinement and ``input.resize_mode=detectron2`` (PIL) are refused (:class:`ExportError`); the model as built,
+not ``optimize_for_inference``'s swaps. ONNX
 uses the TorchScript-based exporter (``dynamo=False``, opset 17), which represents NMS's data-dependent output
 sizes natively. ``torch.export`` (``strict=False``) keeps them as unbacked symbolic sizes: NMS's size through the
 per-image split stays symbolic, per-class NMS has no branch on the number of boxes (:class:`FixedSizeSelector`),
@@ -32,11 +33,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from detection.modeling.boxes import resize_scale, resized_shape
 from detection.modeling.faster_rcnn import FasterRCNN
 from detection.modeling.postprocess import DetectionSelector
 
@@ -61,7 +60,8 @@ class FixedSizeSelector(DetectionSelector):
 
     def __init__(self, selector: DetectionSelector, max_coordinate: float) -> None:
         super().__init__(score_thresh=selector.score_thresh, nms_thresh=selector.nms_thresh,
-                         detections_per_img=selector.detections_per_img, voting=selector.voting)
+                         detections_per_img=selector.detections_per_img, voting=selector.voting,
+                         min_box_size=selector.min_box_size)
         self.max_coordinate = float(max_coordinate)
 
     def batched_nms(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
@@ -75,10 +75,11 @@ class FixedSizeSelector(DetectionSelector):
 class ExportDetector(nn.Module):
     """A built :class:`FasterRCNN` as ``forward(image [3, H, W]) -> (boxes, scores, labels)`` for export.
 
-    Runs the model's public parts in the order of ``FasterRCNN.forward`` (normalise, resize by the test-time rule,
-    pad, trunk, RPN, RoI heads, boxes back to the input's pixels). With ``input_size`` every size is a Python int
-    fixed here (the ONNX tracer then records no shape arithmetic); without it the sizes come from the image, and
-    stay symbolic when ``torch.export`` is given a dynamic height and width (:func:`export_program`).
+    Runs the model's own parts in the order of ``FasterRCNN.forward``: its ``ImageTransform`` (the test-time size
+    rule, normalise, resize, pad; at the end boxes back to the input's pixels), trunk, RPN, RoI heads. With
+    ``input_size`` every size is a Python int fixed here (the ONNX tracer then records no shape arithmetic);
+    without it the sizes come from the image, and stay symbolic when ``torch.export`` is given a dynamic height
+    and width (:func:`export_program`; the transform handles symbolic sizes, ``ImageTransform.test_size``).
     """
 
     def __init__(self, model: FasterRCNN, input_size: tuple[int, int] | None = None) -> None:
@@ -86,49 +87,25 @@ class ExportDetector(nn.Module):
         if model.roi_heads.selector.voting is not None or model.roi_heads.box_refinement:
             raise ExportError("box voting and box refinement are not exported; set model.roi_heads.box_voting=false "
                               "and model.roi_heads.box_refinement=false")
+        if model.transform.resize_mode != "float":
+            raise ExportError(f"input.resize_mode={model.transform.resize_mode} resizes with PIL, which is not "
+                              "exported; set input.resize_mode=float")
         self.model = copy.deepcopy(model).eval()
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         # The resize rule caps the longer side at test_max_size: a bound on every box coordinate for any input.
         self.model.roi_heads.selector = FixedSizeSelector(self.model.roi_heads.selector,
                                                           self.model.transform.test_max_size)
 
-    def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """``detection.modeling.boxes.resized_shape`` (the test-time resize rule), for symbolic sizes too.
-
-        Python's ``round`` of a symbolic size cannot be saved in a ``.pt2`` (``SerializeError: op <built-in
-        function round> is not in _SYM_OPS``), and written with saveable operations it makes export and loading
-        take minutes. So the same float64 product is rounded in a tensor (``torch.round`` halves to even, as
-        ``round`` does) and read back as a new size, bounded by what the rule allows."""
-        t = self.model.transform
-        if not isinstance(height, torch.SymInt) and not isinstance(width, torch.SymInt):
-            return resized_shape(height, width, t.test_min_size, t.test_max_size)
-        scale = resize_scale(height, width, t.test_min_size, t.test_max_size)
-        sides = torch.stack([torch.scalar_tensor(height, dtype=torch.float64),
-                             torch.scalar_tensor(width, dtype=torch.float64)])
-        rounded = torch.round(sides * scale).to(torch.int64)
-        out = (rounded[0].item(), rounded[1].item())
-        for side in out:
-            torch._check(side >= 1)
-            torch._check(side <= t.test_max_size)  # the rule caps the longer side
-        return out
-
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         t = self.model.transform
-        height, width = self.input_size or (image.shape[-2], image.shape[-1])
-        resized = self.resized_size(height, width)
-        x = (t.to_network_pixels(image) - t.pixel_mean) / t.pixel_std
-        # A symbolic size is always resampled (same size: an exact copy) rather than compared, which would fix it.
-        if not (isinstance(height, int) and isinstance(width, int) and resized == (height, width)):
-            x = F.interpolate(x[None], size=resized, mode="bilinear", align_corners=False)[0]
-        d = t.size_divisible
-        batch = F.pad(x, (0, (d - resized[1] % d) % d, 0, (d - resized[0] % d) % d))[None]  # as ImageTransform.batch
+        size = self.input_size or (image.shape[-2], image.shape[-1])
+        resized = t.test_size(*size)
+        batch = t.batch([t.resize(image, size, resized)], [resized])
         features = self.model.trunk(batch)
         proposals, _ = self.model.rpn(features, [resized])
         detections, _ = self.model.roi_heads(features, proposals, [resized])
-        det = detections[0]
-        x1, y1, x2, y2 = det["boxes"].unbind(1)
-        sx, sy = width / resized[1], height / resized[0]  # detection.modeling.boxes.scale_boxes, for symbolic sizes too
-        return torch.stack((x1 * sx, y1 * sy, x2 * sx, y2 * sy), dim=1), det["scores"], det["labels"]
+        (det,) = t.postprocess(detections, [resized], [size])
+        return det["boxes"], det["scores"], det["labels"]
 
 
 def export_onnx(model: FasterRCNN, path: Path, height: int, width: int) -> Path:

@@ -87,7 +87,10 @@ class DetectionSelector(nn.Module):
     """One image's ``scores [R, K]`` and ``boxes [R, K, 4]`` → ``{"boxes" [D, 4], "scores" [D], "labels" [D]}``:
     score threshold, drop degenerate boxes, per-class NMS at ``nms_thresh`` (0.3 after box refinement, as the
     paper) by the ``nms`` part (default :class:`BatchedNMS`), optional voting, the ``detections_per_img`` best.
-    Labels are 1..K."""
+    Labels are 1..K.
+
+    Degenerate boxes are those with a side of at most ``min_box_size`` px; ``None`` keeps them all (detectron2
+    drops empty boxes only after the top k, in the original image: ``ImageTransform(drop_empty_boxes=True)``)."""
 
     def __init__(
         self,
@@ -97,6 +100,7 @@ class DetectionSelector(nn.Module):
         detections_per_img: int,
         voting: BoxVoting | None = None,
         nms: BatchedNMS | None = None,
+        min_box_size: float | None = 1e-2,
     ) -> None:
         super().__init__()
         self.score_thresh = score_thresh
@@ -104,13 +108,16 @@ class DetectionSelector(nn.Module):
         self.detections_per_img = detections_per_img
         self.voting = voting
         self.nms = BatchedNMS() if nms is None else nms
+        self.min_box_size = min_box_size
 
     def forward(self, scores: Tensor, boxes: Tensor) -> dict[str, Tensor]:
         num_classes = scores.shape[1]
         labels = torch.arange(1, num_classes + 1, device=scores.device).expand_as(scores)
         scores, boxes, labels = scores.reshape(-1), boxes.reshape(-1, 4), labels.reshape(-1)
-        wh = boxes[:, 2:] - boxes[:, :2]
-        keep = torch.nonzero((scores > self.score_thresh) & (wh > 1e-2).all(dim=1)).squeeze(1)
+        keep = scores > self.score_thresh
+        if self.min_box_size is not None:
+            keep = keep & (boxes[:, 2:] - boxes[:, :2] > self.min_box_size).all(dim=1)
+        keep = torch.nonzero(keep).squeeze(1)
         scores, boxes, labels = scores[keep], boxes[keep], labels[keep]
         keep = self.batched_nms(boxes, scores, labels)[: self.detections_per_img]
         kept_boxes = boxes[keep]
@@ -125,7 +132,7 @@ class DetectionSelector(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"score_thresh={self.score_thresh}, nms_thresh={self.nms_thresh}, "
-                f"detections_per_img={self.detections_per_img}")
+                f"detections_per_img={self.detections_per_img}, min_box_size={self.min_box_size}")
 
 
 def refine_boxes(scorer: Scorer, scores: list[Tensor], boxes: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:

@@ -1,7 +1,8 @@
 """Ensembles (ResNet paper, Appendix B) and horizontal-flip testing, as one test-time wrapper of built detectors.
 
 The wrapper looks at the images through several *views*: each member model (``models``), and with ``flip=True``
-each member again on the mirrored images. A view runs its model's transform, trunk and RPN, and offers
+each member again on the mirrored images. A view runs its model's opening (``FasterRCNN.propose``: transform,
+trunk, RPN), and offers
 
 - ``proposals`` and ``objectness``: its RPN's proposals (after the RPN's own NMS) and their probabilities, per
   image, in the view's test-scale pixels;
@@ -30,7 +31,7 @@ pixels), and with ``flip=True`` a mirror-symmetric image gives a mirror-symmetri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,12 +53,15 @@ def mirror_boxes(boxes: Tensor, width: int) -> Tensor:
 
 
 def nms_union_of_proposals(
-    proposals: Sequence[Tensor], scores: Sequence[Tensor], iou_thresh: float, keep: int
+    proposals: Sequence[Tensor], scores: Sequence[Tensor], iou_thresh: float, keep: int,
+    nms: Callable[[Tensor, Tensor, float, int], Tensor] = nms_first_k,
 ) -> Tensor:
     """The union of several ``[P_i, 4]`` proposal sets (objectness ``[P_i]`` each, comparable across sets) after
-    NMS at ``iou_thresh``: at most ``keep`` boxes ``[P, 4]`` in descending objectness (ties in set order)."""
+    NMS at ``iou_thresh``: at most ``keep`` boxes ``[P, 4]`` in descending objectness (ties in set order). ``nms``:
+    ``(boxes, scores, iou_thresh, max_kept) -> indices``; the ensemble passes its first model's RPN NMS part, so an
+    optimised model's exact CPU NMS runs here too."""
     boxes, objectness = torch.cat(list(proposals)), torch.cat(list(scores))
-    return boxes[nms_first_k(boxes, objectness, iou_thresh, keep)]
+    return boxes[nms(boxes, objectness, iou_thresh, keep)]
 
 
 class _View:
@@ -67,10 +71,10 @@ class _View:
     def __init__(
         self, model: FasterRCNN, images: list[Tensor], min_sizes: list[int], max_size: int, levels_per_roi: int
     ) -> None:
-        batch = model.transform(images)
-        features = model.trunk(batch.tensor)
+        batch, features, proposals, objectness, _ = model.propose(images)
+        assert objectness is not None  # eval mode (EnsembleDetector.forward checks)
         self.image_sizes: Sizes = batch.image_sizes
-        self.proposals, self.objectness = model.rpn.propose(features, batch.image_sizes)
+        self.proposals, self.objectness = proposals, objectness
         if min_sizes:
             self._score = Pyramid(model, images, min_sizes, max_size, batch, features, levels_per_roi).score
         else:
@@ -148,6 +152,7 @@ class EnsembleDetector(nn.Module):
             nms_union_of_proposals(
                 [scale_boxes(v.proposals[i], v.image_sizes[i], reference[i]) for v in views],
                 [v.objectness[i] for v in views], self.proposal_nms_thresh, self.proposals_per_image,
+                nms=self.models[0].rpn.nms,
             )
             for i in range(len(images))
         ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from detection.modeling.boxes import resized_shape, scale_boxes
+from detection.modeling.boxes import scale_boxes
 from detection.modeling.faster_rcnn import FasterRCNN, ImageBatch
 
 __all__ = ["CANONICAL_AREA", "MultiScaleDetector", "Pyramid", "choose_levels"]
@@ -71,11 +71,10 @@ class MultiScaleDetector(nn.Module):
         if model.training:
             raise RuntimeError("MultiScaleDetector is for inference: call .eval() (train the wrapped detector)")
         original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
-        batch = model.transform(images)
-        features = model.trunk(batch.tensor)
-        proposals, _ = model.rpn(features, batch.image_sizes)
-        pyramid = Pyramid(model, images, self.min_sizes, self.max_size, batch, features, self.levels_per_roi)
-        detections = model.roi_heads.detect(pyramid.score, proposals)
+        opened = model.propose(images)
+        batch = opened.batch
+        pyramid = Pyramid(model, images, self.min_sizes, self.max_size, batch, opened.features, self.levels_per_roi)
+        detections = model.roi_heads.detect(pyramid.score, opened.proposals)
         return model.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
     def extra_repr(self) -> str:
@@ -105,7 +104,8 @@ class Pyramid:
         # Per image, each level's scale factor relative to the test-scale image (heights: the rule keeps aspect).
         self.scales = [
             torch.tensor(
-                [resized_shape(int(i.shape[-2]), int(i.shape[-1]), s, max_size)[0] / th for s in min_sizes],
+                [model.transform.test_size(int(i.shape[-2]), int(i.shape[-1]), min_size=s, max_size=max_size)[0] / th
+                 for s in min_sizes],
                 device=test_features.device,
             )
             for i, (th, _) in zip(images, self.test_sizes)

@@ -30,16 +30,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from backbones import build_resnet, load_weights
 from backbones.checkpoint import CheckpointError, load_array_pickle, safe_torch_load
 from detection.build import build_detector
-from detection.config import Config
+from detection.config import Config, load_config
 from detection.devkit import VOC_CLASSES
 from detection.modeling.anchors import cell_anchors
+from detection.weights.transfer import backbone_state_dict
 
 __all__ = [
     "COCO_CLASSES",
+    "CONFIGS",
     "Detectron2Architecture",
+    "Detectron2Conversion",
     "convert_detectron2",
+    "convert_detectron2_file",
+    "detectron2_config_file",
     "detectron2_architecture",
     "detectron2_classes",
     "read_detectron2_weights",
@@ -76,6 +82,8 @@ _FIXED = {
     "roi_heads.box_predictor.bbox_pred.bias": "roi_heads.predictor.bbox_pred.bias",
 }
 _CELL_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"  # older detectron2 checkpoints store them
+# This toolkit's versions of detectron2's configs (one per model-zoo detector; docs/model_zoo.md).
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "detectron2"
 
 
 @dataclass(frozen=True)
@@ -229,3 +237,64 @@ def _check_stored_constant(key: str, value: Tensor, cfg: Config) -> None:
         raise ValueError(f"the checkpoint's {key} {value.reshape(-1).tolist()} differs from input.{name} "
                          f"{configured.tolist()}")
 
+
+
+def detectron2_config_file(arch: Detectron2Architecture) -> Path:
+    """The ``configs/detectron2`` file for a checkpoint: the VOC one for 20 classes, else COCO 3x of its depth."""
+    if arch.num_classes == 20:
+        return CONFIGS / "faster_rcnn_R_50_C4_voc.yaml"
+    return CONFIGS / f"faster_rcnn_R_{arch.depth}_C4_3x.yaml"
+
+
+@dataclass(frozen=True)
+class Detectron2Conversion:
+    """A detectron2 checkpoint converted (:func:`convert_detectron2_file`): the detector's state dict, the config
+    that describes it (and reproduces detectron2's inference), where both came from."""
+
+    path: Path
+    arch: Detectron2Architecture
+    config_file: Path
+    cfg: Config
+    state: dict[str, Tensor]
+
+    def detector_checkpoint(self) -> dict[str, Any]:
+        """A toolkit detector checkpoint: weights, the whole config, the class names, the source."""
+        a = self.arch
+        source = {"format": "detectron2", "file": str(self.path), "config_file": str(self.config_file),
+                  "architecture": {"depth": a.depth, "base_width": a.base_width, "num_classes": a.num_classes,
+                                   "num_anchors": a.num_anchors}}
+        return {"model": self.state, "config": self.cfg.to_dict(), "classes": detectron2_classes(a.num_classes),
+                "source": source}
+
+    def backbone_checkpoint(self) -> dict[str, Any]:
+        """Only its ResNet (COCO-trained conv1…conv5_x, MSRA style), for ``model.backbone.weights`` when
+        fine-tuning a new detector; checked by loading it into ``build_resnet``."""
+        model = build_detector(self.cfg)
+        model.load_state_dict(self.state)
+        backbone = backbone_state_dict(model)
+        a = self.arch
+        load_weights(build_resnet(a.depth, base_width=a.base_width, style="msra"), backbone, ignore=("fc.",))
+        return {"model": backbone, "config": {"arch": f"resnet{a.depth}", "style": "msra", "source": str(self.path)}}
+
+    def summary(self) -> str:
+        a = self.arch
+        classes = {80: " (COCO)", 20: " (VOC)"}.get(a.num_classes, "") if detectron2_classes(a.num_classes) else ""
+        return (f"detectron2 ResNet-{a.depth} C4 (width {a.base_width}), {a.num_classes} classes{classes}, "
+                f"config {self.config_file}")
+
+
+def convert_detectron2_file(
+    path: str | Path, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Detectron2Conversion:
+    """Read and convert a detectron2 C4 checkpoint (:func:`read_detectron2_weights`, :func:`convert_detectron2`)
+    with ``config`` (default: :func:`detectron2_config_file` with the checkpoint's width and class count; every
+    other setting, detectron2's inference, from that file) and ``key=value`` ``overrides``. Raises
+    ``CheckpointError`` (the file), ``ConfigError`` or ``ValueError`` (checkpoint and config disagree)."""
+    path = Path(path)
+    weights = read_detectron2_weights(path)
+    arch = detectron2_architecture(weights)
+    if config is None:
+        config = detectron2_config_file(arch)
+        overrides = [f"model.backbone.base_width={arch.base_width}", f"num_classes={arch.num_classes}", *overrides]
+    cfg = load_config(config, list(overrides))
+    return Detectron2Conversion(path, arch, Path(config), cfg, convert_detectron2(weights, cfg))

@@ -21,8 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from backbones.checkpoint import CheckpointError, load_checkpoint
+from detection.modeling.box_head import conv5_of
+from detection.modeling.faster_rcnn import FasterRCNN
 
-__all__ = ["COCO_VOC_NAMES", "CLASS_LAYERS", "TransferReport", "load_detector_weights", "match_classes"]
+__all__ = ["COCO_VOC_NAMES", "CLASS_LAYERS", "TransferReport", "backbone_state_dict", "load_detector_weights",
+           "match_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +140,11 @@ def _copy_class_rows(
         report.copied.append(f"{name} (rows of {len(pairs)} classes{' + background' if background else ''})")
     else:
         report.kept[name] = "class-specific, and no class in common"
+
+
+def backbone_state_dict(model: FasterRCNN) -> dict[str, Tensor]:
+    """The detector's ResNet (conv1…conv4_x of the trunk, conv5_x of the box head) under the classifier's keys
+    (``layer3.5.conv2.weight``, no ``fc``): what ``model.backbone.weights`` loads into a new detector
+    (``detection.build.load_backbone_weights``, of which this is the inverse)."""
+    conv5 = conv5_of(model.roi_heads.box_head)
+    return {**model.trunk.body.state_dict(), **conv5.state_dict()}

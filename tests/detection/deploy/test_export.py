@@ -72,6 +72,22 @@ def test_refinement_and_voting_are_refused() -> None:
         ExportDetector(tiny_model("model.roi_heads.box_voting=true"), (64, 96))
 
 
+def test_detectron2_resize_is_refused() -> None:
+    """``input.resize_mode=detectron2`` resizes the uint8 image with PIL, outside any graph."""
+    with pytest.raises(ExportError, match="resize_mode=detectron2"):
+        ExportDetector(tiny_model("input.resize_mode=detectron2"), (64, 96))
+
+
+def test_empty_boxes_after_top_k_export(tmp_path: Path) -> None:
+    """detectron2's empty-box rule (clip to the input, drop empty boxes after the top k) is part of the graph:
+    ONNX and the torch.export program give the eager model's detections on images that get resized."""
+    model = tiny_model("model.roi_heads.empty_boxes=after_top_k")
+    images = [to_tensor(render_image(np.random.default_rng(i), 70, 90)[0]) for i in range(2)]
+    assert check_program(model, export_program(model, tmp_path / "d2.pt2", 70, 90), images)["detections"] > 0
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert check_onnx(model, export_onnx(model, tmp_path / "d2.onnx", 70, 90), images)["detections"] > 0
+
+
 @pytest.mark.parametrize("size", [(64, 96), (70, 90)])
 def test_torch_export_program_matches_the_eager_model(tmp_path: Path, size: tuple[int, int]) -> None:
     model = tiny_model()

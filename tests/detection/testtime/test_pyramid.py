@@ -60,6 +60,25 @@ def test_pyramid_of_the_test_scale_equals_single_scale(switches):
             assert torch.equal(a[key], b[key]), key
 
 
+def test_pyramid_follows_detectrons_test_path_too():
+    """With ``input.resize_mode=detectron2`` every pyramid level is resized as the model's test scale is (PIL on
+    whole grey levels, ``int(x + 0.5)`` sizes: 149 × 128 → 75 × 64, where ``round`` gives 74), so a pyramid of the
+    test scale still equals single scale, and the levels' scale factors follow that rule."""
+    cfg = tiny_config(**{"input.resize_mode": "detectron2", "model.roi_heads.empty_boxes": "after_top_k"})
+    model = build(cfg)
+    g = torch.Generator().manual_seed(3)
+    pictures = [torch.randint(0, 256, (3, 149, 128), generator=g).float() / 255]
+    pyramid = MultiScaleDetector(model, min_sizes=[cfg.input.test_min_size], max_size=cfg.input.test_max_size)
+    with torch.inference_mode():
+        opened = model.propose(pictures)
+        single, multi = model(pictures), pyramid(pictures)
+        levels = Pyramid(model, pictures, [32, 64], cfg.input.test_max_size, opened.batch, opened.features)
+    assert opened.batch.image_sizes == [(75, 64)]
+    assert levels.scales[0].tolist() == pytest.approx([37 / 75, 1.0])  # level 32: 37.25 × 32 → 37 × 32
+    for a, b in zip(single, multi):
+        assert len(a["boxes"]) > 0 and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_pyramid_of_the_test_scale_equals_single_scale_on_the_factored_head():
     cfg = tiny_config(depth=50, box_refinement=True, box_voting=True, global_context=True)
     model = optimize_for_inference(build(cfg))

@@ -4,6 +4,12 @@ tools/convert_weights.py).
 The fixture under fixtures/detectron2_r50_c4/ was written by tools/dev/make_detectron2_fixture.py with detectron2
 itself: a model-zoo ``.pkl`` of its R50-C4 at width 6 (random weights, fixed seed; detectron2's own loader read it
 back) and detectron2's proposals and detections on three generated images. Nothing here imports detectron2.
+
+``outputs_resized.npz`` (weights: ``model_final.pkl`` with a few box regressors shifted, ``border_weights``) holds
+the whole test path — resize, model, boxes back to the
+original image, empty boxes dropped — on images that get enlarged, shrunk and capped; its ``source`` field says
+whether detectron2 wrote it or the script's ``--semantics`` mode (detectron2's documented semantics around the
+network that ``outputs.npz`` checks), see docs/model_zoo.md.
 """
 
 from __future__ import annotations
@@ -14,17 +20,19 @@ import os
 import pickle
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from backbones.checkpoint import CheckpointError, load_checkpoint
 from detection.build import build_detector, load_backbone_weights, load_detector
 from detection.config import Config, load_config
 from detection.modeling.anchors import cell_anchors
+from detection.modeling.boxes import resized_shape
+from detection.modeling.faster_rcnn import detectron2_resized_shape, pil_resize
 from detection.weights.detectron2 import (
     COCO_CLASSES,
     convert_detectron2,
@@ -39,7 +47,7 @@ BOX_TOL, SCORE_TOL = 1e-3, 1e-5
 
 
 def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name.replace("/", "."), ROOT / "tools" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -88,20 +96,116 @@ def match_one_to_one(ours: np.ndarray, theirs: np.ndarray, tol: float) -> list[i
     return found
 
 
+@pytest.fixture(scope="module")
+def resized_outputs() -> dict[str, np.ndarray]:
+    with np.load(FIXTURE / "outputs_resized.npz", allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def converted_border(
+    tmp_path_factory: pytest.TempPathFactory, outputs: dict[str, np.ndarray], resized_outputs: dict[str, np.ndarray]
+) -> Path:
+    """The fixture's weights with boxes pushed to the border (the fixture script's ``border_weights``), converted
+    by the tool with the R50-C4 1x config, at the resized fixture's test scale."""
+    folder = tmp_path_factory.mktemp("zoo")
+    out, border = folder / "r50_c4_border.pth", folder / "model_border.pkl"
+    load_tool("dev/make_detectron2_fixture").border_weights(FIXTURE / "model_final.pkl", border)
+    r = resized_outputs
+    convert_tool().main([
+        "--from", "detectron2", str(border), "--output", str(out),
+        "--config", str(ROOT / "configs" / "detectron2" / "faster_rcnn_R_50_C4_1x.yaml"), *fixture_sizes(outputs),
+        f"model.rpn.pre_nms_top_n_test={int(r['pre_nms_topk'])}",
+        f"model.rpn.post_nms_top_n_test={int(r['post_nms_topk'])}",
+        f"input.test_min_size={int(r['test_min_size'])}", f"input.test_max_size={int(r['test_max_size'])}",
+    ])
+    return out
+
+
+def unmatched_detections(detections: dict[str, torch.Tensor], fixture: dict[str, np.ndarray], i: int) -> int:
+    """How many of the fixture's detections of image ``i`` have no detection here with the same class, the box
+    within ``BOX_TOL`` and the score within ``SCORE_TOL`` (one-to-one); every one when the counts differ."""
+    far = 1e4  # a class difference puts rows far apart
+    ours = np.concatenate((detections["boxes"].numpy(), far * (detections["labels"].numpy()[:, None] - 1),
+                           detections["scores"].numpy()[:, None] / SCORE_TOL * BOX_TOL), 1)
+    want = np.concatenate((fixture[f"boxes_{i}"], far * fixture[f"classes_{i}"][:, None],
+                           fixture[f"scores_{i}"][:, None] / SCORE_TOL * BOX_TOL), 1)
+    if ours.shape != want.shape:
+        return len(want)
+    return match_one_to_one(ours, want, BOX_TOL).count(-1)
+
+
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255  # RGB [0, 1], as the data pipeline decodes
+
+
+def test_the_whole_test_path_is_detectron2s(converted_border: Path, resized_outputs: dict[str, np.ndarray]) -> None:
+    """With configs/detectron2, images at any size give detectron2's ``DefaultPredictor`` detections: its resize
+    (``int(x + 0.5)`` sizes, PIL bilinear on ``uint8``), boxes scaled back and clipped, empty boxes dropped after
+    the top 100. The fixture's images are enlarged, shrunk (one side lands on .5, where ``round`` would give
+    another size) and capped by the longer side; some of its top-100 boxes collapse at the border."""
+    model, cfg, _ = load_detector(converted_border)
+    model.eval()
+    assert cfg.input.resize_mode == "detectron2" and cfg.model.roi_heads.empty_boxes == "after_top_k"
+    r = resized_outputs
+    kinds, dropped, other_rounding = set(), 0, 0
+    for i in range(int(r["num_images"])):
+        rgb = r[f"image_{i}"]
+        (h, w), resized = rgb.shape[:2], tuple(int(v) for v in r[f"resized_size_{i}"])
+        assert model.transform.test_size(h, w) == resized, f"image {i}: {(h, w)} resized to another size"
+        kinds.add("enlarged" if resized[0] > h else "shrunk")
+        other_rounding += resized_shape(h, w, int(r["test_min_size"]), int(r["test_max_size"])) != resized
+        with torch.no_grad():
+            (detections,) = model([image_tensor(rgb)])
+        assert len(detections["boxes"]) == len(r[f"boxes_{i}"]), f"image {i}: {len(detections['boxes'])} detections"
+        assert unmatched_detections(detections, r, i) == 0, f"image {i}: detections differ from the fixture's"
+        dropped += int(r[f"raw_count_{i}"]) - len(r[f"boxes_{i}"])
+    assert kinds == {"enlarged", "shrunk"} and other_rounding > 0 and dropped > 0  # the fixture covers each case
+
+
+def test_the_toolkits_own_test_path_differs_on_those_images(
+    converted_border: Path, resized_outputs: dict[str, np.ndarray]
+) -> None:
+    """The switch matters: the paper's pipeline (float resize, thin boxes dropped before NMS) on the same weights
+    gives other detections on the resized fixture (the differences docs/model_zoo.md describes)."""
+    model, _, _ = load_detector(converted_border,
+                                overrides=["input.resize_mode=float", "model.roi_heads.empty_boxes=before_nms"])
+    model.eval()
+    r = resized_outputs
+    differing = 0
+    for i in range(int(r["num_images"])):
+        with torch.no_grad():
+            (detections,) = model([image_tensor(r[f"image_{i}"])])
+        differing += unmatched_detections(detections, r, i) > 0
+    assert differing == int(r["num_images"])
+
+
+def test_detectron2_resize_rule_and_pil_resize() -> None:
+    """detectron2's ``ResizeShortestEdge``: the shorter side to ``short``, both scaled again if the longer exceeds
+    ``max_size``, then ``int(x + 0.5)``; the ``uint8`` image resized by PIL, whole grey levels in and out."""
+    assert detectron2_resized_shape(480, 640, 800, 1333) == (800, 1067)  # COCO's common size, enlarged
+    assert detectron2_resized_shape(256, 301, 128, 200) == (128, 151)  # 150.5 → 151 (round() gives 150)
+    assert resized_shape(256, 301, 128, 200) == (128, 150)
+    assert detectron2_resized_shape(400, 2000, 800, 1333) == (267, 1333)  # capped by the longer side
+    rgb = np.random.default_rng(0).integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    for size in ((60, 86), (20, 29), (37, 53)):  # enlarged, shrunk (antialiased), the same size (a copy)
+        ours = pil_resize(image_tensor(rgb), size)
+        theirs = np.array(Image.fromarray(rgb).resize(size[::-1], Image.Resampling.BILINEAR))
+        assert torch.equal(ours, image_tensor(theirs))
+
+
 def test_converted_model_reproduces_detectron2(converted: Path, outputs: dict[str, np.ndarray]) -> None:
     model, cfg, classes = load_detector(converted)
     model.eval()
     assert classes == detectron2_classes(20) and cfg.model.backbone.style == "msra"
     total_detections = 0
-    seen: dict[str, Any] = {}  # the padded batch and the proposals, from the one forward pass
-    model.transform.register_forward_hook(lambda m, i, o: seen.__setitem__("batch", o))
-    model.rpn.register_forward_hook(lambda m, i, o: seen.__setitem__("proposals", o[0]))
     for i in range(int(outputs["num_images"])):
         image = torch.from_numpy(outputs[f"image_{i}"]).permute(2, 0, 1).float() / 255  # RGB [0, 1]
         with torch.no_grad():
             (detections,) = model([image])
-        assert seen["batch"].tensor.shape[-2:] == image.shape[-2:]  # neither resized nor padded
-        proposals = seen["proposals"]
+            opened = model.propose([image])  # the same opening as the forward pass: batch, features, proposals
+        assert opened.batch.tensor.shape[-2:] == image.shape[-2:]  # neither resized nor padded
+        proposals = opened.proposals
 
         theirs = outputs[f"proposals_{i}"]
         assert proposals[0].shape == theirs.shape
@@ -122,21 +226,26 @@ def test_converted_model_reproduces_detectron2(converted: Path, outputs: dict[st
     assert total_detections > 0
 
 
+@pytest.mark.parametrize("fixture", ["test_scale", "resized"])
 def test_test_det_writes_detectron2s_detections_with_coco_category_ids(
-    tmp_path: Path, converted: Path, outputs: dict[str, np.ndarray]
+    tmp_path: Path, request: pytest.FixtureRequest, outputs: dict[str, np.ndarray], fixture: str
 ) -> None:
     """One command: ``tools/test_det.py`` on the converted checkpoint and a COCO-layout split of the fixture's
     images (PNG, lossless) whose 20 category ids are sparse. Its results JSON holds detectron2's detections, each
-    with the COCO id of its class (detectron2's class c is the (c+1)-th smallest id, as in its COCO datasets)."""
+    with the COCO id of its class (detectron2's class c is the (c+1)-th smallest id, as in its COCO datasets):
+    at the test scale, and on the images the model resizes (decoded, resized, boxes scaled back, empty ones
+    dropped as detectron2 does)."""
+    converted = request.getfixturevalue("converted" if fixture == "test_scale" else "converted_border")
+    fixed = outputs if fixture == "test_scale" else request.getfixturevalue("resized_outputs")
     root = tmp_path / "coco"
     cat_ids = [3 * k + 2 for k in range(int(outputs["num_classes"]))]
     images, annotations = [], []
-    for i in range(int(outputs["num_images"])):
-        rgb = outputs[f"image_{i}"]
+    for i in range(int(fixed["num_images"])):
+        rgb = fixed[f"image_{i}"]
         (root / "val").mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(root / "val" / f"{i}.png"), np.ascontiguousarray(rgb[:, :, ::-1]))
         images.append({"id": 100 + i, "file_name": f"{i}.png", "height": rgb.shape[0], "width": rgb.shape[1]})
-        for j, (box, c) in enumerate(zip(outputs[f"gt_boxes_{i}"], outputs[f"gt_classes_{i}"])):
+        for j, (box, c) in enumerate(zip(fixed[f"gt_boxes_{i}"], fixed[f"gt_classes_{i}"])):
             x0, y0, x1, y1 = (float(v) for v in box)
             annotations.append({"id": 1000 * i + j, "image_id": 100 + i, "category_id": cat_ids[int(c)],
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
@@ -152,17 +261,17 @@ def test_test_det_writes_detectron2s_detections_with_coco_category_ids(
                           "--no-optimize", "--no-progress", "data.num_workers=0"])
     assert code == 0
     results = json.loads((tmp_path / "out" / "coco_results_val.json").read_text())
-    for i in range(int(outputs["num_images"])):
+    for i in range(int(fixed["num_images"])):
         mine = [r for r in results if r["image_id"] == 100 + i]
         far = 1e4
         ours = np.array([[x, y, x + w, y + h, far * cat_ids.index(r["category_id"])]
                          for r in mine for x, y, w, h in [r["bbox"]]], dtype=np.float32)
-        want = np.concatenate((outputs[f"boxes_{i}"], far * outputs[f"classes_{i}"][:, None]), 1)
+        want = np.concatenate((fixed[f"boxes_{i}"], far * fixed[f"classes_{i}"][:, None]), 1)
         assert ours.shape == want.shape
         matched = match_one_to_one(ours, want, BOX_TOL)
         assert -1 not in matched, f"image {i}: {matched.count(-1)} of detectron2's detections unmatched"
         scores = np.array([r["score"] for r in mine])
-        assert np.abs(scores[matched] - outputs[f"scores_{i}"]).max() <= SCORE_TOL
+        assert np.abs(scores[matched] - fixed[f"scores_{i}"]).max() <= SCORE_TOL
 
 
 def test_training_losses_equal_detectron2s(converted: Path, outputs: dict[str, np.ndarray]) -> None:
