@@ -8,8 +8,8 @@ back) and detectron2's proposals and detections on three generated images. Nothi
 ``outputs_resized.npz`` (weights: ``model_final.pkl`` with a few box regressors shifted, ``border_weights``) holds
 the whole test path — resize, model, boxes back to the
 original image, empty boxes dropped — on images that get enlarged, shrunk and capped; its ``source`` field says
-whether detectron2 wrote it or the script's ``--semantics`` mode (detectron2's documented semantics around the
-network that ``outputs.npz`` checks), see docs/model_zoo.md.
+that detectron2 wrote it (the script's ``--semantics`` mode, for machines without detectron2, writes
+"semantics"), see docs/model_zoo.md.
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ def test_the_whole_test_path_is_detectron2s(converted_border: Path, resized_outp
     model.eval()
     assert cfg.input.resize_mode == "detectron2" and cfg.model.roi_heads.empty_boxes == "after_top_k"
     r = resized_outputs
+    assert str(r["source"]) == "detectron2", "outputs_resized.npz was not written by detectron2 (docs/model_zoo.md)"
     kinds, dropped, other_rounding = set(), 0, 0
     for i in range(int(r["num_images"])):
         rgb = r[f"image_{i}"]
