@@ -27,7 +27,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +175,7 @@ class TrainLoop:
         self.stop_signal: int | None = None  # set by loop_guard.stop_signals' SIGTERM / SIGINT handler
 
     # --- what a subclass brings ------------------------------------------------------------------------------
-    def batches(self) -> Iterator[tuple[Any, ...]]:
+    def batches(self) -> Iterable[tuple[Any, ...]]:
         """The training batches from ``self.state`` on, each a tuple of :meth:`forward`'s arguments."""
         raise NotImplementedError
 
@@ -221,7 +221,9 @@ class TrainLoop:
 
     def save(self, final: bool = False) -> None:
         if self.rank == 0:
-            self.last_checkpoint = self.checkpoints.save(self.state.iteration, self.checkpoint_state())
+            path = self.checkpoints.path(self.state.iteration)
+            if not (final and self.last_checkpoint == path):  # the periodic save of the last iteration has it
+                self.last_checkpoint = self.checkpoints.save(self.state.iteration, self.checkpoint_state())
             if final:
                 save_checkpoint(self.output_dir / "model_final.pth", self.final_state())
         if final:
