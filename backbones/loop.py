@@ -127,6 +127,7 @@ class LoopOptions:
     checkpoint_period: int = 0  # 0: only at the end (and on a stop signal)
     keep_checkpoints: int = 3
     checkpoint_prefix: str = "model"  # model_0000100.pth (detection, localisation), checkpoint_… (classification)
+    numbered_final: bool = True  # False: the last iteration leaves model_final.pth only (the localiser's stages)
     amp: bool = False
     clip_grad_norm: float = 0.0
     skip_nonfinite: bool = False
@@ -204,6 +205,11 @@ class TrainLoop:
         return (o.eval_period > 0 and iteration % o.eval_period == 0) or (o.eval_at_end and iteration == o.max_iter)
 
     # --- checkpoints ----------------------------------------------------------------------------------------
+    def checkpoint_due(self, iteration: int) -> bool:
+        o = self.options
+        return bool(o.checkpoint_period) and iteration % o.checkpoint_period == 0 and (
+            o.numbered_final or iteration < o.max_iter)
+
     def checkpoint_state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -222,7 +228,7 @@ class TrainLoop:
     def save(self, final: bool = False) -> None:
         if self.rank == 0:
             path = self.checkpoints.path(self.state.iteration)
-            if not (final and self.last_checkpoint == path):  # the periodic save of the last iteration has it
+            if not final or (self.options.numbered_final and self.last_checkpoint != path):  # not twice
                 self.last_checkpoint = self.checkpoints.save(self.state.iteration, self.checkpoint_state())
             if final:
                 save_checkpoint(self.output_dir / "model_final.pth", self.final_state())
@@ -343,7 +349,7 @@ class TrainLoop:
                         self.log(values, bar)
                     self.evaluate_if_due()  # before the checkpoint, which then holds what evaluation decided
                     self.scheduler.apply(self.state.iteration)
-                    if o.checkpoint_period and self.state.iteration % o.checkpoint_period == 0:
+                    if self.checkpoint_due(self.state.iteration):
                         self.save()
                     if runtime.any_true(self.stop_signal is not None):  # every worker stops at the same step
                         bar.close()
