@@ -11,7 +11,7 @@ subclasses that bring their model, data, losses and evaluation; everything else 
     save / stop                               # numbered checkpoints; SIGTERM / SIGINT -> checkpoint, then stop
 
 A learning-rate schedule is a function of the iteration (``lr_at(iteration) -> lr``; :class:`WarmupStepLR` is the
-paper's warm-up + step decay); one with ``state_dict`` / ``load_state_dict`` (the classifier's warm-up that ends on
+paper's warm-up + step decay; both in ``backbones/loop_schedule.py``); one with ``state_dict`` / ``load_state_dict`` (the classifier's warm-up that ends on
 the training error) is checkpointed with the loop. Evaluation is a callable ``eval_fn(iteration) -> dict`` run on
 every rank (a rank that does not evaluate returns ``{}``) when :meth:`TrainLoop.eval_due`.
 
@@ -28,7 +28,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from backbones.checkpoint import (
 )
 from backbones.loop_guard import TrainingInterrupted, stop_signals
 from backbones.loop_monitor import IterationTimer, MetricsLog, peak_memory_mb, training_log_line
+from backbones.loop_schedule import LRSchedule, WarmupStepLR
 
 __all__ = ["LRSchedule", "LoopOptions", "NonFiniteLossError", "TrainLoop", "TrainState", "WarmupStepLR", "step_seed"]
 
@@ -72,53 +73,6 @@ def step_seed(seed: int, iteration: int, rank: int) -> int:
     drew before it (DataLoader iterators draw a base seed when created: at epoch start in a full run, at the
     resume point in a resumed one)."""
     return ((seed * 1_000_003 + iteration) * 1_000_003 + rank) % 2**63
-
-
-@dataclass
-class WarmupStepLR:
-    """``base_lr`` × linear warm-up from ``warmup_factor`` to 1 over ``warmup_iters`` × ``gamma`` at each step."""
-
-    base_lr: float
-    steps: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    warmup_iters: int = 0
-    warmup_factor: float = 1.0
-
-    def factor(self, iteration: int) -> float:
-        factor = self.gamma ** sum(1 for s in self.steps if iteration >= s)
-        if iteration < self.warmup_iters:
-            alpha = iteration / self.warmup_iters
-            factor *= self.warmup_factor * (1 - alpha) + alpha
-        return factor
-
-    def __call__(self, iteration: int) -> float:
-        return self.base_lr * self.factor(iteration)
-
-
-class LRSchedule:
-    """Sets every param group's learning rate to ``lr_at(iteration)``. ``last_epoch`` is the iteration last
-    applied (torch's scheduler name for it)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, lr_at: Callable[[int], float]) -> None:
-        self.optimizer, self.lr_at, self.last_epoch = optimizer, lr_at, 0
-
-    def apply(self, iteration: int) -> float:
-        lr = self.lr_at(iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.last_epoch = iteration
-        return lr
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"last_epoch": self.last_epoch}
-        if hasattr(self.lr_at, "state_dict"):
-            state["lr_at"] = self.lr_at.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.last_epoch = int(state.get("last_epoch", 0))
-        if "lr_at" in state and hasattr(self.lr_at, "load_state_dict"):
-            self.lr_at.load_state_dict(state["lr_at"])
 
 
 @dataclass
