@@ -11,9 +11,10 @@ subclasses that bring their model, data, losses and evaluation; everything else 
     save / stop                               # numbered checkpoints; SIGTERM / SIGINT -> checkpoint, then stop
 
 A learning-rate schedule is a function of the iteration (``lr_at(iteration) -> lr``; :class:`WarmupStepLR` is the
-paper's warm-up + step decay; both in ``backbones/loop_schedule.py``); one with ``state_dict`` / ``load_state_dict`` (the classifier's warm-up that ends on
-the training error) is checkpointed with the loop. Evaluation is a callable ``eval_fn(iteration) -> dict`` run on
-every rank (a rank that does not evaluate returns ``{}``) when :meth:`TrainLoop.eval_due`.
+paper's warm-up + step decay; both in ``backbones/loop_schedule.py``); one with ``state_dict`` /
+``load_state_dict`` (the classifier's warm-up that ends on the training error) is checkpointed with the loop.
+Evaluation is a callable ``eval_fn(iteration) -> dict`` run on every rank (a rank that does not evaluate returns
+``{}``) when :meth:`TrainLoop.eval_due`.
 
 Exact resumption: the checkpoint holds model, optimizer, schedule, loss scaler, RNG states and :class:`TrainState`
 (iteration, epoch, position in the epoch); each subclass's ``batches()`` restarts its data from that state, and
