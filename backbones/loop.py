@@ -125,6 +125,7 @@ class TrainLoop:
         self.state = TrainState()
         self.consecutive_skips = 0
         self.last_checkpoint: Path | None = None
+        self.saved_iteration: int | None = None
         self.timer = IterationTimer(window=options.log_period)
         self.writer: Any = None
         self.metrics_log = MetricsLog(None)
@@ -181,6 +182,7 @@ class TrainLoop:
         }
 
     def save(self, final: bool = False) -> None:
+        self.saved_iteration = self.state.iteration  # on every rank (only rank 0 knows the file)
         if self.rank == 0:
             path = self.checkpoints.path(self.state.iteration)
             if not final or (self.options.numbered_final and self.last_checkpoint != path):  # not twice
@@ -224,7 +226,7 @@ class TrainLoop:
         set_rng_state(ckpt["rng"])
         self.load_extra_state(ckpt)
         self.scheduler.apply(self.state.iteration)
-        self.last_checkpoint = path
+        self.last_checkpoint, self.saved_iteration = path, self.state.iteration
         logger.info("resumed from %s at iteration %d", path, self.state.iteration)
         return True
 
@@ -327,7 +329,7 @@ class TrainLoop:
         """Save a checkpoint at the current iteration (unless the periodic one just did) and raise
         :class:`TrainingInterrupted`; every worker gets here at the same iteration (``runtime.any_true``)."""
         path = self.checkpoints.path(self.state.iteration)
-        if self.last_checkpoint != path:
+        if self.saved_iteration != self.state.iteration:
             self.save()
         self.close_outputs()
         signum = self.stop_signal or signal.SIGTERM

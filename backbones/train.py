@@ -270,6 +270,7 @@ class ClassifierLoop(TrainLoop):
                            if val_set is not None else None)  # fmt: skip
         self.history: list[dict[str, Any]] = []
         self.window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, errors, images since last eval
+        self.window_sum = self.window.clone()
         self.last_step: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (loss, logits, targets)
         self.t0 = time.time()
 
@@ -330,11 +331,22 @@ class ClassifierLoop(TrainLoop):
                 self.writer.add_scalar(f"train/{key}", entry[key], done)
         return val
 
+    def save(self, final: bool = False) -> None:
+        # The statistics since the last history entry, summed over the ranks: a stop between two evaluations must
+        # resume them (rank 0 takes the sum back, the others start from zero; the next entry sums all ranks).
+        self.window_sum = self.window.clone()
+        if self.world_size > 1:
+            dist.all_reduce(self.window_sum)
+        super().save(final)
+
     def extra_state(self) -> dict[str, Any]:
-        return {"config": self.run_config, "classes": self.train_set.classes, "history": self.history}
+        return {"config": self.run_config, "classes": self.train_set.classes, "history": self.history,
+                "window": self.window_sum.tolist()}  # fmt: skip
 
     def load_extra_state(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("history", []))
+        if "window" in checkpoint and self.rank == 0:
+            self.window = torch.tensor(checkpoint["window"], dtype=torch.float64, device=self.device)
 
     def final_state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "config": self.run_config, "classes": self.train_set.classes,
