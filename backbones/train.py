@@ -1,7 +1,9 @@
 """Iteration-based classifier training with the paper's recipes (Sec. 3.4 ImageNet, Sec. 4.2 CIFAR).
 
-One process per device; under `torchrun` the model is wrapped in DistributedDataParallel (nccl on CUDA, gloo on
-CPU), each rank reads its own shard of every global batch, and only rank 0 writes files. A run is a pure function
+The loop itself (AMP, checkpoints, resume, preemption, logging) is `backbones/loop.py`; this file brings the
+data, the model's loss, the recipe's schedule and the evaluation. One process per device; under `torchrun` the
+model is wrapped in DistributedDataParallel (nccl on CUDA, gloo on CPU), each rank reads its own shard of every
+global batch, and only rank 0 writes files. A run is a pure function
 of (config, seed): the batch at iteration t and its augmentation are derived from (seed, epoch, index), so
 `resume=True` continues from the latest good checkpoint and reaches the same weights as an uninterrupted run.
 """
@@ -12,7 +14,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
-from tqdm import tqdm
 
 from backbones import runtime
-from backbones.checkpoint import CheckpointRotation, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from backbones.classify import arch_depth, build_classifier, evaluate, is_cifar_arch
 from backbones.data import (
     IMAGENET_MEAN,
@@ -41,6 +41,8 @@ from backbones.data import (
     pixel_mean_std,
     worker_init,
 )
+from backbones.loop import LoopOptions, TrainLoop
+from backbones.loop_guard import locked_output_dir, signal_safe_worker_init
 from backbones.synthetic import write_synthetic_cifar
 
 logger = logging.getLogger(__name__)
@@ -158,6 +160,9 @@ class RecipeSchedule:
             if self.bad_evals >= self.plateau_patience:
                 self.drops, self.bad_evals = self.drops + 1, 0
 
+    def __call__(self, iteration: int) -> float:  # the loop's schedule: a function of the iteration
+        return self.lr_at(iteration)
+
     def state_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("warming_up", "recent_errors", "drops", "best", "bad_evals")}
 
@@ -239,136 +244,150 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+class ClassifierLoop(TrainLoop):
+    """The classifier on :class:`backbones.loop.TrainLoop`: cross-entropy on keyed batches, the recipe's schedule
+    (:class:`RecipeSchedule`) and, every ``eval_every`` iterations and at the end, a history entry (training
+    loss and error since the last one, validation errors) in ``metrics.json``."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, train_set: KeyedDataset, val_set: KeyedDataset | None,
+                 normalizer: Normalizer, device: torch.device, run_config: dict[str, Any]) -> None:  # fmt: skip
+        assert cfg.iters is not None and cfg.batch_size is not None and cfg.lr is not None
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)  # fmt: skip
+        patience = cfg.plateau_patience if cfg.lr_schedule == "plateau" else None
+        self.recipe = RecipeSchedule(optimizer, cfg.lr, cfg.lr_steps or [], warmup=bool(cfg.warmup),
+                                     warmup_error=cfg.warmup_error, plateau_patience=patience)  # fmt: skip
+        options = LoopOptions(max_iter=cfg.iters, checkpoint_period=cfg.ckpt_every or 0,
+                              keep_checkpoints=cfg.keep_checkpoints, checkpoint_prefix="checkpoint", amp=cfg.amp,
+                              progress=cfg.progress, desc=cfg.arch or "train", eval_period=cfg.eval_every or 0,
+                              eval_at_end=True, eval_tag="val")  # fmt: skip
+        super().__init__(model=model, optimizer=optimizer, lr_at=self.recipe, device=device,
+                         output_dir=Path(cfg.output_dir), options=options, eval_fn=self.record_history)  # fmt: skip
+        self.cfg, self.train_set, self.normalizer, self.run_config = cfg, train_set, normalizer, run_config
+        self.per_rank = cfg.batch_size // self.world_size
+        self.channels_last = device.type == "cuda"
+        self.val_loader = (eval_loader(val_set, self.per_rank, cfg.workers, self.rank, self.world_size)
+                           if val_set is not None else None)  # fmt: skip
+        self.history: list[dict[str, Any]] = []
+        self.window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, errors, images since last eval
+        self.window_sum = self.window.clone()
+        self.last_step: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (loss, logits, targets)
+        self.t0 = time.time()
+
+    def batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = TrainBatchSampler(len(self.train_set), self.per_rank, rank=self.rank, world=self.world_size,
+                                    seed=self.cfg.seed, start=self.state.iteration, stop=self.options.max_iter)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.cfg.workers,
+                          pin_memory=self.device.type == "cuda",
+                          worker_init_fn=signal_safe_worker_init(worker_init))  # fmt: skip
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.normalizer(images.to(self.device, non_blocking=True))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = targets.to(self.device, non_blocking=True)
+        logits = self.ddp_model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        self.last_step = (loss, logits, y)
+        return {"loss_cls": loss}
+
+    def after_step(self, values: dict[str, float]) -> None:
+        assert self.last_step is not None
+        loss, logits, y = self.last_step
+        stats = torch.stack([loss.detach().double() * len(y), (logits.argmax(1) != y).sum().double(),
+                             torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])  # fmt: skip
+        self.window += stats
+        if self.recipe.warming_up:  # every rank must leave warm-up at the same step
+            if self.world_size > 1:
+                dist.all_reduce(stats)
+            self.recipe.observe_train_error(100.0 * stats[1].item() / stats[2].item())
+            if not self.recipe.warming_up:
+                logger.info("warm-up done at iteration %d: train error < %g%%, lr back to base",
+                            self.state.iteration, self.cfg.warmup_error)
+
+    def record_history(self, done: int) -> dict[str, Any]:
+        """A history entry (all ranks take part); returns the validation metrics for the loop to record."""
+        if self.world_size > 1:
+            dist.all_reduce(self.window)
+        w = self.window
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate of the step just taken
+        entry: dict[str, Any] = {"iteration": done, "lr": lr, "train_loss": w[0].item() / max(w[2].item(), 1),
+                                 "train_error": 100.0 * w[1].item() / max(w[2].item(), 1)}  # fmt: skip
+        self.window.zero_()
+        val: dict[str, Any] = {}
+        if self.val_loader is not None:
+            val = evaluate(self.model, self.val_loader, self.normalizer, "center", device=self.device,
+                           amp=self.cfg.amp)  # fmt: skip
+            entry.update(val)
+            self.recipe.observe_eval_error(entry["top1_error"])
+        self.history.append(entry)
+        text = f"  val top-1 {entry['top1_error']:.2f}%  top-5 {entry['top5_error']:.2f}%" if val else ""
+        logger.info(f"iter {done:>7}/{self.cfg.iters}  lr {lr:.3g}  train loss {entry['train_loss']:.4f}  "
+                    f"train err {entry['train_error']:.2f}%{text}  ({time.time() - self.t0:.0f} s)")  # fmt: skip
+        if self.rank == 0:
+            _write_json(self.output_dir / "metrics.json", {"config": self.run_config, "history": self.history})
+        if self.writer is not None:
+            for key in ("train_loss", "train_error"):
+                self.writer.add_scalar(f"train/{key}", entry[key], done)
+        return val
+
+    def save(self, final: bool = False) -> None:
+        # The statistics since the last history entry, summed over the ranks: a stop between two evaluations must
+        # resume them (rank 0 takes the sum back, the others start from zero; the next entry sums all ranks).
+        self.window_sum = self.window.clone()
+        if self.world_size > 1:
+            dist.all_reduce(self.window_sum)
+        super().save(final)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"config": self.run_config, "classes": self.train_set.classes, "history": self.history,
+                "window": self.window_sum.tolist()}  # fmt: skip
+
+    def load_extra_state(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("history", []))
+        if "window" in checkpoint and self.rank == 0:
+            self.window = torch.tensor(checkpoint["window"], dtype=torch.float64, device=self.device)
+
+    def final_state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "config": self.run_config, "classes": self.train_set.classes,
+                "iteration": self.options.max_iter}  # fmt: skip
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train a classifier; returns the metrics dict also written (rank 0) to `output_dir/metrics.json`."""
     cfg = config.resolve()
-    assert cfg.iters is not None and cfg.batch_size is not None and cfg.arch is not None
-    assert cfg.eval_every is not None and cfg.ckpt_every is not None and cfg.lr is not None
+    assert cfg.batch_size is not None and cfg.arch is not None
     device = runtime.pick_device(cfg.device)
     rank, world = runtime.init_distributed(device)
     out = Path(cfg.output_dir)
-    runtime.setup_logging(out, rank)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} ranks")
-    per_rank = cfg.batch_size // world
+    with locked_output_dir(out, rank):
+        runtime.setup_logging(out, rank)
+        if cfg.batch_size % world:
+            raise ValueError(f"batch size {cfg.batch_size} is not divisible by {world} ranks")
+        torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+        train_set, val_set, normalizer = build_datasets(cfg, rank)
+        normalizer = normalizer.to(device)
+        model = build_classifier(cfg.arch, num_classes=len(train_set.classes), base_width=cfg.base_width,
+                                 shortcut=cfg.shortcut).to(device)  # fmt: skip
+        if cfg.sync_bn and world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        run_config = {**dataclasses.asdict(cfg), "normalizer": normalizer.to_config(), "world_size": world}
+        loop = ClassifierLoop(cfg, model, train_set, val_set, normalizer, device, run_config)
+        if cfg.resume:
+            loop.resume()
+        loop.run()
 
-    torch.manual_seed(cfg.seed)  # identical initialisation on every rank
-    train_set, val_set, normalizer = build_datasets(cfg, rank)
-    normalizer = normalizer.to(device)
-    model = build_classifier(cfg.arch, num_classes=len(train_set.classes), base_width=cfg.base_width,
-                             shortcut=cfg.shortcut).to(device)  # fmt: skip
-    if cfg.sync_bn and world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    patience = cfg.plateau_patience if cfg.lr_schedule == "plateau" else None
-    schedule = RecipeSchedule(optimizer, cfg.lr, cfg.lr_steps or [], warmup=bool(cfg.warmup),
-                              warmup_error=cfg.warmup_error, plateau_patience=patience)  # fmt: skip
-    scaler = runtime.grad_scaler(device, cfg.amp)
-    run_config = {**dataclasses.asdict(cfg), "normalizer": normalizer.to_config(), "world_size": world}
-
-    start, history = 0, []
-    checkpoints = CheckpointRotation(out, prefix="checkpoint", keep=cfg.keep_checkpoints)
-    if cfg.resume and rank == 0:
-        checkpoints.remove_partial_writes()
-    ckpt_path = checkpoints.newest() if cfg.resume else None
-    if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start, history = int(ckpt["iteration"]), list(ckpt.get("history", []))
-        set_rng_state(ckpt["rng"])
-        logger.info("resumed from %s at iteration %d", ckpt_path, start)
-    net = runtime.data_parallel(model, device)
-
-    batches = TrainBatchSampler(len(train_set), per_rank, rank=rank, world=world, seed=cfg.seed,
-                                start=start, stop=cfg.iters)  # fmt: skip
-    loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=worker_init)  # fmt: skip
-    val_loader = eval_loader(val_set, per_rank, cfg.workers, rank, world) if val_set is not None else None
-
-    bar = tqdm(total=cfg.iters, initial=start, disable=rank != 0 or not cfg.progress, dynamic_ncols=True, desc=cfg.arch)
-    window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, errors, images since last eval
-    writer = runtime.summary_writer(out, rank)  # TensorBoard scalars, as the detection trainer writes
-    t0 = time.time()
-    model.train()
-    for it, (images, targets) in zip(range(start, cfg.iters), loader):
-        lr = schedule.set_lr(it)
-        x = normalizer(images.to(device, non_blocking=True))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = targets.to(device, non_blocking=True)
-        with runtime.autocast(device, cfg.amp):
-            logits = net(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-        stats = torch.stack([loss.detach().double() * len(y), (logits.argmax(1) != y).sum().double(),
-                             torch.tensor(float(len(y)), dtype=torch.float64, device=device)])  # fmt: skip
-        window += stats
-        if schedule.warming_up:  # every rank must leave warm-up at the same step
-            if world > 1:
-                dist.all_reduce(stats)
-            schedule.observe_train_error(100.0 * stats[1].item() / stats[2].item())
-            if not schedule.warming_up:
-                logger.info("warm-up done at iteration %d: train error < %g%%, lr back to base", it + 1,
-                            cfg.warmup_error)
-        if rank == 0 and (it % 10 == 0 or it + 1 == cfg.iters):
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
-        bar.update(1)
-
-        done = it + 1
-        if done % cfg.eval_every == 0 or done == cfg.iters:
-            if world > 1:
-                dist.all_reduce(window)
-            entry: dict[str, Any] = {"iteration": done, "lr": lr,
-                                     "train_loss": window[0].item() / max(window[2].item(), 1),
-                                     "train_error": 100.0 * window[1].item() / max(window[2].item(), 1)}  # fmt: skip
-            window.zero_()
-            if val_loader is not None:
-                entry.update(evaluate(model, val_loader, normalizer, "center", device=device, amp=cfg.amp))
-                schedule.observe_eval_error(entry["top1_error"])
-            history.append(entry)
-            val = f"  val top-1 {entry['top1_error']:.2f}%  top-5 {entry['top5_error']:.2f}%" if val_loader else ""
-            logger.info(f"iter {done:>7}/{cfg.iters}  lr {lr:.3g}  train loss {entry['train_loss']:.4f}  "
-                        f"train err {entry['train_error']:.2f}%{val}  ({time.time() - t0:.0f} s)")  # fmt: skip
-            if rank == 0:
-                _write_json(out / "metrics.json", {"config": run_config, "history": history})
-            if writer is not None:
-                for key, value in entry.items():
-                    if key != "iteration":
-                        group = "train" if key.startswith("train") or key == "lr" else "val"
-                        writer.add_scalar(f"{group}/{key}", value, done)
-                writer.flush()
-        if done % cfg.ckpt_every == 0 or done == cfg.iters:
-            if rank == 0:
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(), "iteration": done,
-                         "rng": get_rng_state(), "config": run_config, "classes": train_set.classes,
-                         "history": history}  # fmt: skip
-                checkpoints.save(done, state)
-            runtime.barrier()
-    bar.close()
-    if writer is not None:
-        writer.close()
-
+    history = loop.history
     final = history[-1] if history else {}
     metrics = {
         "config": run_config,
         "final": {k: final.get(k) for k in ("iteration", "top1_error", "top5_error", "train_loss", "train_error")},
         "history": history,
-        "train_time_s": time.time() - t0,
+        "train_time_s": time.time() - loop.t0,
     }
     if rank == 0:
-        save_checkpoint(out / "model_final.pth", {"model": model.state_dict(), "config": run_config,
-                                                  "classes": train_set.classes, "iteration": cfg.iters})  # fmt: skip
         _write_json(out / "metrics.json", metrics)
     runtime.barrier()
     return metrics

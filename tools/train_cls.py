@@ -5,7 +5,8 @@
     python tools/train_cls.py --dataset imagefolder --data-root data/shapes_cls --arch resnet18 --base-width 16 \\
         --image-size 64 --iters 300 --batch-size 64
 
-Defaults are the paper's recipes (see docs/classification.md); every flag left out keeps the recipe value.
+Defaults are the paper's recipes (see docs/classification.md); every flag left out keeps the recipe value. SIGTERM /
+Ctrl-C save a checkpoint at the current iteration and stop (exit 143 / 130); --resume continues exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from backbones.loop_guard import RunDirError, TrainingInterrupted
 from backbones.train import DATASETS, TrainConfig, train
 from detection.engine.cli import add_amp, add_data_root, add_device, add_no_progress, add_output_dir, tool_parser
 
@@ -98,4 +100,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except TrainingInterrupted as exc:  # SIGTERM / Ctrl-C: a checkpoint at the current iteration (--resume)
+        print(f"stopped: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -9,7 +9,8 @@
 
 ``--data-root`` holds ``ILSVRC/`` and ``LOC_synset_mapping.txt`` / ``LOC_*_solution.csv`` (docs/localization.md).
 Stage ``rcnn`` loads the trained per-class RPN (``--weights``) for its proposals. Trailing ``key=value`` arguments
-override the config. ``--resume`` continues from the newest good checkpoint.
+override the config. ``--amp`` trains in mixed precision. SIGTERM / Ctrl-C save a checkpoint at the current iteration
+and stop (exit code 143 / 130); ``--resume`` continues from the newest good checkpoint, exactly.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import sys
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from backbones.checkpoint import CheckpointError
+from backbones.checkpoint import CheckpointError, CheckpointWriteError
+from backbones.loop_guard import RunDirError, TrainingInterrupted
 from backbones.weights import WeightsError
 from detection.config import ConfigError
 from detection.engine.cli import (
+    add_amp,
     add_config,
     add_data_root,
     add_device,
@@ -54,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_dir(p, "output/loc")
     add_weights(p, "stage rcnn: the trained per-class RPN, stage rpn's model_final.pth", old=("--rpn-weights",))
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --output-dir")
+    add_amp(p)
     add_device(p)
     add_no_progress(p)
     add_overrides(p)
@@ -68,15 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg = load_loc_config(args.config, args.overrides)
-        common = dict(resume=args.resume, progress=not args.no_progress, device_name=args.device)
+        common = dict(resume=args.resume, progress=not args.no_progress, device_name=args.device, amp=args.amp)
         if args.stage == "rpn":
             final = train_rpn(cfg, args.data_root, args.output_dir, **common)
         else:
             final = train_rcnn(cfg, args.data_root, args.weights, args.output_dir, **common)
+    except TrainingInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before training started (reading data, proposals): nothing to save
+        print("stopped: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CheckpointError, WeightsError, DatasetError, FloatingPointError, ValueError) as exc:
+    except (RunDirError, CheckpointWriteError, CheckpointError, WeightsError, DatasetError, FloatingPointError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{args.stage}: weights in {final}")

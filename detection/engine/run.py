@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from backbones.loop_guard import locked_output_dir
 from backbones.runtime import barrier, cleanup, init_distributed, pick_device, setup_logging
 from detection.build import build_detector, build_test_detector, load_backbone_weights
 from detection.config import Config
@@ -31,8 +32,7 @@ from detection.engine.own_data import (
     own_split_name,
     report_empty_images,
 )
-from detection.engine.preemption import stop_signals
-from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
+from detection.engine.run_dir import refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
 from detection.fast.optimize import optimize_for_inference, optimize_for_training
 from detection.weights.transfer import load_detector_weights
@@ -95,16 +95,10 @@ def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
     (:mod:`detection.engine.run_dir`)."""
     device = pick_device(opts.device)
     rank, world_size = init_distributed(device)
-    lock = RunLock(opts.output_dir)
-    if rank == 0:
-        prepare_output_dir(opts.output_dir)
-        lock.acquire()
-    try:
+    with locked_output_dir(opts.output_dir, rank):
         if rank == 0 and not opts.resume:
             refuse_foreign_checkpoints(opts.output_dir)
         return _train(cfg, opts, device, rank, world_size)
-    finally:
-        lock.release()
 
 
 def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world_size: int) -> dict[str, Any] | None:
@@ -137,8 +131,7 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
         load_backbone_weights(trainer.model, cfg)
         if cfg.model.weights:  # e.g. COCO-trained weights for VOC fine-tuning (Tables 10/11, "baseline+++")
             load_detector_weights(trainer.model, cfg.model.weights, classes=dataset.classes)
-    with stop_signals(trainer):  # SIGTERM / Ctrl-C: checkpoint at the current iteration, then TrainingInterrupted
-        trainer.run()
+    trainer.run()  # SIGTERM / Ctrl-C: a checkpoint at the current iteration, then TrainingInterrupted
     skipped = len(getattr(dataset, "skipped", []))
     if skipped:
         logger.warning("%d unreadable training images were skipped (see the warnings above)", skipped)

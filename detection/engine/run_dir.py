@@ -1,10 +1,8 @@
 """One output folder, one training run: the folder is checked before any work, locked while a run trains in it, and
 its checkpoints carry the identity (config hash) of the run that wrote them.
 
-- :func:`prepare_output_dir`: the output path must be (or become) a writable folder; one clear error otherwise.
-- :class:`RunLock`: ``OUTPUT_DIR/train.lock`` held with ``flock`` for the whole run. The kernel drops the lock when
-  the process ends, however it ends, so a crashed or SIGKILLed run never leaves the folder locked; the file itself
-  stays (it only records the last holder's pid and host, for the error message).
+- :func:`prepare_output_dir`, :class:`RunLock` (``OUTPUT_DIR/train.lock`` held with ``flock``): the same for every
+  trainer, so they live with the one training loop in ``backbones/loop_guard.py``; importable from here too.
 - :func:`config_hash` / :func:`check_same_run`: the hash of the config a run trains with (everything except
   ``data.num_workers``, which does not change results), stored in each checkpoint; ``--resume`` compares it.
 - :func:`refuse_foreign_checkpoints`: a new run (no ``--resume``) into a folder that already holds numbered
@@ -16,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from backbones.checkpoint import CheckpointRotation
+from backbones.loop_guard import RunDirError, RunLock, prepare_output_dir
 from detection.config import ConfigError, config_from_dict
 
 __all__ = [
@@ -38,71 +35,6 @@ logger = logging.getLogger(__name__)
 
 # Results do not depend on the number of loading workers (docs/reliability.md), so changing it resumes the same run.
 _NOT_IDENTITY = (("data", "num_workers"),)
-
-
-class RunDirError(RuntimeError):
-    """The output folder cannot hold this run: not a writable folder, locked by another run, or holding another
-    run's checkpoints."""
-
-
-def prepare_output_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and check that files can be written in it; :class:`RunDirError` otherwise."""
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"output path {path} exists and is not a folder; pass a folder to --output-dir")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RunDirError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
-    return path
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``directory/train.lock``; use as a context manager or ``acquire``/``release``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / "train.lock"
-        self._file: Any = None
-
-    def acquire(self) -> RunLock:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX (Windows): no flock; the folder checks still apply
-            logger.warning("no file locking on this platform; %s is not protected against a second run", self.path)
-            return self
-        try:
-            handle = open(self.path, "a+")  # noqa: SIM115 - held open for the whole run on purpose
-        except OSError as exc:
-            raise RunDirError(f"cannot create lock file {self.path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown process"
-            handle.close()
-            raise RunDirError(
-                f"another training run ({holder}) is using {self.path.parent}; wait for it to finish or pass a new "
-                "--output-dir"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        self._file = handle
-        return self
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing the descriptor drops the flock
-            self._file = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

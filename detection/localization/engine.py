@@ -6,17 +6,21 @@
   test views) plus the ground-truth boxes are the RoIs; RoI-centric mini-batches of ``rcnn_solver.batch_size``
   warped crops fine-tune a fresh copy of the classification network with per-class cls/reg fc layers.
 
-Both run under ``python`` and ``torchrun`` (DDP, each rank a shard of every batch), write ``log.txt``, numbered
-checkpoints through :class:`~backbones.checkpoint.CheckpointRotation` and ``model_final.pth``, and ``resume=True``
-continues from the newest good checkpoint: the batch of iteration t is a pure function of (seed, t), so a resumed
-run reads what the uninterrupted one would have.
+Both train on the toolkit's one loop (:class:`LocLoop`, a :class:`backbones.loop.TrainLoop`): ``python`` or
+``torchrun`` (DDP, each rank a shard of every batch), ``amp=True`` for mixed precision, a locked output folder,
+``log.txt`` / ``metrics.jsonl`` / TensorBoard, numbered checkpoints and ``model_final.pth``; SIGTERM / SIGINT save a
+checkpoint at the current iteration and stop, and ``resume=True`` continues from the newest good checkpoint
+exactly: the batch of iteration t is a pure function of (seed, t) and the torch RNG is reseeded before every step
+(``backbones.loop.step_seed``), so a resumed run reads and samples what the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +31,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from backbones import load_weights, runtime
-from backbones.checkpoint import CheckpointRotation, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from backbones.checkpoint import load_checkpoint, save_checkpoint
 from backbones.classify import build_classifier
 from backbones.data import IMAGENET_MEAN, IMAGENET_STD, Normalizer, worker_init
+from backbones.loop import LoopOptions, TrainLoop
+from backbones.loop_guard import locked_output_dir, signal_safe_worker_init
 from backbones.train import TrainBatchSampler
 from detection.data.io import read_image
 from detection.devkit import from_devkit_boxes
@@ -103,73 +109,83 @@ def _lr_at(solver: SolverLocConfig, it: int) -> float:
     return lr
 
 
-def _train_loop(model: nn.Module, batches: Callable[[int], Any], solver: SolverLocConfig, out: Path, *,
-                device: torch.device, state_extra: dict[str, Any], resume: bool, progress: bool, desc: str) -> Path:
-    """SGD over ``batches(start)`` (an iterable of argument tuples for ``model.losses``) for ``solver.max_iter``
-    iterations; checkpoints, resumption and logging. Returns ``out/model_final.pth``."""  # fmt: skip
-    rank = runtime.get_rank()
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=solver.lr, momentum=solver.momentum,
-                                weight_decay=solver.weight_decay)  # fmt: skip
-    rotation = CheckpointRotation(out, prefix="model", keep=solver.keep_checkpoints)
-    start = 0
-    if resume:
-        if rank == 0:
-            rotation.remove_partial_writes()
-        newest = rotation.newest()
-        if newest is not None:
-            ckpt = load_checkpoint(newest)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            set_rng_state(ckpt["rng"])
-            start = int(ckpt["iteration"])
-            logger.info("resumed from %s at iteration %d", newest, start)
-    net = runtime.data_parallel(_Losses(model), device)
-    model.train()
-    bar = tqdm(total=solver.max_iter, initial=start, desc=desc, disable=not progress or rank != 0, dynamic_ncols=True)
-    t0 = time.time()
-    for it, args in zip(range(start, solver.max_iter), batches(start)):
-        lr = _lr_at(solver, it)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        losses = net(*args)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: non-finite loss at iteration {it}: {losses}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.update(1)
-        done = it + 1
-        if done % solver.log_period == 0 or done == solver.max_iter:
-            values = runtime.all_reduce_mean({k: float(v.detach()) for k, v in losses.items()})
-            text = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
-            logger.info(f"{desc} iter {done}/{solver.max_iter}  lr {lr:.3g}  {text}  ({time.time() - t0:.0f} s)")
-        if done % solver.checkpoint_period == 0 and done < solver.max_iter and rank == 0:
-            rotation.save(done, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "iteration": done, "rng": get_rng_state(), **state_extra})  # fmt: skip
-    bar.close()
-    final = out / "model_final.pth"
-    if rank == 0:
-        save_checkpoint(final, {"model": model.state_dict(), "iteration": solver.max_iter, **state_extra})
-    runtime.barrier()
-    return final
+class LocLoop(TrainLoop):
+    """One stage of the localiser on :class:`backbones.loop.TrainLoop`: SGD on ``model.losses(*batch)`` over
+    ``make_batches(start)`` (the batches from iteration ``start`` on) with :func:`_lr_at`'s schedule. Numbered
+    checkpoints serve ``--resume`` of an unfinished stage; a finished one leaves ``model_final.pth``."""
+
+    def __init__(self, model: nn.Module, make_batches: Callable[[int], Iterable[tuple[Any, ...]]],
+                 solver: SolverLocConfig, out: Path, *, device: torch.device, state_extra: dict[str, Any],
+                 amp: bool, seed: int, progress: bool, desc: str) -> None:  # fmt: skip
+        model.to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=solver.lr, momentum=solver.momentum,
+                                    weight_decay=solver.weight_decay)  # fmt: skip
+        options = LoopOptions(max_iter=solver.max_iter, checkpoint_period=solver.checkpoint_period,
+                              keep_checkpoints=solver.keep_checkpoints, checkpoint_prefix="model", amp=amp,
+                              seed=seed, log_period=solver.log_period, progress=progress, desc=desc,
+                              numbered_final=False)  # fmt: skip
+        super().__init__(model=model, optimizer=optimizer, lr_at=functools.partial(_lr_at, solver), device=device,
+                         output_dir=out, options=options, train_module=_Losses(model))  # fmt: skip
+        self.make_batches, self.state_extra = make_batches, state_extra
+
+    def batches(self) -> Iterable[tuple[Any, ...]]:
+        return self.make_batches(self.state.iteration)
+
+    def extra_state(self) -> dict[str, Any]:
+        return dict(self.state_extra)
+
+    def final_state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "iteration": self.options.max_iter, **self.state_extra}
 
 
-def _setup(out: Path, device_name: str) -> tuple[torch.device, int, int]:
+@dataclass
+class StageRun:
+    """Where and how a stage trains: device, this worker's rank and the worker count, and the tool's flags."""
+
+    device: torch.device
+    rank: int
+    world: int
+    resume: bool = False
+    amp: bool = False
+    progress: bool = True
+
+
+@contextlib.contextmanager
+def _stage_run(out: Path, device_name: str, **flags: bool) -> Iterator[StageRun]:
+    """Join torchrun's workers (if any) and, on rank 0, check and lock the output folder for the stage."""
     device = runtime.pick_device(device_name)
     rank, world = runtime.init_distributed(device)
-    runtime.setup_logging(out, rank)
-    return device, rank, world
+    with locked_output_dir(out, rank):
+        runtime.setup_logging(out, rank)
+        yield StageRun(device, rank, world, **flags)
+    runtime.cleanup()
+
+
+def _train_stage(model: nn.Module, make_batches: Callable[[int], Iterable[tuple[Any, ...]]],
+                 solver: SolverLocConfig, out: Path, run: StageRun, *, seed: int, state_extra: dict[str, Any],
+                 desc: str) -> Path:  # fmt: skip
+    """Train one stage (``run.resume``: from the newest good checkpoint); returns ``out/model_final.pth``."""
+    loop = LocLoop(model, make_batches, solver, out, device=run.device, state_extra=state_extra, amp=run.amp,
+                   seed=seed, progress=run.progress, desc=desc)  # fmt: skip
+    if run.resume:
+        loop.resume()
+    loop.run()
+    return out / "model_final.pth"
 
 
 # ---------------------------------------------------------------------------------------------- stage 1: RPN
 
 
 def train_rpn(cfg: LocConfig, data_root: Path, out: Path, *, resume: bool = False, progress: bool = True,
-              device_name: str = "auto") -> Path:  # fmt: skip
-    """Fine-tune the classification network (``net.weights``) as the per-class RPN; returns the final weights."""
-    device, rank, world = _setup(out, device_name)
+              device_name: str = "auto", amp: bool = False) -> Path:  # fmt: skip
+    """Fine-tune the classification network (``net.weights``) as the per-class RPN; returns the final weights.
+    ``amp``: mixed precision (``backbones.runtime.amp_dtype``)."""
+    with _stage_run(out, device_name, resume=resume, amp=amp, progress=progress) as run:
+        return _train_rpn(cfg, data_root, out, run)
+
+
+def _train_rpn(cfg: LocConfig, data_root: Path, out: Path, run: StageRun) -> Path:
+    device, rank, world = run.device, run.rank, run.world
     data = read_cls_loc(data_root, "train")
     _check_classes(cfg, data.wnids)
     torch.manual_seed(cfg.seed)
@@ -184,15 +200,12 @@ def train_rpn(cfg: LocConfig, data_root: Path, out: Path, *, resume: bool = Fals
         sampler = TrainBatchSampler(len(dataset), cfg.solver.batch_size // world, rank=rank, world=world,
                                     seed=cfg.seed, start=start, stop=cfg.solver.max_iter)  # fmt: skip
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate_loc,
-                            worker_init_fn=worker_init)  # fmt: skip
+                            worker_init_fn=signal_safe_worker_init(worker_init))  # fmt: skip
         for images, boxes, labels in loader:
             yield normalizer(images.to(device)), [b.to(device) for b in boxes], labels.to(device)
 
     extra = {"config": cfg.to_dict(), "classes": data.wnids, "normalizer": normalizer.to_config(), "stage": "rpn"}
-    final = _train_loop(model, batches, cfg.solver, out, device=device, state_extra=extra, resume=resume,
-                        progress=progress, desc="rpn")  # fmt: skip
-    runtime.cleanup()
-    return final
+    return _train_stage(model, batches, cfg.solver, out, run, seed=cfg.seed, state_extra=extra, desc="rpn")
 
 
 def _check_classes(cfg: LocConfig, wnids: list[str]) -> None:
@@ -291,10 +304,15 @@ class RoIBatchSampler:
 
 
 def train_rcnn(cfg: LocConfig, data_root: Path, rpn_weights: Path, out: Path, *, resume: bool = False,
-               progress: bool = True, device_name: str = "auto") -> Path:  # fmt: skip
+               progress: bool = True, device_name: str = "auto", amp: bool = False) -> Path:  # fmt: skip
     """Stage 2: proposals from the trained RPN (cached in ``out/proposals.pth``), then R-CNN fine-tuning of the
     classification network ``net.weights``; returns the final weights."""
-    device, rank, world = _setup(out, device_name)
+    with _stage_run(out, device_name, resume=resume, amp=amp, progress=progress) as run:
+        return _train_rcnn(cfg, data_root, rpn_weights, out, run)
+
+
+def _train_rcnn(cfg: LocConfig, data_root: Path, rpn_weights: Path, out: Path, run: StageRun) -> Path:
+    device, rank, world = run.device, run.rank, run.world
     data = read_cls_loc(data_root, "train")
     _check_classes(cfg, data.wnids)
     cache = out / "proposals.pth"
@@ -304,7 +322,7 @@ def train_rcnn(cfg: LocConfig, data_root: Path, rpn_weights: Path, out: Path, *,
         rpn, _, rpn_normalizer = load_rpn(rpn_weights, device)
         proposals = [
             rpn_proposals(rpn, r, r.label, cfg, rpn_normalizer)
-            for r in tqdm(data.records, desc="proposals", disable=not progress or rank != 0)
+            for r in tqdm(data.records, desc="proposals", disable=not run.progress or rank != 0)
         ]
         if rank == 0:
             save_checkpoint(cache, {"proposals": proposals, "rpn": str(rpn_weights)})
@@ -323,15 +341,13 @@ def train_rcnn(cfg: LocConfig, data_root: Path, rpn_weights: Path, out: Path, *,
     def batches(start: int) -> Any:
         sampler = RoIBatchSampler(rois.positive_all, solver.batch_size, cfg.rcnn.positive_fraction, rank=rank,
                                   world=world, seed=cfg.seed, start=start, stop=solver.max_iter)  # fmt: skip
-        loader = DataLoader(rois, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init)
+        loader = DataLoader(rois, batch_sampler=sampler, num_workers=cfg.workers,
+                            worker_init_fn=signal_safe_worker_init(worker_init))
         for crops, labels, positive, targets in loader:
             yield normalizer(crops.to(device)), labels.to(device), positive.to(device), targets.to(device)
 
     extra = {"config": cfg.to_dict(), "classes": data.wnids, "normalizer": normalizer.to_config(), "stage": "rcnn"}
-    final = _train_loop(model, batches, solver, out, device=device, state_extra=extra, resume=resume,
-                        progress=progress, desc="rcnn")  # fmt: skip
-    runtime.cleanup()
-    return final
+    return _train_stage(model, batches, solver, out, run, seed=cfg.seed, state_extra=extra, desc="rcnn")
 
 
 def load_rcnn(path: Path, device: torch.device) -> tuple[RCNNLocalizer, Normalizer]:

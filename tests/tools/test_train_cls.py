@@ -169,3 +169,40 @@ def test_recipe_schedule_steps_warmup_and_plateau() -> None:
         1e-4,
         (256, 480),
     )
+
+
+def test_sigterm_saves_the_current_iteration_and_resume_is_exact(
+    tiny_cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one loop's preemption for the classifier: SIGTERM mid-step 2 → checkpoint_0000003.pth, then --resume
+    reaches the uninterrupted run's weights, history and metrics.jsonl (timings aside)."""
+    import signal
+
+    from backbones.loop_guard import TrainingInterrupted
+
+    common = ("--iters", "6", "--eval-every", "2", "--ckpt-every", "4")
+    _tool("train_cls").main(_args(tiny_cifar, tmp_path / "whole", *common))
+    original = backbones.train.ClassifierLoop.forward
+
+    def forward(self: backbones.train.ClassifierLoop, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.state.iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *batch)
+
+    monkeypatch.setattr(backbones.train.ClassifierLoop, "forward", forward)
+    with pytest.raises(TrainingInterrupted, match=r"SIGTERM at iteration 3 of 6; checkpoint .*checkpoint_0000003"):
+        _tool("train_cls").main(_args(tiny_cifar, tmp_path / "parts", *common))
+    monkeypatch.setattr(backbones.train.ClassifierLoop, "forward", original)
+    resumed = _tool("train_cls").main(_args(tiny_cifar, tmp_path / "parts", "--resume", *common))
+
+    a = torch.load(tmp_path / "whole" / "model_final.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "parts" / "model_final.pth", weights_only=True)["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert resumed["history"] == json.loads((tmp_path / "whole" / "metrics.json").read_text())["history"]
+
+    def lines(run: str) -> list[dict]:
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k not in ("time", "data_time", "memory_mb", "eta_s")} for row in rows]
+
+    assert lines("parts") == lines("whole")
+    assert [row["iteration"] for row in lines("whole")] == [2, 4, 6, 6]  # evaluations at 2, 4, 6; the log line at 6

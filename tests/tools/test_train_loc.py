@@ -4,6 +4,8 @@ dense testing; the CSVs read back by tools/eval_imagenet.py give the numbers tes
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +87,87 @@ def test_rcnn_stage_needs_the_rpn(pipeline: tuple[Path, Path], capsys: pytest.Ca
     root, tmp = pipeline
     assert train_loc.main(["rcnn", "--data-root", str(root), "--output-dir", str(tmp / "x")]) == 2
     assert "needs --weights (the trained per-class RPN)" in capsys.readouterr().err
+
+
+# --- the one training loop's guarantees, for the localiser (as tests/tools/test_train_det_run_dir.py for detection)
+def _rpn(pipeline: tuple[Path, Path], out: Path, *extra: str) -> int:
+    root, tmp = pipeline
+    return train_loc.main(["rpn", "--data-root", str(root), "--no-progress", "--output-dir", str(out), *extra,
+                           f"net.weights={tmp / 'cls' / 'model_final.pth'}", "solver.max_iter=4", *TINY])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rpn_reference(pipeline: tuple[Path, Path]) -> Path:
+    """An uninterrupted 4-iteration per-class RPN run in fp32."""
+    out = pipeline[1] / "rpn_reference"
+    assert _rpn(pipeline, out) == 0
+    return out
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def _without_timing(path: Path) -> list[dict]:
+    timing = ("time", "data_time", "memory_mb", "eta_s")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in path.read_text().splitlines()]
+
+
+def test_sigterm_saves_the_current_iteration_and_resume_is_exact(
+    pipeline: tuple[Path, Path], rpn_reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM arrives during step 0 (as a scheduler sends it, mid-step): the step finishes, model_0000001.pth is
+    written, exit code 143; --resume then reaches the uninterrupted run's weights and metrics.jsonl exactly."""
+    from detection.localization.model import PerClassRPN
+
+    original = PerClassRPN.losses
+    calls = []
+
+    def losses(self: PerClassRPN, *args: object) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args)
+
+    monkeypatch.setattr(PerClassRPN, "losses", losses)
+    out = tmp_path / "rpn"
+    handler = signal.getsignal(signal.SIGTERM)
+    assert _rpn(pipeline, out) == 143
+    assert signal.getsignal(signal.SIGTERM) is handler
+    saved = out / "model_0000001.pth"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"stopped: training stopped by SIGTERM at iteration 1 of 4; checkpoint {saved} saved; continue with --resume")
+    assert torch.load(saved, weights_only=True)["iteration"] == 1 and not (out / "model_final.pth").exists()
+    monkeypatch.setattr(PerClassRPN, "losses", original)
+
+    assert _rpn(pipeline, out, "--resume") == 0
+    assert f"resumed from {saved} at iteration 1" in (out / "log.txt").read_text()
+    resumed, reference = _weights(out / "model_final.pth"), _weights(rpn_reference / "model_final.pth")
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        assert torch.equal(resumed[key], reference[key]), key
+    lines = _without_timing(out / "metrics.jsonl")
+    assert [line["iteration"] for line in lines] == [1, 2, 3, 4]  # solver.log_period=1; cut back to 1, then on
+    assert lines == _without_timing(rpn_reference / "metrics.jsonl")
+    assert {"lr", "loss", "loss_cls", "loss_box"} <= set(lines[0])
+
+
+def test_amp_trains_in_bfloat16_on_the_cpu(pipeline: tuple[Path, Path], rpn_reference: Path, tmp_path: Path) -> None:
+    """--amp end to end: autocast really runs (the weights differ from fp32's) and they stay finite."""
+    out = tmp_path / "amp"
+    assert _rpn(pipeline, out, "--amp") == 0
+    amp, fp32 = _weights(out / "model_final.pth"), _weights(rpn_reference / "model_final.pth")
+    assert all(torch.isfinite(v).all() for v in amp.values() if v.is_floating_point())
+    assert any(not torch.equal(amp[k], fp32[k]) for k in fp32 if fp32[k].is_floating_point())
+
+
+def test_a_second_run_in_a_locked_folder_is_refused(
+    pipeline: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backbones.loop_guard import RunLock
+
+    with RunLock(tmp_path):
+        assert _rpn(pipeline, tmp_path) == 1
+    assert "another training run" in capsys.readouterr().err
+    assert not list(tmp_path.glob("model_*.pth"))
