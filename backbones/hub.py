@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["DownloadError", "cache_dir", "cached_file", "download", "is_url"]
+__all__ = ["DownloadError", "cache_dir", "cached_file", "download", "file_lock", "is_url"]
 
 CHUNK = 1 << 20
 USER_AGENT = "resdet"
@@ -70,7 +70,7 @@ def download(url: str, *, progress: bool = True, sha256_prefix: str | None = Non
     where = f"download it elsewhere and put it at {dest} (RESDET_CACHE moves the cache)"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(dest.with_name(dest.name + ".lock")):
+        with file_lock(dest.with_name(dest.name + ".lock")):
             if dest.is_file():  # another process finished it while this one waited
                 return dest
             part = dest.with_name(dest.name + ".part")
@@ -130,7 +130,7 @@ def _sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (no locking where ``fcntl`` is missing)."""
     try:
         import fcntl

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.checkpoint import CheckpointError, load_checkpoint
+from detection.weights.zoo import fetch_weights
 
 __all__ = ["COCO_VOC_NAMES", "CLASS_LAYERS", "TransferReport", "load_detector_weights", "match_classes"]
 
@@ -77,7 +78,9 @@ def load_detector_weights(
     model: nn.Module, source: str | Path, *, classes: list[str] | None = None
 ) -> TransferReport:
     """Copy a toolkit detector checkpoint's weights into ``model`` (see the module docstring); ``classes`` are
-    the model's class names (label k is ``classes[k - 1]``). Returns the report (also logged)."""
+    the model's class names (label k is ``classes[k - 1]``); ``source`` may also be a URL or a model-zoo name
+    (detection/weights/zoo.py). Returns the report (also logged)."""
+    source = fetch_weights(source)
     ckpt = load_checkpoint(source)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(source, "not a detector checkpoint (no 'model' state dict)")
