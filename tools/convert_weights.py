@@ -27,18 +27,12 @@ import numpy as np
 from backbones import build_resnet, load_weights
 from backbones.checkpoint import CheckpointError, load_array_pickle, save_checkpoint
 from backbones.weights import convert_msra_caffe
-from detection.config import Config, ConfigError, apply_overrides, load_config
+from detection.config import ConfigError
 from detection.engine.cli import add_config, add_output, add_overrides, add_weights, tool_parser
-from detection.weights.detectron2 import (
-    convert_detectron2,
-    detectron2_architecture,
-    detectron2_classes,
-    read_detectron2_weights,
-)
+from detection.weights.zoo import detectron2_checkpoint
 
 EXAMPLE = ("python tools/convert_weights.py --from detectron2 --weights model_final_f97cb7.pkl "
            "--output weights/r50_c4_3x.pth")
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "detectron2"
 
 
 def read_arrays(path: Path) -> dict[str, Any]:
@@ -69,13 +63,6 @@ def convert_msra(path: Path, depth: int | None, output: Path) -> Path:
     return written
 
 
-def default_detectron2_config(depth: int, num_classes: int) -> Path:
-    """The configs/detectron2 file for a checkpoint: VOC for 20 classes, else COCO 3x of that depth."""
-    if num_classes == 20:
-        return CONFIGS / "faster_rcnn_R_50_C4_voc.yaml"
-    return CONFIGS / f"faster_rcnn_R_{depth}_C4_3x.yaml"
-
-
 def backbone_of(state: dict[str, Any]) -> dict[str, Any]:
     """The detector's conv1…conv4_x and conv5_x under ResNet keys (``layer3.5.conv2.weight``), for
     ``model.backbone.weights`` when fine-tuning on another dataset."""
@@ -85,36 +72,25 @@ def backbone_of(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def convert_d2(path: Path, config: Path | None, overrides: list[str], output: Path, backbone_only: bool) -> Path:
+    # Without --config: the configs/detectron2 file for the checkpoint's depth and classes, with its width and class
+    # count (e.g. a detector trained on another dataset); everything else, detectron2's inference, from the YAML.
     try:
-        weights = read_detectron2_weights(path)
-        arch = detectron2_architecture(weights)
-    except (CheckpointError, ValueError) as e:
-        raise SystemExit(f"{path}: {e}") from e
-    if config is None:
-        # Width and classes follow the checkpoint (e.g. a detector trained on another dataset); everything else,
-        # detectron2's inference, comes from the YAML file.
-        config = default_detectron2_config(arch.depth, arch.num_classes)
-        overrides = [f"model.backbone.base_width={arch.base_width}", f"num_classes={arch.num_classes}", *overrides]
-    try:
-        cfg: Config = apply_overrides(load_config(config), overrides)
-        state = convert_detectron2(weights, cfg)
-    except (ConfigError, ValueError) as e:
-        raise SystemExit(f"{path} with {config}: {e}") from e
+        checkpoint = detectron2_checkpoint(path, config, overrides)
+    except (CheckpointError, ConfigError, ValueError) as e:
+        raise SystemExit(f"{path}{f' with {config}' if config else ''}: {e}") from e
+    arch = checkpoint["source"]["architecture"]
+    depth, width, num_classes = arch["depth"], arch["base_width"], arch["num_classes"]
     if backbone_only:
-        backbone = backbone_of(state)
-        load_weights(build_resnet(arch.depth, base_width=arch.base_width, style="msra"), backbone, ignore=("fc.",))
-        config_record = {"arch": f"resnet{arch.depth}", "style": "msra", "source": str(path)}
+        backbone = backbone_of(checkpoint["model"])
+        load_weights(build_resnet(depth, base_width=width, style="msra"), backbone, ignore=("fc.",))
+        config_record = {"arch": f"resnet{depth}", "style": "msra", "source": str(path)}
         written = save_checkpoint(output, {"model": backbone, "config": config_record})
-        print(f"wrote {written}: the ResNet-{arch.depth} (MSRA style) of {path}, for model.backbone.weights")
+        print(f"wrote {written}: the ResNet-{depth} (MSRA style) of {path}, for model.backbone.weights")
         return written
-    classes = detectron2_classes(arch.num_classes)
-    source = {"format": "detectron2", "file": str(path), "config_file": str(config),
-              "architecture": {"depth": arch.depth, "base_width": arch.base_width,
-                               "num_classes": arch.num_classes, "num_anchors": arch.num_anchors}}
-    written = save_checkpoint(output, {"model": state, "config": cfg.to_dict(), "classes": classes,
-                                       "source": source})
-    print(f"wrote {written}: detectron2 ResNet-{arch.depth} C4 (width {arch.base_width}), {arch.num_classes} classes"
-          f"{' (' + ('COCO' if arch.num_classes == 80 else 'VOC') + ')' if classes else ''}, config {config}")
+    written = save_checkpoint(output, checkpoint)
+    named = f" ({'COCO' if num_classes == 80 else 'VOC'})" if checkpoint["classes"] else ""
+    print(f"wrote {written}: detectron2 ResNet-{depth} C4 (width {width}), {num_classes} classes{named}, "
+          f"config {checkpoint['source']['config_file']}")
     return written
 
 

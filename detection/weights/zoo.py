@@ -115,17 +115,21 @@ def zoo_config(depth: int, num_classes: int) -> Path:
     return CONFIGS / f"faster_rcnn_R_{depth}_C4_3x.yaml"
 
 
-def detectron2_checkpoint(path: Path, config: Path | None = None, overrides: Sequence[str] = ()) -> dict:
+def detectron2_checkpoint(path: Path, config: Path | None = None, overrides: Sequence[str] = (), *,
+                          sizes_from_checkpoint: bool | None = None) -> dict:  # fmt: skip
     """A toolkit detector checkpoint (``model``, ``config``, ``classes``, ``source``) from a detectron2 C4 ``.pkl``
-    / ``.pth`` with ``config`` (default: picked by depth and classes) and the checkpoint's width and class count.
+    / ``.pth`` (tools/convert_weights.py and :func:`fetch_weights`). ``config`` defaults to the
+    ``configs/detectron2`` file of the checkpoint's depth and classes; ``sizes_from_checkpoint`` (default: when
+    ``config`` is None) sets the config's width and class count to the checkpoint's before ``overrides``.
     Raises ``CheckpointError`` (unreadable, not C4) or ``ValueError`` / ``ConfigError`` (config mismatch)."""
     weights = read_detectron2_weights(path)
     try:
         arch = detectron2_architecture(weights)
     except ValueError as e:
         raise CheckpointError(path, str(e)) from None
+    if sizes_from_checkpoint if sizes_from_checkpoint is not None else config is None:
+        overrides = [f"model.backbone.base_width={arch.base_width}", f"num_classes={arch.num_classes}", *overrides]
     config = config or zoo_config(arch.depth, arch.num_classes)
-    overrides = [f"model.backbone.base_width={arch.base_width}", f"num_classes={arch.num_classes}", *overrides]
     cfg: Config = apply_overrides(load_config(config), list(overrides))
     state = convert_detectron2(weights, cfg)
     source = {"format": "detectron2", "file": str(path), "config_file": str(config),
@@ -163,7 +167,7 @@ def fetch_weights(source: str | os.PathLike[str], *, progress: bool = True) -> P
     with hub.file_lock(converted.with_name(converted.name + ".lock")):  # the ranks of a torchrun job take turns
         if not converted.is_file():
             try:
-                save_checkpoint(converted, detectron2_checkpoint(path, config))
+                save_checkpoint(converted, detectron2_checkpoint(path, config, sizes_from_checkpoint=True))
             except (ValueError, ConfigError) as e:
                 raise CheckpointError(path, f"cannot convert it with {chosen}: {e}") from None
     return converted
