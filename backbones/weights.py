@@ -1,15 +1,17 @@
 """Loading pre-trained weights into the toolkit's ResNets.
 
-Sources: ``"torchvision"`` (official ImageNet weights through torchvision's weights API, cached under
-``torch.hub.get_dir()/checkpoints``), a torchvision-format state-dict file, a toolkit checkpoint (dict with
-``"model"``), or an in-memory state dict. Every file is read with ``weights_only=True``.
+Sources: ``"torchvision"`` (official ImageNet weights named by torchvision's weights API, downloaded once into the
+resdet cache by ``backbones.hub``; a copy torchvision cached under ``torch.hub.get_dir()/checkpoints`` is used too),
+a torchvision-format state-dict file or a toolkit checkpoint (dict with ``"model"``), either as a path or as an
+http(s) URL (downloaded once into the same cache), or an in-memory state dict. Every file is read with
+``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import urllib.error
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from backbones import hub
 from backbones.checkpoint import safe_torch_load
 
 __all__ = [
@@ -62,25 +65,23 @@ def torchvision_weights(depth: int, variant: str = "IMAGENET1K_V1") -> torchvisi
 
 
 def torchvision_weights_file(depth: int, variant: str = "IMAGENET1K_V1") -> Path:
-    """Where torchvision caches ``resnet{depth}`` weights: ``$TORCH_HOME/hub/checkpoints/<file from the URL>``."""
-    url = torchvision_weights(depth, variant).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    """Where ``resnet{depth}`` weights are cached: the resdet cache (``backbones.hub``:
+    ``$RESDET_CACHE/download.pytorch.org/models/<file from the URL>``)."""
+    return hub.cached_file(torchvision_weights(depth, variant).url)
 
 
 def _torchvision_state_dict(depth: int, variant: str) -> dict[str, Tensor]:
-    cached = torchvision_weights_file(depth, variant)
-    if cached.is_file():  # read the cache ourselves so that no network access is attempted at all
-        return safe_torch_load(cached)
-    weights = torchvision_weights(depth, variant)
+    url = torchvision_weights(depth, variant).url
+    # A copy torchvision itself downloaded earlier is used as it is: no network access at all.
+    torch_hub_copy = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if torch_hub_copy.is_file():
+        return safe_torch_load(torch_hub_copy)
+    digits = re.search(r"-([a-f0-9]{6,})\.", os.path.basename(url))  # torchvision names carry a SHA-256 prefix
     try:
-        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as e:
-        raise WeightsError(
-            f"could not download torchvision weights ResNet{depth}_Weights.{variant} from {weights.url} "
-            f"({type(e).__name__}: {e}). If this machine is offline, download that file elsewhere and put it at "
-            f"{cached} (file {cached.name} in directory {cached.parent}; the directory is torch.hub.get_dir()/"
-            "checkpoints, set TORCH_HOME to move it)."
-        ) from e
+        path = hub.download(url, sha256_prefix=digits.group(1) if digits else None)
+    except hub.DownloadError as e:
+        raise WeightsError(f"torchvision weights ResNet{depth}_Weights.{variant}: {e}") from None
+    return safe_torch_load(path)
 
 
 def checkpoint_style(checkpoint: Any) -> str | None:
@@ -116,7 +117,11 @@ def _state_dict_from(source: Any, depth: int | None) -> tuple[dict[str, Tensor],
         loaded: Any = source
         origin = "the given mapping"
     else:
-        loaded = safe_torch_load(source)
+        try:
+            path = hub.download(source) if hub.is_url(source) else source
+        except hub.DownloadError as e:
+            raise WeightsError(str(e)) from None
+        loaded = safe_torch_load(path)
         origin = str(source)
     style = checkpoint_style(loaded)
     for key in _NESTED_KEYS:

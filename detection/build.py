@@ -177,10 +177,15 @@ def load_backbone_weights(model: FasterRCNN, cfg: Config) -> None:
 
 
 def load_detector(
-    weights: Path, cfg: Config | None = None, overrides: list[str] | None = None
+    weights: str | Path, cfg: Config | None = None, overrides: list[str] | None = None
 ) -> tuple[FasterRCNN, Config, list[str]]:
-    """A trained detector from a toolkit checkpoint. Without ``cfg`` the config stored in the checkpoint is used,
-    with ``overrides`` (``key=value``) applied; returns ``(model, config, class names)``."""
+    """A trained detector from a toolkit checkpoint: a path, an http(s) URL or a model-zoo name
+    (``detectron2:R50-C4-3x``, ``detectron2://COCO-Detection/…/model_final_f97cb7.pkl``; downloaded once, a
+    detectron2 ``.pkl`` converted once: detection/weights/zoo.py). Without ``cfg`` the config stored in the
+    checkpoint is used, with ``overrides`` (``key=value``) applied; returns ``(model, config, class names)``."""
+    from detection.weights.zoo import fetch_weights  # detection.weights imports this module
+
+    weights = fetch_weights(weights)
     ckpt = load_checkpoint(weights)
     if cfg is None:
         if "config" not in ckpt:
@@ -200,7 +205,7 @@ def load_detector(
 
 
 def load_ensemble_members(
-    weights: Sequence[Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str]
+    weights: Sequence[str | Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str]
 ) -> list[FasterRCNN]:
     """The other members of an ensemble whose first member was loaded with ``cfg`` and ``classes``: each from
     its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes."""

@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 class BackboneConfig:
     depth: int = 50
     base_width: int = 64
-    # "torchvision" (official ImageNet weights), a path to a state dict / toolkit checkpoint, or "none".
+    # "torchvision" (official ImageNet weights), a path or http(s) URL to a state dict / toolkit checkpoint (downloaded
+    # once into $RESDET_CACHE: backbones/hub.py), or "none".
     weights: str = "torchvision"
     # 0: train everything; 1: freeze conv1; 2: also conv2_x (the paper's and detectron2's default).
     freeze_at: int = 2
@@ -143,6 +144,7 @@ class TestConfig:
 class ModelConfig:
     # A detector checkpoint to start training from (after the backbone weights): every tensor of the same name and
     # shape, and the class-specific rows of the classes both models name (detection/weights/transfer.py). "" = none.
+    # A path, an http(s) URL or a model-zoo name (detectron2:R50-C4-3x; detection/weights/zoo.py).
     weights: str = ""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)

@@ -64,6 +64,8 @@ def convert_msra(path: Path, depth: int | None, output: Path) -> Path:
 
 
 def convert_d2(path: Path, config: Path | None, overrides: list[str], output: Path, backbone_only: bool) -> Path:
+    # Without --config: the configs/detectron2 file for the checkpoint's depth and classes, with its width and class
+    # count (e.g. a detector trained on another dataset); everything else, detectron2's inference, from the YAML.
     try:
         converted = convert_detectron2_file(path, config, overrides)
         checkpoint = converted.backbone_checkpoint() if backbone_only else converted.detector_checkpoint()

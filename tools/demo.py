@@ -1,8 +1,14 @@
 #!/usr/bin/env python
-"""Draw a trained detector's boxes, class names and scores on images.
+"""Draw a trained detector's boxes, class names and scores on images, a video or a camera's frames.
 
 ``--images`` takes files or folders (every .jpg/.jpeg/.png/.bmp inside). Each result is written as
 ``OUTPUT_DIR/<name>.png`` and the detections as ``OUTPUT_DIR/detections.json``.
+
+``--video FILE`` (or ``--video 0``, a camera) writes ``OUTPUT_DIR/<name>.mp4`` (``camera0.mp4``) with the same
+size, frame count and frame rate, and prints the frames per second; ``--show`` also opens a window where there is a
+display (``q`` stops). Frames that fail to decode are skipped and counted::
+
+    python tools/demo.py --weights detectron2:R50-C4-3x --video street.mp4 --output-dir output/demo --show
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from detection.config import ConfigError, load_config
 from detection.data.errors import UnreadableImageError
 from detection.data.io import read_image
 from detection.data.transforms import to_tensor
+from detection.deploy.predictor import Predictor
+from detection.deploy.video import VideoError, annotate_video
 from detection.deploy.visualize import draw_detections
 from detection.engine.cli import (
     add_amp,
@@ -68,7 +76,11 @@ OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 def build_parser() -> argparse.ArgumentParser:
     p = tool_parser(__doc__, EXAMPLE)
     add_weights(p, "written by tools/train_det.py", required=True)
-    p.add_argument("--images", type=Path, nargs="+", required=True, help="image files or folders")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, nargs="+", help="image files or folders")
+    source.add_argument("--video", metavar="FILE|INDEX", help="a video file, or a camera index (0: the first)")
+    p.add_argument("--show", action="store_true", help="--video: also show the frames in a window")
+    p.add_argument("--batch-size", type=int, default=1, help="--video: frames per forward pass (helps on a GPU)")
     add_output_dir(p, "output/demo")
     add_config(p, "default: the one in the checkpoint")
     p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
@@ -83,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # ``--images a.jpg b.jpg key=value`` : argparse hands trailing overrides to --images; take them back.
-    overrides = [str(x) for x in args.images if OVERRIDE.match(str(x)) and not x.exists()]
-    args.images = [x for x in args.images if str(x) not in overrides]
+    overrides = [str(x) for x in args.images or [] if OVERRIDE.match(str(x)) and not x.exists()]
+    args.images = [x for x in args.images or [] if str(x) not in overrides]
     args.overrides = overrides + args.overrides
     setup_logging(None)
     try:
@@ -94,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.video is not None:
+        return video(args, Predictor.from_detector(model, cfg, classes, device=args.device, amp=args.amp))
     device = pick_device(args.device)
     model = optimize_for_inference(model.to(device))  # frozen BN folded into the convs, channels-last
     model = build_test_detector(model, cfg)  # the image pyramid, if configured
@@ -139,6 +153,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {len(records)} images to {args.output_dir}" + (f" ({failed} unreadable, skipped)" if failed else ""))
     return 1 if failed and not records else 0
+
+
+def video(args: argparse.Namespace, predictor: Predictor) -> int:
+    try:
+        done = annotate_video(predictor, args.video, args.output_dir, score_thresh=args.score_thresh,
+                              batch_size=args.batch_size, show=args.show, progress=not args.no_progress)
+    except VideoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    skipped = f", {done.failed} frames could not be decoded and were skipped" if done.failed else ""
+    if not done.frames:
+        print(f"error: {args.video}: no frame could be decoded{skipped}", file=sys.stderr)
+        return 1
+    print(f"wrote {done.output}: {done.frames} frames at {done.fps:.1f} frames per second{skipped}")
+    return 0
 
 
 if __name__ == "__main__":

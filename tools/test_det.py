@@ -9,6 +9,11 @@ Writes COCO results JSON (dataset category ids, [x, y, w, h]), VOC ``results/com
 ``key=value`` arguments override the config stored in the checkpoint (e.g. ``test.pyramid_min_sizes=[400,600,800]``
 for multi-scale testing, ``model.roi_heads.box_voting=true``, ``test.flip=true``). Several ``--weights`` test their
 ensemble: every model proposes and scores; the first one's config decides the test-time settings.
+
+Sharded over processes (GPUs with nccl, the CPU with gloo), each testing a block of the images; rank 0 writes the same
+files and ``metrics.json`` as one process, which also record ``world_size`` and ``images_per_rank``::
+
+    torchrun --nproc_per_node=4 tools/test_det.py --weights model_final.pth --dataset coco --split val2017 ...
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import argparse
 import json
 import sys
 
+import torch
+
 from backbones.checkpoint import CheckpointError
-from backbones.runtime import pick_device, setup_logging
+from backbones.runtime import cleanup, init_distributed, pick_device, setup_logging
+from backbones.sharding import PeerFailed
 from detection.build import load_detector, load_ensemble_members
 from detection.config import ConfigError, load_config
 from detection.data import resolve_split
@@ -64,9 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    device = pick_device(args.device)
+    rank, _ = init_distributed(device)  # (0, 1) without torchrun
+    try:
+        return _main(args, device, rank)
+    finally:
+        cleanup()
+
+
+def _main(args: argparse.Namespace, device: torch.device, rank: int) -> int:
     try:
         prepare_output_dir(args.output_dir)
-        setup_logging(args.output_dir)
+        setup_logging(args.output_dir, rank)
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         model, cfg, classes = load_detector(args.weights[0], cfg, args.overrides)
         models = [model] + load_ensemble_members(args.weights[1:], cfg, classes, args.config, args.overrides)
@@ -76,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = run_options(args, analyze=args.analyze)
     try:
         split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False, root=opts.data_root)
-        metrics = test(cfg, opts, models, split, pick_device(args.device), classes=classes or None)
-        if args.json is not None:
+        metrics = test(cfg, opts, models, split, device, classes=classes or None, sharded=True)
+        if args.json is not None and rank == 0:
             args.json.write_text(json.dumps(metrics, indent=2) + "\n")
     except (DatasetError, ConfigError, EvaluationInputError, MissingPlotting) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -85,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # writing results or metrics: disk full, folder made read-only meanwhile
         print(f"error: cannot write to {args.output_dir}: {exc.strerror or exc} ({exc.filename or ''})",
               file=sys.stderr)
+        return 1
+    except PeerFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("stopped: interrupted; no metrics written", file=sys.stderr)

@@ -5,7 +5,8 @@ the challenge CSVs (``ImageId,PredictionString``, ``wnid xmin ymin xmax ymax`` 1
 ``--weights`` is the per-class RPN (``tools/train_loc.py rpn``), ``--cls-weights`` the classifier that predicts
 the top-5 classes, ``--rcnn-weights`` the optional R-CNN stage. Each CSV is also scored by
 ``python tools/eval_imagenet.py loc --data-root <root>/ILSVRC --results FILE`` (``--gt-class`` for the
-``*_gt_class.csv`` files).
+``*_gt_class.csv`` files). Under ``torchrun --nproc_per_node=N`` each process localises a block of the images and
+rank 0 writes the same files (metrics.json records ``world_size`` and ``images_per_rank``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 from backbones.checkpoint import CheckpointError
+from backbones.runtime import cleanup, init_distributed, pick_device
+from backbones.sharding import PeerFailed
 from detection.engine.cli import (
     add_data_root,
     add_device,
@@ -60,13 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    rank, _ = init_distributed(pick_device(args.device))  # (0, 1) without torchrun
     try:
         metrics = localize_split(args.weights, args.cls_weights, args.data_root, args.output_dir,
                                  rcnn_weights=args.rcnn_weights, modes=args.modes, split=args.split,
-                                 limit=args.limit, progress=not args.no_progress, device=args.device)  # fmt: skip
-    except (CheckpointError, DatasetError, EvaluationInputError, ValueError) as exc:
+                                 limit=args.limit, progress=not args.no_progress, device=args.device,
+                                 sharded=True)  # fmt: skip
+    except (CheckpointError, DatasetError, EvaluationInputError, ValueError, PeerFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        cleanup()
+    if rank != 0:
+        return 0
     keys = ["gt_class_loc_error", "top1_loc_error", "top5_loc_error", "top5_cls_error"]
     rows = [[system, *(pct(m[k]) for k in keys)] for system, m in metrics.items()]
     print(markdown_table(["system (error %)", *keys], rows))

@@ -13,12 +13,18 @@ Inputs and their conventions (the one place they are decided):
 - ``PIL.Image.Image``: converted to RGB.
 - ``torch.Tensor``: float RGB ``[3, H, W]`` in [0, 1] (uint8 is scaled by 1/255), or a batch ``[B, 3, H, W]``.
 A list (or a batched tensor) gives a list of results; a single input gives one.
+
+Videos and cameras: ``Predictor.stream`` takes a video file, a camera index or any iterable of frames and yields
+one result per frame (decoded frames only; detection/deploy/video.py reads them with OpenCV)::
+
+    for result in predictor.stream("street.mp4"):   # or stream(0) for the first camera, or stream(frames)
+        print(len(result), "objects")
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +34,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backbones.runtime import pick_device
+from backbones.runtime import autocast, pick_device
 from detection.build import build_test_detector, load_detector
+from detection.config import Config
 from detection.data.io import read_image
 from detection.data.transforms import to_tensor
+from detection.deploy.video import open_video
 from detection.fast.optimize import optimize_for_inference
+from detection.modeling.faster_rcnn import FasterRCNN
 
 # str | Path | BGR array | tensor | PIL image (Any: PIL is imported only when used).
 ImageInput = Any
@@ -63,7 +72,7 @@ class Predictor:
     ``score_thresh`` drops weaker detections (the model's own threshold, ``model.roi_heads.score_thresh``, applies
     first); ``overrides`` (``key=value``) change the stored config, e.g. ``test.pyramid_min_sizes=[400,600,800]``.
     With ``optimize`` the frozen BNs are folded into the convs (same detections, faster; detection/fast/optimize.py).
-    ``classes`` are the checkpoint's class names.
+    ``classes`` are the checkpoint's class names. ``weights`` may be a URL or a model-zoo name (``load_detector``).
     """
 
     def __init__(
@@ -74,8 +83,22 @@ class Predictor:
         score_thresh: float = 0.0,
         overrides: list[str] | None = None,
         optimize: bool = True,
+        amp: bool = False,
     ) -> None:
-        model, self.cfg, classes = load_detector(Path(weights), overrides=overrides)
+        model, cfg, classes = load_detector(weights, overrides=overrides)
+        self._setup(model, cfg, classes, device=device, score_thresh=score_thresh, optimize=optimize, amp=amp)
+
+    @classmethod
+    def from_detector(cls, model: FasterRCNN, cfg: Config, classes: list[str], *, device: str = "auto",
+                      score_thresh: float = 0.0, optimize: bool = True, amp: bool = False) -> Predictor:  # fmt: skip
+        """A predictor around a detector already loaded (``load_detector``, e.g. with another ``--config``)."""
+        predictor = cls.__new__(cls)
+        predictor._setup(model, cfg, classes, device=device, score_thresh=score_thresh, optimize=optimize, amp=amp)
+        return predictor
+
+    def _setup(self, model: FasterRCNN, cfg: Config, classes: list[str], *, device: str, score_thresh: float,
+               optimize: bool, amp: bool) -> None:  # fmt: skip
+        self.cfg = cfg
         self.classes = classes or [str(k) for k in range(1, self.cfg.num_classes + 1)]
         self.device = pick_device(device)
         model = model.to(self.device).eval()
@@ -83,6 +106,7 @@ class Predictor:
         runner = optimize_for_inference(copy.deepcopy(model)) if optimize else model
         self.runner = build_test_detector(runner, self.cfg).eval()
         self.score_thresh = score_thresh
+        self.amp = amp  # autocast (bf16 on the CPU, fp16 on CUDA); results are float32 either way
 
     @torch.inference_mode()
     def __call__(
@@ -91,9 +115,33 @@ class Predictor:
         single = not isinstance(images, (list, tuple)) and not (torch.is_tensor(images) and images.dim() == 4)
         batch = [images] if single else list(images)
         tensors = [image_to_tensor(image, rgb=rgb).to(self.device) for image in batch]
-        outputs = self.runner(tensors) if tensors else []
+        with autocast(self.device, self.amp):
+            outputs = self.runner(tensors) if tensors else []
         results = [self._result(out) for out in outputs]
         return results[0] if single else results
+
+    def stream(self, source: str | Path | int | Iterable[ImageInput], *, batch_size: int = 1, rgb: bool = False,
+               frames_too: bool = False) -> Iterator[Any]:  # fmt: skip
+        """One :class:`Prediction` per frame of ``source``, in order: a video file, a camera index (``0``), a
+        :class:`~detection.deploy.video.VideoReader`, or any iterable of frames (BGR arrays unless ``rgb``, or any
+        input ``__call__`` takes). ``batch_size`` frames go through the model at once (on a GPU that is faster);
+        ``frames_too`` yields ``(frame, prediction)`` pairs. A file that is not a video raises ``VideoError``."""
+        if isinstance(source, (str, Path, int)):
+            source = open_video(source)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        frames: list[Any] = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == batch_size:
+                yield from self._batch(frames, rgb, frames_too)
+                frames = []
+        if frames:
+            yield from self._batch(frames, rgb, frames_too)
+
+    def _batch(self, frames: list[Any], rgb: bool, frames_too: bool) -> Iterator[Any]:
+        results = self(frames, rgb=rgb)
+        yield from zip(frames, results) if frames_too else results
 
     def _result(self, output: dict[str, Tensor]) -> Prediction:
         keep = output["scores"] >= self.score_thresh

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 
 from backbones.loop_guard import locked_output_dir
-from backbones.runtime import barrier, cleanup, init_distributed, pick_device, setup_logging
+from backbones.runtime import barrier, cleanup, get_rank, init_distributed, pick_device, setup_logging
+from backbones.sharding import PeerFailed, broadcast_from_first
 from detection.build import build_detector, build_test_detector, load_backbone_weights
 from detection.config import Config
 from detection.data import build_dataset, resolve_split
 from detection.data.transforms import build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
-from detection.engine.inference import run_inference
+from detection.engine.inference import Predictions, run_inference
 from detection.engine.monitor import PeriodicEvaluator
 from detection.engine.own_data import (
     check_classes,
@@ -164,10 +165,16 @@ def test(
     split: str,
     device: torch.device | None = None,
     classes: list[str] | None = None,
+    *,
+    sharded: bool = False,
 ) -> dict[str, Any]:
     """Inference on ``split`` (several models: their ensemble), submission files and metrics under
     ``opts.output_dir``; prints the table. ``classes``: the model's class names (a checkpoint's); data with other
-    names is an error."""
+    names is an error.
+
+    ``sharded``: call on every rank of a torchrun process group (a collective); each rank tests a block of the
+    images, rank 0 writes the files and ``metrics.json`` (the same as one process, plus ``world_size`` and
+    ``images_per_rank``) and every rank returns those metrics."""
     device = device or pick_device(opts.device)
     dataset = make_dataset(opts, cfg, split, train=False, classes=classes)
     split = own_split_name(opts.dataset, cfg.data, train=False) or split
@@ -181,12 +188,35 @@ def test(
     share_cpu_with_workers(device, cfg.data.num_workers)
     predictions = run_inference(
         model, dataset, device=device, batch_size=1, num_workers=cfg.data.num_workers, amp=opts.amp,
-        progress=opts.progress,
+        progress=opts.progress, sharded=sharded,
     )
+    if get_rank() != 0 and sharded:  # rank 0 writes; the others return its metrics
+        metrics = broadcast_from_first(None)
+        if metrics is None:
+            raise PeerFailed("rank 0 could not write the results (its error is above)")
+        return metrics
+    try:
+        metrics = _score(opts, dataset, predictions, split)
+    except BaseException:
+        if sharded:
+            broadcast_from_first(None)
+        raise
+    if sharded:
+        broadcast_from_first(metrics)
+    return metrics
+
+
+def _score(opts: RunOptions, dataset: Any, predictions: Predictions, split: str) -> dict[str, Any]:
+    """Submission files, ``metrics.json`` and the printed table of ``predictions`` (on one rank)."""
     metrics, table = evaluate_predictions(opts.dataset, dataset, predictions, opts.output_dir, split)
+    # The wall time per image of the whole (possibly sharded) run: throughput, not one rank's latency.
     metrics["seconds_per_image"] = predictions.seconds / max(len(predictions.outputs), 1)
+    metrics.update(world_size=predictions.world_size, images_per_rank=predictions.images_per_rank)
     metrics = summarize_metrics(metrics)
-    (opts.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    path = opts.output_dir / "metrics.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(path)
     score = "not scored" if metrics["mAP50"] is None else f"{metrics['metric']} = {100 * metrics['mAP50']:.1f}"
     print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
     print(table)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from backbones import runtime
 from backbones.checkpoint import load_checkpoint
 from backbones.classify import build_classifier
 from backbones.data import Normalizer
+from backbones.sharding import PeerFailed, broadcast_from_first, gather_in_rank_order, shard_range
 from detection.data.io import read_image
 from detection.devkit import Box, to_devkit_boxes
 from detection.evaluation.imagenet_loc import imagenet_loc_eval, read_loc_predictions, write_loc_predictions
@@ -122,28 +123,77 @@ def load_localizer(rpn_weights: Path, classifier_weights: str, rcnn_weights: Pat
 @torch.no_grad()
 def localize_split(rpn_weights: Path, classifier_weights: str, data_root: Path, out: Path, *,
                    rcnn_weights: Path | None = None, modes: Sequence[str] = MODES, split: str = "val",
-                   limit: int = 0, progress: bool = True, device: str = "auto") -> dict[str, Any]:  # fmt: skip
+                   limit: int = 0, progress: bool = True, device: str = "auto",
+                   sharded: bool = False) -> dict[str, Any]:  # fmt: skip
     """Write the CSVs of every system under ``out`` and return their errors (fractions) as
     ``{system: {"top5_loc_error", "top1_loc_error", "top5_cls_error", ..., "gt_class_loc_error"}}`` (also in
-    ``out/metrics.json``). ``limit`` > 0 tests only the first ``limit`` images."""
+    ``out/metrics.json``). ``limit`` > 0 tests only the first ``limit`` images.
+
+    ``sharded``: call on every rank of a torchrun process group; each rank localises a block of the images, rank 0
+    writes the CSVs and ``metrics.json`` (each system with ``world_size`` and ``images_per_rank``), every rank returns
+    them."""
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown testing modes {unknown}; use {MODES}")
-    out.mkdir(parents=True, exist_ok=True)
+    rank = runtime.get_rank() if sharded else 0
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
     localizer = load_localizer(rpn_weights, classifier_weights, rcnn_weights, device)
     data = read_cls_loc(data_root, split)
     records = data.records[:limit] if limit else data.records
-    top5: dict[str, dict[str, list]] = {}
-    gt_class: dict[str, dict[str, list]] = {}
-    for record in tqdm(records, desc=f"test {split}", disable=not progress):
+    mine = shard_range(len(records), rank, runtime.get_world_size() if sharded else 1)
+    local = _localize(localizer, [records[i] for i in mine], data.wnids, modes, f"test {split}", progress and rank == 0)
+    parts = gather_in_rank_order((len(mine), local)) if sharded else [(len(mine), local)]
+    if rank != 0:
+        metrics = broadcast_from_first(None)
+        if metrics is None:
+            raise PeerFailed("rank 0 could not write the results (its error is above)")
+        return metrics
+    try:
+        top5 = _merge(part[1][0] for part in parts)
+        gt_class = _merge(part[1][1] for part in parts)
+        sharding = {"world_size": len(parts), "images_per_rank": [part[0] for part in parts]}
+        metrics = {system: {**numbers, **sharding} for system, numbers in _score(top5, gt_class, records, out).items()}
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.replace(out / "metrics.json")
+    except BaseException:
+        if sharded:
+            broadcast_from_first(None)
+        raise
+    return broadcast_from_first(metrics) if sharded else metrics
+
+
+Systems = dict[str, dict[str, list]]
+
+
+def _localize(localizer: Localizer, records: Sequence[Any], wnids: Sequence[str], modes: Sequence[str], desc: str,
+              progress: bool) -> tuple[Systems, Systems]:  # fmt: skip
+    """``(top5, gt_class)``: ``{system: {image id: [(wnid, devkit box)]}}`` for ``records``, in their order."""
+    top5: Systems = {}
+    gt_class: Systems = {}
+    for record in tqdm(records, desc=desc, disable=not progress):
         image, _ = read_image(record.path)
         predicted = localizer.top5(image)
         asked = [record.label] + [k for k in predicted if k != record.label]
         for mode in modes:
             for system, per_class in localizer.boxes(image, mode, asked).items():
-                top5.setdefault(system, {})[record.image_id] = [(data.wnids[k], per_class[k]) for k in predicted]
+                top5.setdefault(system, {})[record.image_id] = [(wnids[k], per_class[k]) for k in predicted]
                 gt_box = per_class[record.label]
-                gt_class.setdefault(system, {})[record.image_id] = [(data.wnids[record.label], gt_box)]
+                gt_class.setdefault(system, {})[record.image_id] = [(wnids[record.label], gt_box)]
+    return top5, gt_class
+
+
+def _merge(parts: Iterable[Systems]) -> Systems:
+    """The ranks' blocks joined in rank order (= the records' order)."""
+    merged: Systems = {}
+    for part in parts:
+        for system, per_image in part.items():
+            merged.setdefault(system, {}).update(per_image)
+    return merged
+
+
+def _score(top5: Systems, gt_class: Systems, records: Sequence[Any], out: Path) -> dict[str, Any]:
     # Scored from the files just written, as tools/eval_imagenet.py loc would (the ground truth of the tested
     # images only, so that `limit` does not count the others as missed).
     truth = {r.image_id: list(r.boxes) for r in records}
@@ -154,5 +204,4 @@ def localize_split(rpn_weights: Path, classifier_weights: str, data_root: Path, 
         numbers = imagenet_loc_eval(read_loc_predictions(out / f"{system}_top5.csv", truth), truth).to_dict()
         oracle = imagenet_loc_eval(read_loc_predictions(out / f"{system}_gt_class.csv", truth), truth, gt_class=True)
         metrics[system] = {**numbers, "gt_class_loc_error": oracle.gt_class_loc_error, "images": oracle.num_images}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -284,17 +284,21 @@ class Detectron2Conversion:
 
 
 def convert_detectron2_file(
-    path: str | Path, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+    sizes_from_checkpoint: bool | None = None,
 ) -> Detectron2Conversion:
     """Read and convert a detectron2 C4 checkpoint (:func:`read_detectron2_weights`, :func:`convert_detectron2`)
     with ``config`` (default: :func:`detectron2_config_file` with the checkpoint's width and class count; every
     other setting, detectron2's inference, from that file) and ``key=value`` ``overrides``. Raises
-    ``CheckpointError`` (the file), ``ConfigError`` or ``ValueError`` (checkpoint and config disagree)."""
+    ``CheckpointError`` (the file), ``ConfigError`` or ``ValueError`` (checkpoint and config disagree).
+    ``sizes_from_checkpoint`` (default: when ``config`` is None) sets the config's width and class count to the
+    checkpoint's before ``overrides``."""
     path = Path(path)
     weights = read_detectron2_weights(path)
     arch = detectron2_architecture(weights)
+    if sizes_from_checkpoint if sizes_from_checkpoint is not None else config is None:
+        overrides = [f"model.backbone.base_width={arch.base_width}", f"num_classes={arch.num_classes}", *overrides]
     if config is None:
         config = detectron2_config_file(arch)
-        overrides = [f"model.backbone.base_width={arch.base_width}", f"num_classes={arch.num_classes}", *overrides]
     cfg = load_config(config, list(overrides))
     return Detectron2Conversion(path, arch, Path(config), cfg, convert_detectron2(weights, cfg))

@@ -80,7 +80,11 @@ def load_detector_weights(
     model: nn.Module, source: str | Path, *, classes: list[str] | None = None
 ) -> TransferReport:
     """Copy a toolkit detector checkpoint's weights into ``model`` (see the module docstring); ``classes`` are
-    the model's class names (label k is ``classes[k - 1]``). Returns the report (also logged)."""
+    the model's class names (label k is ``classes[k - 1]``); ``source`` may also be a URL or a model-zoo name
+    (detection/weights/zoo.py). Returns the report (also logged)."""
+    from detection.weights.zoo import fetch_weights  # zoo → detectron2 → this module's backbone_state_dict
+
+    source = fetch_weights(source)
     ckpt = load_checkpoint(source)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(source, "not a detector checkpoint (no 'model' state dict)")

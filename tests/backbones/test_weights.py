@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -79,22 +80,31 @@ def test_classifier_weights_load_into_c4_trunk() -> None:
 
 def test_offline_torchvision_error_names_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("RESDET_CACHE", raising=False)
 
-    def no_network(url: str, *args: object, **kwargs: object) -> None:
+    def no_network(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("offline (test)")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     model = build_resnet(18)
     with pytest.raises(WeightsError) as info:
         load_weights(model, "torchvision")
-    directory = tmp_path / "hub" / "checkpoints"
-    assert "resnet18-f37072fd.pth" in str(info.value) and str(directory) in str(info.value)
-    assert torchvision_weights_file(50) == directory / "resnet50-0676ba61.pth"
+    cache = tmp_path / "resdet" / "download.pytorch.org" / "models"  # backbones.hub's cache under TORCH_HOME
+    message = str(info.value)
+    assert "offline (test)" in message and str(cache / "resnet18-f37072fd.pth") in message and "\n" not in message
+    assert torchvision_weights_file(50) == cache / "resnet50-0676ba61.pth"
 
-    # Once the file is in place it loads without any network access.
+    # Once the file is in place (in the resdet cache, or where torchvision caches it) it loads without network.
     reference = torchvision.models.resnet18()
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(reference.state_dict(), directory / "resnet18-f37072fd.pth")
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
+    load_weights(model, "torchvision")
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    (cache / "resnet18-f37072fd.pth").rename(tmp_path / "elsewhere.pth")
+    torch_hub = tmp_path / "hub" / "checkpoints"
+    torch_hub.mkdir(parents=True)
+    (tmp_path / "elsewhere.pth").rename(torch_hub / "resnet18-f37072fd.pth")
+    model = build_resnet(18)
     load_weights(model, "torchvision")
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,8 +70,27 @@ def test_train_resume_test_and_score(pipeline: tuple[Path, Path]) -> None:
                           "--output-dir", str(out), "--no-progress"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"rpn_1crop", "rpn_dense", "rpn_rcnn_dense"}
+    assert all((m["world_size"], m["images_per_rank"]) == (1, [5]) for m in metrics.values())
+
+    # Two gloo ranks under torchrun: the same CSVs, byte for byte, and the same numbers.
+    two = tmp / "test2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tools" / "test_loc.py"), "--data-root", str(root), "--weights", rpn, "--cls-weights",
+           str(tmp / "cls" / "model_final.pth"), "--rcnn-weights", str(tmp / "rcnn" / "model_final.pth"),
+           "--output-dir", str(two), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = json.loads((two / "metrics.json").read_text())
+    for system, numbers in metrics.items():
+        assert sharded[system] == {**numbers, "world_size": 2, "images_per_rank": [2, 3]}
+        for kind in ("top5", "gt_class"):
+            csv_name = f"{system}_{kind}.csv"
+            assert (two / csv_name).read_text() == (out / csv_name).read_text(), csv_name
     val = read_cls_loc(root, "val")
     for system, numbers in metrics.items():
+        numbers = {k: v for k, v in numbers.items() if k not in ("world_size", "images_per_rank")}
         scored = tmp / f"{system}.json"
         args = ["loc", "--data-root", str(root / "ILSVRC"), "--json", str(scored)]
         assert eval_imagenet.main([*args, "--results", str(out / f"{system}_top5.csv")]) == 0
