@@ -45,6 +45,7 @@ from detection.engine.cli import (
 )
 from detection.engine.run_dir import RunDirError, prepare_output_dir
 from detection.fast.optimize import optimize_for_inference
+from detection.modeling.boxes import scale_boxes
 
 EXAMPLE = ("python tools/demo.py --weights output/quickstart/detector/model_final.pth --images datasets/shapes/val "
            "--output-dir output/demo")
@@ -60,6 +61,21 @@ def collect_images(paths: list[Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+def drawing_names(images: list[Path]) -> dict[Path, str]:
+    """``<stem>.png`` per image, unique: ``a/img.jpg`` and ``b/img.png`` (or ``b/img.jpg``) become ``img.png`` and
+    ``img_1.png`` instead of one overwriting the other."""
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in images:
+        name, k = f"{path.stem}.png", 0
+        while name.lower() in taken:
+            k += 1
+            name = f"{path.stem}_{k}.png"
+        taken.add(name.lower())
+        names[path] = name
+    return names
 
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -101,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         print("error: no images found in " + " ".join(map(str, args.images)), file=sys.stderr)
         return 2
+    output_names = drawing_names(images)
     records, failed = [], 0
     bar = tqdm(images, desc="demo", disable=args.no_progress)
     for path in bar:
         try:
-            image, _ = read_image(path, max_pixels=cfg.input.max_image_pixels)
+            image, original = read_image(path, max_pixels=cfg.input.max_image_pixels)
         except UnreadableImageError as exc:
             if args.strict:
                 bar.close()  # before the error line, so that it stays the last one
@@ -118,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             det = model([to_tensor(image).to(device)])[0]
         det = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in det.items()}
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"], classes, args.score_thresh)
-        out_path = args.output_dir / f"{path.stem}.png"
+        out_path = args.output_dir / output_names[path]
         if not cv2.imwrite(str(out_path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             print(f"error: cannot write {out_path} (disk full or folder not writable)", file=sys.stderr)
             return 1
         keep = det["scores"] >= args.score_thresh
+        # The drawing is of the decoded image; the JSON's boxes are in the file's pixels (a file over 10,000 px is
+        # decoded at reduced size).
+        det["boxes"] = scale_boxes(det["boxes"], (image.shape[0], image.shape[1]), original)
         records.append({
             "image": str(path),
             "output": str(out_path),

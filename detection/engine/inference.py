@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from backbones import runtime
 from detection.data import collate
+from detection.modeling.boxes import scale_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,21 @@ class Predictions:
     outputs: list[dict[str, torch.Tensor]] = field(default_factory=list)
     skipped: int = 0
     seconds: float = 0.0
+
+
+def in_original_pixels(
+    decoded: tuple[int, ...], target: dict[str, Any], output: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Target and output boxes brought from the decoded image ``(h, w)`` to ``target["orig_size"]``: they differ
+    for a file over ``max_side`` pixels, decoded at reduced size (detection/data/io.py); result files and metrics
+    must be in the original image's pixels, as the annotations are."""
+    original = tuple(int(v) for v in target.get("orig_size", decoded))
+    if tuple(decoded) == original:
+        return target, output
+    size = (int(decoded[0]), int(decoded[1]))
+    target = {**target, "boxes": scale_boxes(target["boxes"].float(), size, original)}
+    output = {**output, "boxes": scale_boxes(output["boxes"], size, original)}
+    return target, output
 
 
 @torch.inference_mode()
@@ -53,9 +69,11 @@ def run_inference(
         images = [i.to(device, non_blocking=True) for i in images]
         with runtime.autocast(device, amp):
             outputs = model(images)
-        for target, output in zip(targets, outputs):
+        for image, target, output in zip(images, targets, outputs):
+            output = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()}
+            target, output = in_original_pixels(tuple(image.shape[-2:]), target, output)
             result.targets.append(target)
-            result.outputs.append({k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()})
+            result.outputs.append(output)
     result.seconds = time.perf_counter() - start
     result.skipped = expected - len(result.outputs)
     if result.skipped:

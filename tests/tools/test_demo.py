@@ -32,3 +32,26 @@ def test_demo_with_config_and_amp(tmp_path: Path) -> None:
     assert len(records) == 2 and all(Path(r["output"]).is_file() for r in records)
     detections = [d for r in records for d in r["detections"]]
     assert detections and all(isinstance(d["score"], float) and d["label"] in SHAPE_CLASSES for d in detections)
+
+
+def test_same_stem_in_two_folders_and_a_10x10000_strip(tmp_path: Path) -> None:
+    """``a/img.jpg`` and ``b/img.png`` used to be drawn to one ``img.png`` (3 reported, 1 written); a 10×10000 strip
+    used to end the run with a RuntimeError (zero-sized trunk map)."""
+    import cv2
+    import numpy as np
+
+    cfg = load_config(TINY_CONFIG)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pth", {"model": build_detector(cfg).state_dict(), "config": cfg.to_dict(),
+                                                   "classes": list(SHAPE_CLASSES)})  # fmt: skip
+    rng = np.random.default_rng(0)
+    for folder, name, shape in (("a", "img.jpg", (64, 80, 3)), ("b", "img.png", (64, 80, 3)),
+                                ("b", "strip.png", (10, 10000, 3))):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        assert cv2.imwrite(str(tmp_path / folder / name), rng.integers(0, 256, shape, dtype=np.uint8))
+    out = tmp_path / "out"
+    assert demo.main(["--weights", str(weights), "--images", str(tmp_path / "a"), str(tmp_path / "b"),
+                      "--output-dir", str(out), "--device", "cpu", "--no-progress"]) == 0
+    records = json.loads((out / "detections.json").read_text())
+    outputs = [Path(r["output"]) for r in records]
+    assert len(records) == 3 and len(set(outputs)) == 3 and all(p.is_file() for p in outputs)
