@@ -88,3 +88,47 @@ def test_all_out_of_range_values_are_named_in_one_error(tmp_path):
     assert str(info.value) == ("invalid config: solver.base_lr=-1.0 must be a positive finite number; "
                                "solver.max_iter=0 must be at least 1 (0 would write an untrained model_final.pth); "
                                "data.num_workers=-2 must be non-negative (0 loads in the main process)")
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("input.pixel_mean=[.nan,0,0]", "input.pixel_mean=[nan, 0.0, 0.0] must be 3 finite numbers"),
+    ("model.roi_heads.score_thresh=.nan", "model.roi_heads.score_thresh=nan must be in [0, 1)"),
+    ("model.rpn.post_nms_top_n_test=0", "model.rpn.post_nms_top_n_test=0 must be at least 1"),
+    ("model.rpn.pre_nms_top_n_test=-1", "model.rpn.pre_nms_top_n_test=-1 must be at least 1"),
+    ("test.pyramid_min_sizes=[0]", "test.pyramid_min_sizes=[0] must be positive sizes"),
+    ("test.pyramid_min_sizes=[600,-400]", "test.pyramid_min_sizes=[600, -400] must be positive sizes"),
+    ("model.roi_heads.pooler_resolution=0", "model.roi_heads.pooler_resolution=0 must be at least 1"),
+    ("input.pixel_scale=.inf", "input.pixel_scale=inf must be a positive finite number"),
+    ("model.anchors.sizes=[32,.inf]", "model.anchors.sizes=[32.0, inf] must be a non-empty list of positive finite"),
+    ("model.rpn.min_box_size=.nan", "model.rpn.min_box_size=nan must be a non-negative finite number"),
+])  # fmt: skip
+def test_non_finite_and_zero_sizes_are_refused_naming_key_and_range(override, expected):
+    """Each of these used to load and end in mAP 0 or a late traceback."""
+    with pytest.raises(ConfigError, match=r"^invalid config: .*" + re.escape(expected)):
+        load_config(overrides=[override])
+
+
+def _numeric_keys(obj: object, prefix: str = "") -> list[str]:
+    """Dotted keys whose type is a number, a list of numbers or an optional number."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            keys += _numeric_keys(value, f"{prefix}{name}.")
+            continue
+        inner = [hint, *typing.get_args(hint)]
+        if any(t in (int, float) for t in inner):
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_numeric_key_has_a_declared_range():
+    from detection.config import _RULES, Config
+
+    declared = {key for key, _, _ in _RULES}
+    missing = [key for key in _numeric_keys(Config()) if key not in declared]
+    assert not missing, f"numeric config keys without a range in detection.config._RULES: {missing}"
+    assert len(_numeric_keys(Config())) > 50
