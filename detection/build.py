@@ -13,7 +13,7 @@ from torch import nn
 
 from backbones import build_resnet, load_weights, split_c4
 from backbones.c4 import C4Head
-from backbones.checkpoint import CheckpointError, load_checkpoint
+from backbones.checkpoint import CheckpointError, load_checkpoint, nonfinite_tensors
 from backbones.weights import checkpoint_style
 from detection.config import Config, ConfigError, RoIHeadsConfig, apply_overrides, config_from_dict, load_config
 from detection.modeling.anchors import AnchorGenerator
@@ -184,6 +184,9 @@ def load_detector(
     if recorded is not None and recorded != cfg.model.backbone.style:  # same keys and shapes: would load silently
         raise CheckpointError(weights, f"its backbone is {recorded}-style, the config's is "
                                        f"{cfg.model.backbone.style}: set model.backbone.style={recorded}")
+    nonfinite = nonfinite_tensors(ckpt["model"])
+    if nonfinite:
+        raise CheckpointError(weights, nonfinite)
     model = build_detector(cfg)
     try:
         model.load_state_dict(ckpt["model"])
