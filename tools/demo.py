@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -45,6 +44,7 @@ from detection.engine.cli import (
 )
 from detection.engine.run_dir import RunDirError, prepare_output_dir
 from detection.fast.optimize import optimize_for_inference
+from detection.files import ResultWriteError, atomic_open, write_json
 from detection.modeling.boxes import scale_boxes
 
 EXAMPLE = ("python tools/demo.py --weights output/quickstart/detector/model_final.pth --images datasets/shapes/val "
@@ -136,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         det = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in det.items()}
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"], classes, args.score_thresh)
         out_path = args.output_dir / output_names[path]
-        if not cv2.imwrite(str(out_path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-            print(f"error: cannot write {out_path} (disk full or folder not writable)", file=sys.stderr)
+        try:
+            with atomic_open(out_path, "wb") as f:
+                f.write(cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))[1].tobytes())
+        except ResultWriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         keep = det["scores"] >= args.score_thresh
         # The drawing is of the decoded image; the JSON's boxes are in the file's pixels (a file over 10,000 px is
@@ -153,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             ],
         })
     try:
-        (args.output_dir / "detections.json").write_text(json.dumps(records, indent=2))
-    except OSError as exc:
-        print(f"error: cannot write {args.output_dir / 'detections.json'}: {exc.strerror or exc}", file=sys.stderr)
+        write_json(args.output_dir / "detections.json", records)
+    except ResultWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(records)} images to {args.output_dir}" + (f" ({failed} unreadable, skipped)" if failed else ""))
     return 1 if failed and not records else 0

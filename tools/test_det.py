@@ -14,7 +14,6 @@ ensemble: every model proposes and scores; the first one's config decides the te
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from backbones.checkpoint import CheckpointError
@@ -35,6 +34,7 @@ from detection.engine.cli import (
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides
 from detection.engine.run import test
 from detection.engine.run_dir import RunDirError, prepare_output_dir
+from detection.files import ResultWriteError, write_json
 
 EXAMPLE = ("python tools/test_det.py --weights output/quickstart/detector/model_final.pth --dataset shapes "
            "--data-root datasets/shapes --split val --output-dir output/quickstart/test")
@@ -68,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    opts = run_options(args)
+    opts = run_options(args, weights=list(args.weights))
     try:
         split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False)
         metrics = test(cfg, opts, models, split, pick_device(args.device), classes=classes or None)
         if args.json is not None:
-            args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+            write_json(args.json, metrics)
     except (DatasetError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ResultWriteError as exc:  # names the file and the OS's reason; nothing partial left under its name
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # writing results or metrics: disk full, folder made read-only meanwhile

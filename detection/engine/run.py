@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -26,9 +25,16 @@ from detection.engine.inference import run_inference
 from detection.engine.monitor import PeriodicEvaluator
 from detection.engine.own_data import check_classes, check_data_root, own_data_kwargs, own_split_name
 from detection.engine.preemption import stop_signals
-from detection.engine.run_dir import RunLock, prepare_output_dir, refuse_foreign_checkpoints
+from detection.engine.run_dir import (
+    RunLock,
+    clear_previous_results,
+    prepare_output_dir,
+    provenance,
+    refuse_foreign_checkpoints,
+)
 from detection.engine.trainer import Trainer
 from detection.fast.optimize import optimize_for_inference, optimize_for_training
+from detection.files import write_json
 from detection.weights.transfer import load_detector_weights
 
 logger = logging.getLogger("detection")
@@ -50,6 +56,7 @@ class RunOptions:
     evaluate: bool = True
     optimize: bool = True  # detection/fast/optimize.py for training and (on a copy) for testing: same numbers, faster
     test_split: str = ""
+    weights: list[Path] = field(default_factory=list)  # the checkpoints tested, recorded in metrics.json
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,7 +122,7 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
                 opts.dataset, train_split, len(dataset), len(dataset.classes), world_size, device)
     if rank == 0:
         opts.output_dir.mkdir(parents=True, exist_ok=True)
-        (opts.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_json(opts.output_dir / "config.json", cfg.to_dict())
     model = build_detector(cfg)
     if opts.optimize:  # frozen BN folded into each conv's weight at every step, channels-last: same parameters
         optimize_for_training(model)
@@ -168,6 +175,7 @@ def test(
     names is an error."""
     device = device or pick_device(opts.device)
     dataset = make_dataset(opts, cfg, split, train=False, classes=classes)
+    clear_previous_results(opts.output_dir)
     split = own_split_name(opts.dataset, cfg.data, train=False) or split
     check_classes(cfg, dataset.classes, f"{opts.dataset} {split}", model_classes=classes)
     models = [model] if isinstance(model, torch.nn.Module) else list(model)
@@ -183,8 +191,10 @@ def test(
     )
     metrics, table = evaluate_predictions(opts.dataset, dataset, predictions, opts.output_dir, split)
     metrics["seconds_per_image"] = predictions.seconds / max(len(predictions.outputs), 1)
+    weights = opts.weights or [p for p in [opts.output_dir / "model_final.pth"] if p.is_file()]
+    metrics["provenance"] = provenance(cfg.to_dict(), weights)
     metrics = summarize_metrics(metrics)
-    (opts.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(opts.output_dir / "metrics.json", metrics)
     score = "not scored" if metrics["mAP50"] is None else f"{metrics['metric']} = {100 * metrics['mAP50']:.1f}"
     print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
     print(table)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from detection.devkit import Box, numbered_lines, read_pascal_xml
 from detection.errors import EvaluationInputError
+from detection.files import atomic_open
 
 __all__ = [
     "MAX_GUESSES",
@@ -196,7 +197,7 @@ def read_loc_predictions(path: Path, images: Container[str] | None = None) -> di
 
 def write_loc_predictions(path: Path, predictions: Mapping[str, Sequence[Guess]]) -> None:
     """Write the ``ImageId,PredictionString`` CSV (numbers exact)."""
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["ImageId", "PredictionString"])
         for image, guesses in predictions.items():
