@@ -132,3 +132,50 @@ def test_every_numeric_key_has_a_declared_range():
     missing = [key for key in _numeric_keys(Config()) if key not in declared]
     assert not missing, f"numeric config keys without a range in detection.config._RULES: {missing}"
     assert len(_numeric_keys(Config())) > 50
+
+
+def test_yaml_alias_bombs_are_refused_quickly_and_the_error_stays_short(tmp_path):
+    """400 bytes of nested aliases (×10 per level) used to take 44 s, 1.4 GB and give a 33 MB error line."""
+    import time
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\nsolver: {steps: *a8}\n")
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_config(bomb)
+    assert time.monotonic() - start < 5
+    assert str(info.value) == f"{bomb}: YAML aliases expand to more than 100000 values; refused (a config has about 100)"
+    with pytest.raises(ConfigError, match=r"^override 'solver.steps=.*chars\): YAML aliases expand"):
+        load_config(overrides=[_override_bomb()])  # the same on the command line
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("solver: &s {steps: *s}\n")
+    with pytest.raises(ConfigError, match="recursive.yaml: a YAML alias refers to its own anchor"):
+        load_config(recursive)
+
+
+def _override_bomb() -> str:
+    parts = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, 7):
+        parts.append(f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    return "solver.steps=[" + ", ".join(parts) + "]"
+
+
+def test_a_long_value_is_truncated_in_the_error():
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["solver.base_lr=" + "x" * 100_000])
+    assert len(str(info.value)) < 300 and "chars)" in str(info.value)
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("solver: {base_lr: 0.01}\n".encode("utf-16"), "not UTF-8 text (byte 0) (it looks like UTF-16: save it as UTF-8)"),
+    (b"solver: {base_lr: 0.01}  # caf\xe9\n", "not UTF-8 text (byte 30)"),
+])  # fmt: skip
+def test_non_utf8_config_files_are_one_line(tmp_path, content, expected):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {expected}")):
+        load_config(path)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
