@@ -146,7 +146,8 @@ def test_yaml_alias_bombs_are_refused_quickly_and_the_error_stays_short(tmp_path
     with pytest.raises(ConfigError) as info:
         load_config(bomb)
     assert time.monotonic() - start < 5
-    assert str(info.value) == f"{bomb}: YAML aliases expand to more than 100000 values; refused (a config has about 100)"
+    assert str(info.value) == (f"{bomb}: YAML aliases expand to more than 100000 values; refused (a config has "
+                               "about 100)")
     with pytest.raises(ConfigError, match=r"^override 'solver.steps=.*chars\): YAML aliases expand"):
         load_config(overrides=[_override_bomb()])  # the same on the command line
     recursive = tmp_path / "recursive.yaml"
