@@ -67,3 +67,42 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
     """``json.dumps(data)`` written atomically (a trailing newline when indented)."""
     return write_text(path, json.dumps(data, indent=indent) + ("\n" if indent is not None else ""))
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error lines; never fails (a 5,000-digit int has no repr)."""
+    try:
+        text = repr(value)
+    except ValueError:  # int too large to convert to a string
+        text = f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    return text if len(text) <= limit else text[: limit - 15] + f"… ({len(text)} chars)"
+
+
+MAX_JSON_BYTES = 2 << 30  # a COCO results file of 10 M detections is ~1 GB
+
+
+def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError, *, what: str = "JSON file") -> Any:
+    """The parsed content of a JSON file, or one ``error(message)`` naming the file and the problem: missing, a
+    folder, not UTF-8 (UTF-16 named), invalid JSON (with the line), a number of over 4,300 digits, nesting too deep
+    for the parser. Never a traceback from the json module."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a {what}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {_reason(exc)}") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise error(f"{path}: UTF-16 text; a {what} must be UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); a {what} must be UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise error(f"{path}: {str(exc).split(';')[0]}") from None
