@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detection.errors import DevkitError
-from detection.files import read_json
+from detection.files import read_json, read_text_file
 
 __all__ = [
     "VOC_CLASSES",
@@ -180,7 +180,7 @@ def numbered_lines(path: Path, what: str) -> Iterator[tuple[int, list[str], str]
     path = Path(path)
     if not path.is_file():
         raise DevkitError(f"{path}: {what} not found")
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text_file(path, DevkitError, what=what).splitlines(), start=1):
         if line.strip():
             yield lineno, line.split(), line
 

@@ -78,13 +78,10 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 15] + f"… ({len(text)} chars)"
 
 
-MAX_JSON_BYTES = 2 << 30  # a COCO results file of 10 M detections is ~1 GB
-
-
-def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError, *, what: str = "JSON file") -> Any:
-    """The parsed content of a JSON file, or one ``error(message)`` naming the file and the problem: missing, a
-    folder, not UTF-8 (UTF-16 named), invalid JSON (with the line), a number of over 4,300 digits, nesting too deep
-    for the parser. Never a traceback from the json module."""
+def read_text_file(path: str | os.PathLike[str], error: type[Exception] = ValueError, *,
+                   what: str = "text file") -> str:
+    """A file's UTF-8 text, or one ``error(message)`` naming the file: missing or unreadable, a folder, UTF-16 or
+    other non-UTF-8 bytes (result files and annotations are UTF-8; a byte-order mark is allowed)."""
     path = Path(path)
     if path.is_dir():
         raise error(f"{path}: is a folder, not a {what}")
@@ -95,9 +92,16 @@ def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError,
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise error(f"{path}: UTF-16 text; a {what} must be UTF-8")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte {exc.start}); a {what} must be UTF-8") from None
+
+
+def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError, *, what: str = "JSON file") -> Any:
+    """The parsed content of a JSON file, or one ``error(message)`` naming the file and the problem: those of
+    :func:`read_text_file`, invalid JSON (with the line), a number of over 4,300 digits, nesting too deep for the
+    parser. Never a traceback from the json module."""
+    text = read_text_file(path, error, what=what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
