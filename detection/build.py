@@ -176,6 +176,10 @@ def load_detector(
     """A trained detector from a toolkit checkpoint. Without ``cfg`` the config stored in the checkpoint is used,
     with ``overrides`` (``key=value``) applied; returns ``(model, config, class names)``."""
     ckpt = load_checkpoint(weights)
+    stored = ckpt.get("config")
+    if isinstance(stored, dict) and "arch" in stored and "model" not in stored:  # backbones/train.py's record
+        raise CheckpointError(weights, f"it holds a classifier ({stored.get('arch')}), not a detector: use it as "
+                                       f"model.backbone.weights={weights} when training a detector")
     if cfg is None:
         if "config" not in ckpt:
             raise CheckpointError(weights, "the checkpoint holds no config; pass --config")

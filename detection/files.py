@@ -69,6 +69,24 @@ def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 
     return write_text(path, json.dumps(data, indent=indent) + ("\n" if indent is not None else ""))
 
 
+def output_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be written as an output file (one line: a folder, a name too long, a folder that cannot be
+    created or written), checked before any work by creating and removing it; None when it can."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return f"{path} is a folder; give a file name"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        return f"cannot write {path}: {_reason(exc)}"
+    return None
+
+
 def short_repr(value: Any, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error lines; never fails (a 5,000-digit int has no repr)."""
     try:
