@@ -201,15 +201,25 @@ def load_detector(
 
 
 def load_ensemble_members(
-    weights: Sequence[Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str]
+    weights: Sequence[Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str],
+    *, allow_unnamed: bool = False, first: Path | None = None,
 ) -> list[FasterRCNN]:
     """The other members of an ensemble whose first member was loaded with ``cfg`` and ``classes``: each from
-    its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes."""
+    its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes in the same
+    order. A checkpoint without class names (the first one's ``classes`` empty, or a member's) cannot show that:
+    refused unless ``allow_unnamed`` (then only the class counts are compared); ``first`` names the first
+    checkpoint in that error."""
     members = []
     for path in weights:
         own_cfg = load_config(config_file, overrides) if config_file is not None else None
         model, own_cfg, own_classes = load_detector(path, own_cfg, overrides)
         if own_cfg.num_classes != cfg.num_classes or (classes and own_classes and own_classes != classes):
             raise CheckpointError(path, "an ensemble member must predict the same classes as the first model")
+        if not (classes and own_classes) and not allow_unnamed:
+            unnamed = path if not own_classes else (first or "the first model")
+            raise CheckpointError(path, f"{unnamed} records no class names, so the ensemble cannot check that its "
+                                        "members predict the same classes in the same order (a permuted member "
+                                        "would be averaged silently); pass --allow-unnamed-classes if you know "
+                                        "they do")
         members.append(model)
     return members

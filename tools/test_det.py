@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config(p, "default: the one in the checkpoint")
     add_split(p)
     add_json(p, "the metrics; OUTPUT_DIR/metrics.json is always written")
+    p.add_argument("--allow-unnamed-classes", action="store_true",
+                   help="ensemble checkpoints that record no class names: trust that their classes agree")
     add_own_data_arguments(p, train=False)
     add_run_arguments(p, output_dir="output/test")
     return p
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.output_dir)
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         model, cfg, classes = load_detector(args.weights[0], cfg, args.overrides)
-        models = [model] + load_ensemble_members(args.weights[1:], cfg, classes, args.config, args.overrides)
+        models = [model] + load_ensemble_members(args.weights[1:], cfg, classes, args.config, args.overrides,
+                                                 allow_unnamed=args.allow_unnamed_classes, first=args.weights[0])
     except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -134,3 +134,27 @@ def test_tables_on_json_of_the_wrong_shape(tmp_path: Path, capsys: pytest.Captur
     assert tables.main([str(path)]) == 2
     line = one_error_line(capsys)
     assert line.startswith(f"error: {path}: ") and expected in line
+
+
+def test_an_ensemble_member_without_class_names_needs_a_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint without class names beside one with permuted classes used to be averaged silently."""
+    from tests.tools.test_test_det import checkpoint, load_main, run
+
+    root = tmp_path / "shapes"
+    generate_shapes(root, num_train=1, num_val=2, min_size=64, max_size=96)
+    named = checkpoint(tmp_path / "named.pth")
+    stored = torch.load(named, weights_only=True)
+    unnamed = save_checkpoint(tmp_path / "unnamed.pth", {"model": stored["model"], "config": stored["config"]})
+    permuted = save_checkpoint(tmp_path / "permuted.pth", {**stored, "classes": stored["classes"][::-1]})
+    main = load_main()
+    assert run(main, root, tmp_path / "a", [named, unnamed]) == 2
+    assert one_error_line(capsys) == (
+        f"error: cannot load checkpoint {unnamed}: {unnamed} records no class names, so the ensemble cannot check "
+        "that its members predict the same classes in the same order (a permuted member would be averaged "
+        "silently); pass --allow-unnamed-classes if you know they do")
+    assert run(main, root, tmp_path / "b", [unnamed, permuted]) == 2
+    assert f"{unnamed} records no class names" in one_error_line(capsys)
+    assert run(main, root, tmp_path / "c", [named, permuted]) == 2
+    assert "must predict the same classes" in one_error_line(capsys)
+    assert run(main, root, tmp_path / "d", [named, unnamed], "--allow-unnamed-classes") == 0
