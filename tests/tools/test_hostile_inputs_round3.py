@@ -158,3 +158,24 @@ def test_an_ensemble_member_without_class_names_needs_a_flag(tmp_path: Path, cap
     assert run(main, root, tmp_path / "c", [named, permuted]) == 2
     assert "must predict the same classes" in one_error_line(capsys)
     assert run(main, root, tmp_path / "d", [named, unnamed], "--allow-unnamed-classes") == 0
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--threads", "-1"], "error: --threads must be 0 (torch's default) or more, got -1"),
+    (["--cls-iters", "-3"], "error: --cls-iters must be at least 1, got -3"),
+    (["solver.bogus=1"], "error: command line: unknown config key 'solver.bogus'"),
+    (["--data-root", "COCO"], "error: --data-root {tmp}/COCO is not a CLS-LOC root"),
+    (["--output-dir", "file.txt/out"], "error: cannot write to output folder {tmp}/file.txt/out"),
+])  # fmt: skip
+def test_quickstart_loc_checks_its_arguments_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              args: list[str], expected: str) -> None:
+    from tools import quickstart_loc
+
+    generate_shapes(tmp_path / "COCO", num_train=1, num_val=1, min_size=64, max_size=96)  # a COCO folder
+    (tmp_path / "file.txt").write_text("")
+    args = [str(tmp_path / a) if a in ("COCO", "file.txt/out") else a for a in args]
+    before = set(tmp_path.rglob("*"))
+    assert quickstart_loc.main(["--output-dir", str(tmp_path / "out"), "--data-root", str(tmp_path / "gen"),
+                                *args]) == 2  # fmt: skip
+    assert one_error_line(capsys).startswith(expected.format(tmp=tmp_path))
+    assert set(tmp_path.rglob("*")) == before  # nothing generated, nothing trained
