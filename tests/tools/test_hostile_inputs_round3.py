@@ -179,3 +179,49 @@ def test_quickstart_loc_checks_its_arguments_before_any_work(tmp_path: Path, cap
                                 *args]) == 2  # fmt: skip
     assert one_error_line(capsys).startswith(expected.format(tmp=tmp_path))
     assert set(tmp_path.rglob("*")) == before  # nothing generated, nothing trained
+
+
+def read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every folder read-only (the tests run as root, where chmod does not stop writes): mkdir and file creation
+    fail with EROFS."""
+    import errno
+    import os
+    import pathlib
+
+    def refuse(*_: object, **__: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refuse)
+
+
+def test_browse_dataset_output_that_cannot_be_written(coco_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import browse_dataset
+
+    (tmp_path / "file").write_text("")
+    base = ["--dataset", "shapes", "--data-root", str(coco_root), "--split", "val", "--num", "1", "--output-dir"]
+    for out, reason in ((tmp_path / "file" / "out", "Not a directory"), (tmp_path / LONG_NAME, "File name too long")):
+        assert browse_dataset.main([*base, str(out)]) == 1
+        assert one_error_line(capsys) == f"error: cannot write to output folder {out}: {reason}"
+    read_only(monkeypatch)
+    assert browse_dataset.main([*base, str(tmp_path / "new")]) == 1
+    assert one_error_line(capsys) == f"error: cannot write to output folder {tmp_path / 'new'}: Read-only file system"
+
+
+def test_prepare_dataset_root_that_cannot_be_written(coco_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import prepare_dataset
+
+    (tmp_path / "file").write_text("")
+    root = tmp_path / "file" / "voc"
+    assert prepare_dataset.main(["voc", "--data-root", str(root), "--no-progress"]) == 1
+    assert one_error_line(capsys) == f"error: cannot write under {root}: Not a directory ({root / 'downloads'})"
+    json_out = tmp_path / "file" / "check.json"
+    assert prepare_dataset.main(["coco", "--data-root", str(coco_root), "--check", "--json", str(json_out)]) == 1
+    assert one_error_line(capsys).startswith(f"error: cannot write {json_out}: ")
+    read_only(monkeypatch)
+    assert prepare_dataset.main(["voc", "--data-root", str(tmp_path / "voc"), "--no-progress"]) == 1
+    assert one_error_line(capsys).startswith(f"error: cannot write under {tmp_path / 'voc'}: Read-only file system")
