@@ -138,8 +138,13 @@ def _fsync_directory(directory: Path) -> None:
 def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with every failure turned into a ``CheckpointError`` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "file does not exist")
+    try:
+        if path.is_dir():
+            raise CheckpointError(path, "it is a folder; give the checkpoint file in it (e.g. model_final.pth)")
+        if not path.is_file():
+            raise CheckpointError(path, "file does not exist")
+    except OSError as e:  # a name too long
+        raise CheckpointError(path, e.strerror or str(e)) from None
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -225,3 +225,10 @@ def test_prepare_dataset_root_that_cannot_be_written(coco_root: Path, tmp_path: 
     read_only(monkeypatch)
     assert prepare_dataset.main(["voc", "--data-root", str(tmp_path / "voc"), "--no-progress"]) == 1
     assert one_error_line(capsys).startswith(f"error: cannot write under {tmp_path / 'voc'}: Read-only file system")
+
+
+def test_a_folder_or_an_impossible_name_as_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CheckpointError, match=r"it is a folder; give the checkpoint file in it"):
+        Predictor(tmp_path, device="cpu")
+    assert export.main(["--weights", str(tmp_path / LONG_NAME), "--no-check"]) == 2
+    assert one_error_line(capsys) == f"error: cannot load checkpoint {tmp_path / LONG_NAME}: File name too long"
