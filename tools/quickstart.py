@@ -31,6 +31,7 @@ from detection.engine.cli import (
 )
 from detection.engine.run_dir import RunDirError, prepare_output_dir, refuse_foreign_checkpoints
 from detection.engine.stages import StageFailed, StageInterrupted, run_stage
+from detection.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "python tools/quickstart.py --output-dir output/quickstart"
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.perf_counter() - start) / 60
     summary = {"VOC07 mAP@0.5": round(metrics["mAP50"], 4), "COCO AP": round(metrics["mAP"], 4),
                "minutes": round(minutes, 2), "weights": str(detector / "model_final.pth")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     print(f"\nquickstart: VOC07 mAP@0.5 = {100 * metrics['mAP50']:.1f} on {metrics['images']} held-out images, "
           f"COCO AP = {100 * metrics['mAP']:.1f}, total {minutes:.1f} min")
     print(f"try: python tools/demo.py --weights {detector / 'model_final.pth'} --images {args.data_root / 'val'} "

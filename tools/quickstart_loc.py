@@ -37,6 +37,7 @@ from detection.engine.cli import (
 )
 from detection.engine.run_dir import RunDirError, prepare_output_dir
 from detection.evaluation.tables import markdown_table, pct
+from detection.files import write_json
 from detection.localization.config import load_loc_config
 from detection.localization.data import generate_cls_loc, read_cls_loc, write_imagefolder_view
 from tools.quickstart import run, stage_errors  # prints each stage's command, then runs it
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": round(minutes, 2),
         "all": metrics,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     net = "ResNet-18/16"
     print("\nTable 13 layout (errors in %, held-out generated images):\n")
     print(table13(metrics, net))

@@ -13,7 +13,6 @@ Systems: ``rpn_1crop``, ``rpn_dense`` and, with an R-CNN, ``rpn_rcnn_dense``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from backbones.data import Normalizer
 from detection.data.io import read_image
 from detection.devkit import Box, to_devkit_boxes
 from detection.evaluation.imagenet_loc import imagenet_loc_eval, read_loc_predictions, write_loc_predictions
+from detection.files import write_json
 from detection.localization.config import LocConfig
 from detection.localization.data import read_cls_loc
 from detection.localization.engine import load_normalizer, load_rcnn, load_rpn
@@ -154,5 +154,5 @@ def localize_split(rpn_weights: Path, classifier_weights: str, data_root: Path, 
         numbers = imagenet_loc_eval(read_loc_predictions(out / f"{system}_top5.csv", truth), truth).to_dict()
         oracle = imagenet_loc_eval(read_loc_predictions(out / f"{system}_gt_class.csv", truth), truth, gt_class=True)
         metrics[system] = {**numbers, "gt_class_loc_error": oracle.gt_class_loc_error, "images": oracle.num_images}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     return metrics
