@@ -31,10 +31,11 @@ class Predictions:
 def in_original_pixels(
     decoded: tuple[int, ...], target: dict[str, Any], output: dict[str, torch.Tensor]
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Target and output boxes brought from the decoded image ``(h, w)`` to ``target["orig_size"]``: they differ
-    for a file over ``max_side`` pixels, decoded at reduced size (detection/data/io.py); result files and metrics
-    must be in the original image's pixels, as the annotations are."""
-    original = tuple(int(v) for v in target.get("orig_size", decoded))
+    """Target and output boxes brought from the decoded image ``(h, w)`` to the annotations' frame
+    (``target["annotated_size"]``, else ``orig_size``): they differ for a file over ``max_side`` pixels, decoded at
+    reduced size (detection/data/io.py), or one resized after annotation (warned about when loaded); result files
+    and metrics must be in the pixels the ground truth is in."""
+    original = tuple(int(v) for v in target.get("annotated_size", target.get("orig_size", decoded)))
     if tuple(decoded) == original:
         return target, output
     size = (int(decoded[0]), int(decoded[1]))
