@@ -232,3 +232,27 @@ def test_a_folder_or_an_impossible_name_as_weights(tmp_path: Path, capsys: pytes
         Predictor(tmp_path, device="cpu")
     assert export.main(["--weights", str(tmp_path / LONG_NAME), "--no-check"]) == 2
     assert one_error_line(capsys) == f"error: cannot load checkpoint {tmp_path / LONG_NAME}: File name too long"
+
+
+def test_test_det_scores_a_split_holding_a_10x10000_strip(tmp_path: Path) -> None:
+    """The strip used to end the whole evaluation in a RuntimeError (a zero-sized trunk map)."""
+    import cv2
+    import numpy as np
+
+    from tests.tools.test_test_det import checkpoint, load_main, run
+
+    root = tmp_path / "shapes"
+    generate_shapes(root, num_train=1, num_val=2, min_size=64, max_size=96)
+    path = root / "annotations" / "instances_val.json"
+    data = json.loads(path.read_text())
+    image = data["images"][0]
+    assert cv2.imwrite(str(root / "val" / image["file_name"]), np.full((10, 10000, 3), 128, np.uint8))
+    image.update(height=10, width=10000)
+    for ann in data["annotations"]:
+        if ann["image_id"] == image["id"]:
+            ann.update(bbox=[100.0, 1.0, 50.0, 8.0], area=400.0)
+    path.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    assert run(load_main(), root, out, [checkpoint(tmp_path / "w.pth")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 2 and metrics["skipped_images"] == 0
