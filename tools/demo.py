@@ -131,8 +131,18 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning("%s", exc)
             failed += 1
             continue
-        with torch.inference_mode(), autocast(device, args.amp):
-            det = model([to_tensor(image).to(device)])[0]
+        try:
+            with torch.inference_mode(), autocast(device, args.amp):
+                det = model([to_tensor(image).to(device)])[0]
+        except RuntimeError as exc:  # one odd image must not cost the others their drawings
+            reason = (str(exc).strip().splitlines() or ["RuntimeError"])[0][:200]
+            if args.strict:
+                bar.close()
+                print(f"error: {path}: detection failed: {reason}", file=sys.stderr)
+                return 1
+            logger.warning("%s: detection failed (%s); skipped", path, reason)
+            failed += 1
+            continue
         det = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in det.items()}
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"], classes, args.score_thresh)
         out_path = args.output_dir / output_names[path]
