@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from detection.files import parse_yaml, read_yaml, short_repr
 
 
 class ConfigError(ValueError):
@@ -210,88 +210,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path} is a folder; pass a .yaml file")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        data = read_yaml(path) or {}
+        data = read_yaml(path, ConfigError, what="config file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         merge_dict(cfg, data, where=str(path))
     return apply_overrides(cfg, overrides or [])
-
-
-# A config has ~100 values; a YAML "billion laughs" (nested aliases, ×10 per level) expands 400 bytes into gigabytes
-# in whatever walks it next. Documents whose aliases expand beyond this many nodes are refused before constructing.
-MAX_YAML_NODES = 100_000
-MAX_CONFIG_BYTES = 1 << 20
-
-
-def _expanded_nodes(root: yaml.Node) -> int:
-    """How many nodes ``root`` has with every alias expanded (shared nodes counted per reference), stopping as soon
-    as the count passes :data:`MAX_YAML_NODES`; ``ConfigError`` for a document that refers to itself."""
-    sizes: dict[int, int] = {}
-    active: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in active:
-            raise ConfigError("a YAML alias refers to its own anchor (a recursive document)")
-        active.add(key)
-        total = 1
-        if isinstance(node, yaml.SequenceNode):
-            children = node.value
-        elif isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        else:
-            children = []
-        for child in children:
-            total += size(child)
-            if total > MAX_YAML_NODES:
-                break
-        active.discard(key)
-        sizes[key] = total
-        return total
-
-    return size(root)
-
-
-def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load(text)``, refusing documents whose aliases expand beyond :data:`MAX_YAML_NODES` nodes (one
-    ``ConfigError``, before anything is built from them); YAML errors become ``ConfigError`` too."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        if _expanded_nodes(node) > MAX_YAML_NODES:
-            raise ConfigError(f"YAML aliases expand to more than {MAX_YAML_NODES} values; refused (a config has "
-                              "about 100)")
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {_short(str(exc), 300)}") from None
-    except RecursionError:
-        raise ConfigError("YAML nested too deeply; refused") from None
-    finally:
-        loader.dispose()
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's document (:func:`parse_yaml`), or one ``ConfigError`` naming the file: over 1 MiB, not UTF-8
-    text, invalid YAML, or aliases that expand without bound."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {len(raw)} bytes, over the {MAX_CONFIG_BYTES}-byte limit for a config file")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        hint = " (it looks like UTF-16: save it as UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}){hint}") from None
-    try:
-        return parse_yaml(text)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -299,11 +222,11 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ConfigError(f"override {_short(item)} must look like key.sub=value")
+            raise ConfigError(f"override {short_repr(item)} must look like key.sub=value")
         try:
-            value = parse_yaml(raw)
+            value = parse_yaml(raw, ConfigError)
         except ConfigError as exc:
-            raise ConfigError(f"override {_short(item)}: {exc}") from None
+            raise ConfigError(f"override {short_repr(item)}: {exc}") from None
         set_value(cfg, key.strip(), value, where="command line")
     if isinstance(cfg, Config):  # the localiser's config (detection/localization/config.py) has its own fields
         validate_config(cfg)
@@ -323,11 +246,11 @@ def merge_dict(obj: Any, data: dict[str, Any], where: str, prefix: str = "") -> 
         hints = typing.get_type_hints(type(obj))
         if key not in hints:
             valid = ", ".join(f"{prefix}{k}" for k in hints)
-            raise ConfigError(f"{where}: unknown config key {_short(full)}; valid keys here: {valid}")
+            raise ConfigError(f"{where}: unknown config key {short_repr(full)}; valid keys here: {valid}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: {_short(full)} must be a mapping, got {_short(value)}")
+                raise ConfigError(f"{where}: {short_repr(full)} must be a mapping, got {short_repr(value)}")
             merge_dict(current, value, where, prefix=f"{full}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], full, where))
@@ -347,7 +270,7 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    bad = ConfigError(f"{where}: {key!r} expects {_type_name(hint)}, got {_short(value)}")
+    bad = ConfigError(f"{where}: {key!r} expects {_type_name(hint)}, got {short_repr(value)}")
     if origin in (typing.Union, types.UnionType):
         for option in args:
             try:
@@ -492,12 +415,6 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
 ]
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: an error line never carries an unbounded value."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 15] + f"… ({len(text)} chars)"
-
-
 def validate_config(cfg: Config) -> None:
     """Raise one ``ConfigError`` listing every value outside its valid range (types are checked on reading)."""
     problems = []
@@ -506,6 +423,6 @@ def validate_config(cfg: Config) -> None:
         for part in dotted.split("."):
             value = getattr(value, part)
         if not ok(value):
-            problems.append(f"{dotted}={_short(value)} must be {expected}")
+            problems.append(f"{dotted}={short_repr(value)} must be {expected}")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 
 class ResultWriteError(OSError):
     """A result file could not be written; nothing partial is left under its name."""
@@ -128,3 +130,77 @@ def read_json(path: str | os.PathLike[str], error: type[Exception] = ValueError,
         raise error(f"{path}: JSON nested too deeply to read") from None
     except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion"
         raise error(f"{path}: {str(exc).split(';')[0]}") from None
+
+
+# A config has ~100 values; a YAML "billion laughs" (nested aliases, ×10 per level) expands 400 bytes into gigabytes
+# in whatever walks it next. Documents whose aliases expand beyond this many nodes are refused before constructing.
+MAX_YAML_NODES = 100_000
+MAX_YAML_BYTES = 1 << 20
+
+
+def _expanded_nodes(root: yaml.Node, error: type[Exception]) -> int:
+    """How many nodes ``root`` has with every alias expanded (shared nodes counted per reference), stopping as soon
+    as the count passes :data:`MAX_YAML_NODES`; ``error`` for a document that refers to itself."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise error("a YAML alias refers to its own anchor (a recursive document)")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                break
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def parse_yaml(text: str, error: type[Exception] = ValueError) -> Any:
+    """``yaml.safe_load(text)``, refusing documents whose aliases expand beyond :data:`MAX_YAML_NODES` nodes (one
+    ``error``, before anything is built from them); YAML errors become ``error`` too."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, error) > MAX_YAML_NODES:
+            raise error(f"YAML aliases expand to more than {MAX_YAML_NODES} values; refused (a config has about 100)")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        text = " ".join(str(exc).split())
+        raise error(f"invalid YAML: {text if len(text) <= 300 else text[:300] + '…'}") from None
+    except RecursionError:
+        raise error("YAML nested too deeply; refused") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | os.PathLike[str], error: type[Exception] = ValueError, *, what: str = "YAML file") -> Any:
+    """A YAML file's document (:func:`parse_yaml`), or one ``error`` naming the file: those of
+    :func:`read_text_file`, over 1 MiB, invalid YAML, or aliases that expand without bound."""
+    path = Path(path)
+    try:
+        too_big = path.is_file() and path.stat().st_size > MAX_YAML_BYTES
+    except OSError:
+        too_big = False
+    if too_big:
+        raise error(f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES}-byte limit for a {what}")
+    text = read_text_file(path, error, what=what)
+    try:
+        return parse_yaml(text, error)
+    except error as exc:
+        raise error(f"{path}: {exc}") from None

@@ -170,8 +170,8 @@ def test_a_long_value_is_truncated_in_the_error():
 
 
 @pytest.mark.parametrize(("content", "expected"), [
-    ("solver: {base_lr: 0.01}\n".encode("utf-16"), "not UTF-8 text (byte 0) (it looks like UTF-16: save it as UTF-8)"),
-    (b"solver: {base_lr: 0.01}  # caf\xe9\n", "not UTF-8 text (byte 30)"),
+    ("solver: {base_lr: 0.01}\n".encode("utf-16"), "UTF-16 text; a config file must be UTF-8"),
+    (b"solver: {base_lr: 0.01}  # caf\xe9\n", "not UTF-8 text (byte 30); a config file must be UTF-8"),
 ])  # fmt: skip
 def test_non_utf8_config_files_are_one_line(tmp_path, content, expected):
     path = tmp_path / "c.yaml"
