@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     args.images = [x for x in args.images if str(x) not in overrides]
     args.overrides = overrides + args.overrides
     setup_logging(None)
+    if not 0.0 <= args.score_thresh <= 1.0:  # NaN too: it would silently draw nothing
+        print(f"error: --score-thresh must be in [0, 1], got {args.score_thresh}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         model, cfg, classes = load_detector(args.weights, cfg, args.overrides)

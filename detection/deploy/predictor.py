@@ -81,6 +81,8 @@ class Predictor:
         overrides: list[str] | None = None,
         optimize: bool = True,
     ) -> None:
+        if not 0.0 <= score_thresh <= 1.0:  # NaN too: it would silently keep no detection
+            raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
         model, self.cfg, classes = load_detector(Path(weights), overrides=overrides)
         self.classes = classes or [str(k) for k in range(1, self.cfg.num_classes + 1)]
         self.device = pick_device(device)

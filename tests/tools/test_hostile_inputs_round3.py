@@ -256,3 +256,13 @@ def test_test_det_scores_a_split_holding_a_10x10000_strip(tmp_path: Path) -> Non
     assert run(load_main(), root, out, [checkpoint(tmp_path / "w.pth")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["skipped_images"] == 0
+
+
+def test_a_nan_score_threshold_is_refused(detector: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools import demo
+
+    with pytest.raises(ValueError, match=r"score_thresh must be in \[0, 1\], got nan"):
+        Predictor(detector, device="cpu", score_thresh=float("nan"))
+    assert demo.main(["--weights", str(detector), "--images", str(tmp_path), "--output-dir", str(tmp_path / "o"),
+                      "--score-thresh", "nan"]) == 2
+    assert one_error_line(capsys) == "error: --score-thresh must be in [0, 1], got nan"
