@@ -51,9 +51,9 @@ class RunDirError(RuntimeError):
 
 def prepare_output_dir(path: Path) -> Path:
     """Create ``path`` (and parents) and check that files can be written in it; :class:`RunDirError` otherwise."""
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"output path {path} exists and is not a folder; pass a folder to --output-dir")
     try:
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"output path {path} exists and is not a folder; pass a folder to --output-dir")
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test.{os.getpid()}"
         probe.write_bytes(b"")

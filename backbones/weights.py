@@ -22,7 +22,7 @@ import torchvision
 from torch import Tensor, nn
 
 from backbones import hub
-from backbones.checkpoint import safe_torch_load
+from backbones.checkpoint import nonfinite_tensors, safe_torch_load
 
 __all__ = [
     "LoadResult",
@@ -194,6 +194,9 @@ def load_weights(
         problems.append("missing in source:\n  " + "\n  ".join(result.missing))
     if strict and result.unexpected:
         problems.append("unexpected in source (not in model):\n  " + "\n  ".join(result.unexpected))
+    nonfinite = nonfinite_tensors(state)
+    if nonfinite:
+        problems.append(nonfinite)
     if problems:
         name = source if isinstance(source, (str, os.PathLike)) else "the given state dict"
         raise WeightsError(f"weights from {name} do not match {type(model).__name__}:\n" + "\n".join(problems))

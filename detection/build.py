@@ -13,7 +13,7 @@ from torch import nn
 
 from backbones import build_resnet, load_weights, split_c4
 from backbones.c4 import C4Head
-from backbones.checkpoint import CheckpointError, load_checkpoint
+from backbones.checkpoint import CheckpointError, load_checkpoint, nonfinite_tensors
 from backbones.weights import checkpoint_style
 from detection.config import Config, ConfigError, RoIHeadsConfig, apply_overrides, config_from_dict, load_config
 from detection.modeling.anchors import AnchorGenerator
@@ -187,6 +187,10 @@ def load_detector(
 
     weights = fetch_weights(weights)
     ckpt = load_checkpoint(weights)
+    stored = ckpt.get("config")
+    if isinstance(stored, dict) and "arch" in stored and "model" not in stored:  # backbones/train.py's record
+        raise CheckpointError(weights, f"it holds a classifier ({stored.get('arch')}), not a detector: use it as "
+                                       f"model.backbone.weights={weights} when training a detector")
     if cfg is None:
         if "config" not in ckpt:
             raise CheckpointError(weights, "the checkpoint holds no config; pass --config")
@@ -195,6 +199,9 @@ def load_detector(
     if recorded is not None and recorded != cfg.model.backbone.style:  # same keys and shapes: would load silently
         raise CheckpointError(weights, f"its backbone is {recorded}-style, the config's is "
                                        f"{cfg.model.backbone.style}: set model.backbone.style={recorded}")
+    nonfinite = nonfinite_tensors(ckpt["model"])
+    if nonfinite:
+        raise CheckpointError(weights, nonfinite)
     model = build_detector(cfg)
     try:
         model.load_state_dict(ckpt["model"])
@@ -205,15 +212,25 @@ def load_detector(
 
 
 def load_ensemble_members(
-    weights: Sequence[str | Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str]
+    weights: Sequence[str | Path], cfg: Config, classes: list[str], config_file: Path | None, overrides: list[str],
+    *, allow_unnamed: bool = False, first: Path | None = None,
 ) -> list[FasterRCNN]:
     """The other members of an ensemble whose first member was loaded with ``cfg`` and ``classes``: each from
-    its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes."""
+    its own stored config (or ``config_file``) with ``overrides``; they must predict the same classes in the same
+    order. A checkpoint without class names (the first one's ``classes`` empty, or a member's) cannot show that:
+    refused unless ``allow_unnamed`` (then only the class counts are compared); ``first`` names the first
+    checkpoint in that error."""
     members = []
     for path in weights:
         own_cfg = load_config(config_file, overrides) if config_file is not None else None
         model, own_cfg, own_classes = load_detector(path, own_cfg, overrides)
         if own_cfg.num_classes != cfg.num_classes or (classes and own_classes and own_classes != classes):
             raise CheckpointError(path, "an ensemble member must predict the same classes as the first model")
+        if not (classes and own_classes) and not allow_unnamed:
+            unnamed = path if not own_classes else (first or "the first model")
+            raise CheckpointError(path, f"{unnamed} records no class names, so the ensemble cannot check that its "
+                                        "members predict the same classes in the same order (a permuted member "
+                                        "would be averaged silently); pass --allow-unnamed-classes if you know "
+                                        "they do")
         members.append(model)
     return members

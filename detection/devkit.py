@@ -24,7 +24,6 @@ Every reader raises :class:`~detection.errors.DevkitError` naming the file and t
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -36,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detection.errors import DevkitError
+from detection.files import read_json, read_text_file
 
 __all__ = [
     "VOC_CLASSES",
@@ -180,7 +180,7 @@ def numbered_lines(path: Path, what: str) -> Iterator[tuple[int, list[str], str]
     path = Path(path)
     if not path.is_file():
         raise DevkitError(f"{path}: {what} not found")
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text_file(path, DevkitError, what=what).splitlines(), start=1):
         if line.strip():
             yield lineno, line.split(), line
 
@@ -281,13 +281,7 @@ def read_coco_instances(path: Path, *, image_files: bool = True) -> dict[str, An
     ``file_name`` and positive integer ``width``/``height``. Completed: a missing ``iscrowd`` is 0, a missing
     ``area`` is ``w * h``, a missing annotation ``id`` gets a fresh one.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DevkitError(f"{path}: malformed JSON: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DevkitError(f"cannot read annotation file {path}: {exc}") from None
+    data = read_json(path, DevkitError, what="annotation file")
     if not isinstance(data, dict) or not all(k in data for k in ("images", "categories")):
         raise DevkitError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories'; "
                           "an image-info file of a test split: 'images' and 'categories')")

@@ -34,6 +34,8 @@ from detection.engine.cli import (
 )
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides, own_split_name
 from detection.engine.run import RunOptions, make_dataset
+from detection.engine.run_dir import RunDirError, prepare_output_dir
+from detection.files import ResultWriteError, atomic_open
 
 EXAMPLE = ("python tools/browse_dataset.py --dataset shapes --data-root datasets/shapes --split val --num 8 "
            "--output-dir output/browse")
@@ -70,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
                           output_dir=args.output_dir)  # fmt: skip
         split = resolve_split(args.dataset, args.split, data_split, train=train, root=opts.data_root)
         dataset = make_dataset(opts, cfg, split, train=train)
-    except (ConfigError, DatasetError) as exc:
+        prepare_output_dir(args.output_dir)
+    except (ConfigError, DatasetError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if train and dataset.transforms is not None:
         dataset.transforms.set_random_seed(args.seed)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     count = len(dataset) if args.num <= 0 else min(args.num, len(dataset))
     objects: Counter[str] = Counter()
     drawn = 0
@@ -88,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         ignored = target.get("iscrowd", target.get("difficult"))
         picture = draw_ground_truth(rgb, target["boxes"], target["labels"], dataset.classes, ignored)
         name = Path(dataset.image_info(index)["file_name"]).stem
-        cv2.imwrite(str(args.output_dir / f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        try:
+            with atomic_open(args.output_dir / f"{name}.png", "wb") as f:
+                f.write(cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))[1].tobytes())
+        except ResultWriteError as exc:  # a full disk, a name too long: imwrite returned False and went on
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         objects.update(dataset.classes[int(k) - 1] for k in target["labels"])
         drawn += 1
     label = own_split_name(opts.dataset, cfg.data, train=train) or split

@@ -19,14 +19,16 @@ inference, the class names) for ``tools/test_det.py`` / ``tools/train_det.py``; 
 from __future__ import annotations
 
 import argparse
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from backbones import build_resnet, load_weights
-from backbones.checkpoint import CheckpointError, load_array_pickle, save_checkpoint
-from backbones.weights import convert_msra_caffe
+from backbones.checkpoint import CheckpointError, CheckpointWriteError, load_array_pickle, save_checkpoint
+from backbones.weights import WeightsError, convert_msra_caffe
 from detection.config import ConfigError
 from detection.engine.cli import add_config, add_output, add_overrides, add_weights, tool_parser
 from detection.weights.detectron2 import convert_detectron2_file
@@ -38,8 +40,11 @@ EXAMPLE = ("python tools/convert_weights.py --from detectron2 --weights model_fi
 def read_arrays(path: Path) -> dict[str, Any]:
     """Numpy arrays keyed by Caffe layer name from a ``.npz`` or ``.pkl`` file, never executing pickled code."""
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # object arrays, truncated, not a zip
+            raise SystemExit(f"{path}: cannot read the .npz: {e}") from e
     try:
         arrays = load_array_pickle(path)
     except CheckpointError as e:
@@ -54,9 +59,12 @@ def read_arrays(path: Path) -> dict[str, Any]:
 def convert_msra(path: Path, depth: int | None, output: Path) -> Path:
     if depth is None:
         raise SystemExit("--depth is required with --from msra (50, 101 or 152)")
-    state = convert_msra_caffe(read_arrays(path), depth)
-    # Loading strictly into the target architecture proves every key and shape before anything is written.
-    load_weights(build_resnet(depth, style="msra"), state)
+    try:
+        state = convert_msra_caffe(read_arrays(path), depth)
+        # Loading strictly into the target architecture proves every key and shape before anything is written.
+        load_weights(build_resnet(depth, style="msra"), state)
+    except (WeightsError, ValueError, TypeError) as e:  # a missing layer, a wrong shape, NaN weights
+        raise SystemExit(f"{path}: {e}") from e
     config = {"arch": f"resnet{depth}", "style": "msra", "source": str(path)}
     written = save_checkpoint(output, {"model": state, "config": config})
     print(f"wrote {written}: {len(state)} tensors for build_resnet({depth}, style='msra')")
@@ -115,5 +123,30 @@ def main(argv: list[str] | None = None) -> Path:
     return convert_d2(path, args.config, args.overrides, args.output, args.backbone_only)
 
 
+def run(argv: list[str] | None = None) -> int:
+    """``main`` with every failure as one ``error:`` line naming the input (exit code 1), never a traceback:
+    object arrays or a truncated ``.npz``, missing layers, NaN weights, bad anchors, an unwritable output."""
+    try:
+        main(argv)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(one_error_line(exc.code), file=sys.stderr)
+            return 1
+        raise
+    except (CheckpointError, WeightsError, CheckpointWriteError, ValueError, OSError, zipfile.BadZipFile,
+            EOFError) as exc:
+        path = getattr(exc, "filename", None)
+        print(one_error_line(f"{type(exc).__name__ if not str(exc) else ''}{exc}"
+                             + (f" ({path})" if path and str(path) not in str(exc) else "")), file=sys.stderr)
+        return 1
+    return 0
+
+
+def one_error_line(message: str, limit: int = 600) -> str:
+    text = " ".join(message.split())
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text if text.startswith("error:") else f"error: {text}"
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

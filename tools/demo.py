@@ -14,7 +14,6 @@ display (``q`` stops). Frames that fail to decode are skipped and counted::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -53,6 +52,8 @@ from detection.engine.cli import (
 )
 from detection.engine.run_dir import RunDirError, prepare_output_dir
 from detection.fast.optimize import optimize_for_inference
+from detection.files import ResultWriteError, atomic_open, write_json
+from detection.modeling.boxes import scale_boxes
 
 EXAMPLE = ("python tools/demo.py --weights output/quickstart/detector/model_final.pth --images datasets/shapes/val "
            "--output-dir output/demo")
@@ -68,6 +69,21 @@ def collect_images(paths: list[Path]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+def drawing_names(images: list[Path]) -> dict[Path, str]:
+    """``<stem>.png`` per image, unique: ``a/img.jpg`` and ``b/img.png`` (or ``b/img.jpg``) become ``img.png`` and
+    ``img_1.png`` instead of one overwriting the other."""
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in images:
+        name, k = f"{path.stem}.png", 0
+        while name.lower() in taken:
+            k += 1
+            name = f"{path.stem}_{k}.png"
+        taken.add(name.lower())
+        names[path] = name
+    return names
 
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -99,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     args.images = [x for x in args.images or [] if str(x) not in overrides]
     args.overrides = overrides + args.overrides
     setup_logging(None)
+    if not 0.0 <= args.score_thresh <= 1.0:  # NaN too: it would silently draw nothing
+        print(f"error: --score-thresh must be in [0, 1], got {args.score_thresh}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         model, cfg, classes = load_detector(args.weights, cfg, args.overrides)
@@ -115,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         print("error: no images found in " + " ".join(map(str, args.images)), file=sys.stderr)
         return 2
+    output_names = drawing_names(images)
     records, failed = [], 0
     bar = tqdm(images, desc="demo", disable=args.no_progress)
     for path in bar:
         try:
-            image, _ = read_image(path, max_pixels=cfg.input.max_image_pixels)
+            image, original = read_image(path, max_pixels=cfg.input.max_image_pixels)
         except UnreadableImageError as exc:
             if args.strict:
                 bar.close()  # before the error line, so that it stays the last one
@@ -128,15 +148,31 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning("%s", exc)
             failed += 1
             continue
-        with torch.inference_mode(), autocast(device, args.amp):
-            det = model([to_tensor(image).to(device)])[0]
+        try:
+            with torch.inference_mode(), autocast(device, args.amp):
+                det = model([to_tensor(image).to(device)])[0]
+        except RuntimeError as exc:  # one odd image must not cost the others their drawings
+            reason = (str(exc).strip().splitlines() or ["RuntimeError"])[0][:200]
+            if args.strict:
+                bar.close()
+                print(f"error: {path}: detection failed: {reason}", file=sys.stderr)
+                return 1
+            logger.warning("%s: detection failed (%s); skipped", path, reason)
+            failed += 1
+            continue
         det = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in det.items()}
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"], classes, args.score_thresh)
-        out_path = args.output_dir / f"{path.stem}.png"
-        if not cv2.imwrite(str(out_path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-            print(f"error: cannot write {out_path} (disk full or folder not writable)", file=sys.stderr)
+        out_path = args.output_dir / output_names[path]
+        try:
+            with atomic_open(out_path, "wb") as f:
+                f.write(cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))[1].tobytes())
+        except ResultWriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         keep = det["scores"] >= args.score_thresh
+        # The drawing is of the decoded image; the JSON's boxes are in the file's pixels (a file over 10,000 px is
+        # decoded at reduced size).
+        det["boxes"] = scale_boxes(det["boxes"], (image.shape[0], image.shape[1]), original)
         records.append({
             "image": str(path),
             "output": str(out_path),
@@ -147,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             ],
         })
     try:
-        (args.output_dir / "detections.json").write_text(json.dumps(records, indent=2))
-    except OSError as exc:
-        print(f"error: cannot write {args.output_dir / 'detections.json'}: {exc.strerror or exc}", file=sys.stderr)
+        write_json(args.output_dir / "detections.json", records)
+    except ResultWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(records)} images to {args.output_dir}" + (f" ({failed} unreadable, skipped)" if failed else ""))
     return 1 if failed and not records else 0

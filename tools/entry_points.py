@@ -19,7 +19,6 @@ def eval_cls() -> int:
 
 
 def convert_weights() -> int:
-    from tools.convert_weights import main
+    from tools.convert_weights import run  # every failure as one error: line
 
-    main()
-    return 0
+    return run()

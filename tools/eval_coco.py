@@ -9,7 +9,6 @@ Results: a JSON list of {"image_id", "category_id" (the dataset's ids), "bbox": 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from detection.engine.cli import add_data_root, add_json, add_split, tool_parser
 from detection.evaluation.coco import coco_eval, count_inverted_results, load_coco, load_coco_results
 from detection.evaluation.tables import coco_stats_table, coco_table, per_class_table
 from detection.evaluation.voc import EvaluationInputError
+from detection.files import write_json
 
 # After tools/quickstart.py: the generated shapes set is in the COCO layout.
 EXAMPLE = ("python tools/eval_coco.py --data-root datasets/shapes --split val "
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nTable 9 columns:\n")
     print(coco_table([(args.name, result.to_dict())]))
     if args.json:
-        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json(args.json, result.to_dict())
     return 0
 
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from detection.evaluation.imagenet_det import evaluate_det_files
 from detection.evaluation.imagenet_loc import MAX_GUESSES, evaluate_loc_files
 from detection.evaluation.tables import ap_table, markdown_table, pct
 from detection.evaluation.voc import EvaluationInputError
+from detection.files import write_json
 
 EXAMPLE = ("python tools/eval_imagenet.py loc --data-root datasets/imagenet_loc_gen/ILSVRC "
            "--results output/quickstart_loc/loc_predictions.csv --json loc.json")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json(args.json, result.to_dict())
     return 0
 
 

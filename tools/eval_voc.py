@@ -7,7 +7,6 @@ an own VOC-format folder; ``--results`` holds ``comp4_det_<split>_<class>.txt`` 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from detection.evaluation.voc import (
     read_voc_results,
     voc_eval,
 )
+from detection.files import write_json
 
 EXAMPLE = ("python tools/eval_voc.py --data-root datasets/VOCdevkit/VOC2007 --split test "
            "--results output/voc_test/results --json voc07.json --plot pr.png")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"VOC {args.split}, {len(ground_truth)} images, {metric} metric: mAP = {100 * result.mAP:.1f}\n")
     print(voc_table([(args.name, result.to_dict())], classes))
     if args.json:
-        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json(args.json, result.to_dict())
     if args.plot:
         plot_pr_curves(result, args.plot)
     return 0

@@ -17,6 +17,7 @@ config stored in the checkpoint.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 from backbones.checkpoint import CheckpointError
 from backbones.runtime import setup_logging
 from detection.build import load_detector
-from detection.config import ConfigError
+from detection.config import Config, ConfigError
 from detection.data.shapes import render_image
 from detection.data.transforms import to_tensor
 from detection.deploy.export import (
@@ -45,6 +46,7 @@ from detection.engine.cli import (
     add_weights,
     tool_parser,
 )
+from detection.files import ResultWriteError, output_file_problem, write_json
 
 # --format → (writer, checker, default file name, what runs the check)
 FORMATS = {
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    refusal = export_refusal(args, cfg, output)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     height, width = args.size or (cfg.input.test_min_size, cfg.input.test_max_size)
     model = model.eval()
     shape = f"[3, H, W], H and W in {list(DYNAMIC_SIDES)}" if args.dynamic else f"[3, {height}, {width}]"
@@ -111,10 +117,35 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the output: a name too long, a folder not writable, a full disk
+        print(f"error: cannot write {getattr(exc, 'filename', None) or output}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            write_json(args.json, result)
+        except (ResultWriteError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
+
+
+def export_refusal(args: argparse.Namespace, cfg: Config, output: Path) -> str | None:
+    """Why this export cannot be done as asked (one line), before any work; None when it can."""
+    if args.size is not None and min(args.size) < 1:
+        return f"--size H W must be positive pixel counts, got {args.size[0]} {args.size[1]}"
+    problem = output_file_problem(output)
+    if problem:
+        return f"--output {problem}"
+    if args.format == "onnx" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        return "--format onnx needs the onnx and onnxruntime packages: pip install 'resdet[export]'"
+    dropped = [f"test.pyramid_min_sizes={cfg.test.pyramid_min_sizes}" for _ in [0] if cfg.test.pyramid_min_sizes]
+    dropped += ["test.flip=true"] if cfg.test.flip else []
+    if dropped:
+        return (f"the exported file runs the single-scale model only; the config sets {', '.join(dropped)}, which it "
+                "would silently drop: override it (test.pyramid_min_sizes=[] test.flip=false) to export anyway")
+    return None
 
 
 if __name__ == "__main__":

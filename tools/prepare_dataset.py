@@ -25,7 +25,6 @@ every missing path. The quickstart (python tools/quickstart.py) needs none of th
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from detection.data.errors import DatasetError
 from detection.data.prepare import ARCHIVES, REQUIRED, check_layout, prepare
 from detection.data.prepare_imagenet import PARTS, describe, missing_paths, prepare_imagenet
 from detection.engine.cli import add_data_root, add_json, add_no_progress, tool_parser
+from detection.files import write_json
 
 LOADER = {"coco": "coco", "coco2014": "coco", "voc": "voc"}
 
@@ -109,10 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the data root cannot be written: read-only, a file in the way, a name too long
+        print(f"error: cannot write under {root}: {exc.strerror or exc}"
+              + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""), file=sys.stderr)
+        return 1
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"dataset": args.dataset, "data_root": str(root), "missing": missing,
-                                         "complete": not missing}, indent=2) + "\n")
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            write_json(args.json, {"dataset": args.dataset, "data_root": str(root), "missing": missing,
+                                   "complete": not missing})
+        except OSError as exc:
+            print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     if isinstance(missing, dict):  # imagenet: one line per part
         parts = tuple(p for p in args.parts.split(",") if p)
         for line in describe(missing, root, parts):

@@ -19,11 +19,11 @@ Each stage is the real command-line tool, run as a subprocess; the commands are 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import shlex
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from detection.data.shapes import ensure_shapes, generate_shapes_yolo, write_crop_dataset
@@ -36,18 +36,38 @@ from detection.engine.cli import (
     add_overrides,
     tool_parser,
 )
-from detection.engine.run_dir import RunDirError, refuse_foreign_checkpoints
+from detection.engine.run_dir import RunDirError, prepare_output_dir, refuse_foreign_checkpoints
+from detection.engine.stages import StageFailed, StageInterrupted, run_stage
 from detection.evaluation.analysis.inputs import from_coco_files
 from detection.evaluation.analysis.plots import MissingPlotting
 from detection.evaluation.analysis.report import analyze
+from detection.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "python tools/quickstart.py --output-dir output/quickstart"
 
 
 def run(cmd: list[str]) -> None:
-    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    """Print and run one stage; SIGTERM / Ctrl-C are passed on to it and waited for (detection/engine/stages.py)."""
+    run_stage(cmd)
+
+
+def stage_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """``main`` with a failed stage as one ``error:`` line (its exit code) and a forwarded signal as one
+    ``stopped:`` line (the shell's code for the signal, 143 / 130), never a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except StageFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.returncode if 0 < exc.returncode < 128 else 1
+        except StageInterrupted as exc:
+            print(f"stopped: {exc}", file=sys.stderr)
+            return 128 + exc.signum
+
+    return wrapped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@stage_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
@@ -75,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirError:
         print(f"error: {out} holds an earlier quickstart run; pass a new --output-dir or delete it", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_output_dir(out)
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     py = sys.executable
 
     print(f"[1/3] shapes dataset at {args.data_root}", flush=True)
@@ -119,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     headline = "VOC07 mAP@0.5" if args.format == "coco" else "COCO mAP@0.5"
     summary = {headline: round(metrics["mAP50"], 4), "COCO AP": round(metrics["mAP"], 4),
                "minutes": round(minutes, 2), "weights": str(detector / "model_final.pth")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     print(f"\nquickstart: {headline} = {100 * metrics['mAP50']:.1f} on {metrics['images']} held-out images, "
           f"COCO AP = {100 * metrics['mAP']:.1f}, total {minutes:.1f} min")
     print(f"try: python tools/demo.py --weights {detector / 'model_final.pth'} --images {args.data_root / 'val'} "

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from detection.config import ConfigError
+from detection.data.errors import DatasetError
 from detection.engine.cli import (
     add_config,
     add_data_root,
@@ -33,9 +35,12 @@ from detection.engine.cli import (
     add_overrides,
     tool_parser,
 )
+from detection.engine.run_dir import RunDirError, prepare_output_dir
 from detection.evaluation.tables import markdown_table, pct
+from detection.files import write_json
+from detection.localization.config import load_loc_config
 from detection.localization.data import generate_cls_loc, read_cls_loc, write_imagefolder_view
-from tools.quickstart import run  # prints each stage's command, then runs it
+from tools.quickstart import run, stage_errors  # prints each stage's command, then runs it
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = "python tools/quickstart_loc.py --data-root datasets/imagenet_loc_gen --output-dir output/quickstart_loc"
@@ -70,11 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """Why the arguments cannot work (one line), found before any minute is spent; None when they can."""
+    if args.threads < 0:
+        return f"--threads must be 0 (torch's default) or more, got {args.threads}"
+    if args.cls_iters < 1:
+        return f"--cls-iters must be at least 1, got {args.cls_iters}"
+    try:
+        load_loc_config(args.config, ["num_classes=1", *args.overrides])  # the stages' config, as they will read it
+        if args.data_root.exists():
+            read_cls_loc(args.data_root, "train")
+        prepare_output_dir(args.output_dir)
+    except (ConfigError, RunDirError) as exc:
+        return str(exc)
+    except (DatasetError, OSError) as exc:
+        return f"--data-root {args.data_root} is not a CLS-LOC root (ILSVRC/…/CLS-LOC, LOC_*.csv): {exc}"
+    return None
+
+
+@stage_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = argument_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     out, py = args.output_dir, sys.executable
-    out.mkdir(parents=True, exist_ok=True)
     stage_flags = ["--device", args.device] + (["--no-progress"] if args.no_progress else [])
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by torch in each stage's subprocess
@@ -121,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": round(minutes, 2),
         "all": metrics,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     net = "ResNet-18/16"
     print("\nTable 13 layout (errors in %, held-out generated images):\n")
     print(table13(metrics, net))

@@ -19,7 +19,6 @@ files and ``metrics.json`` as one process, which also record ``world_size`` and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
@@ -45,6 +44,7 @@ from detection.engine.run import test
 from detection.engine.run_dir import RunDirError, prepare_output_dir
 from detection.errors import EvaluationInputError
 from detection.evaluation.analysis.plots import MissingPlotting
+from detection.files import ResultWriteError, write_json
 
 EXAMPLE = ("python tools/test_det.py --weights output/quickstart/detector/model_final.pth --dataset shapes "
            "--data-root datasets/shapes --split val --output-dir output/quickstart/test")
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config(p, "default: the one in the checkpoint")
     add_split(p)
     add_json(p, "the metrics; OUTPUT_DIR/metrics.json is always written")
+    p.add_argument("--allow-unnamed-classes", action="store_true",
+                   help="ensemble checkpoints that record no class names: trust that their classes agree")
     add_own_data_arguments(p, train=False)
     add_run_arguments(p, output_dir="output/test")
     p.add_argument("--analyze", action="store_true",
@@ -86,17 +88,21 @@ def _main(args: argparse.Namespace, device: torch.device, rank: int) -> int:
         setup_logging(args.output_dir, rank)
         cfg = load_config(args.config, args.overrides) if args.config is not None else None
         model, cfg, classes = load_detector(args.weights[0], cfg, args.overrides)
-        models = [model] + load_ensemble_members(args.weights[1:], cfg, classes, args.config, args.overrides)
+        models = [model] + load_ensemble_members(args.weights[1:], cfg, classes, args.config, args.overrides,
+                                                 allow_unnamed=args.allow_unnamed_classes, first=args.weights[0])
     except (ConfigError, CheckpointError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    opts = run_options(args, analyze=args.analyze)
+    opts = run_options(args, analyze=args.analyze, weights=list(args.weights))
     try:
         split = resolve_split(args.dataset, args.split, cfg.data.test_split, train=False, root=opts.data_root)
         metrics = test(cfg, opts, models, split, device, classes=classes or None, sharded=True)
         if args.json is not None and rank == 0:
-            args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+            write_json(args.json, metrics)
     except (DatasetError, ConfigError, EvaluationInputError, MissingPlotting) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ResultWriteError as exc:  # names the file and the OS's reason; nothing partial left under its name
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # writing results or metrics: disk full, folder made read-only meanwhile

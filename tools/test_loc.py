@@ -12,7 +12,6 @@ rank 0 writes the same files (metrics.json records ``world_size`` and ``images_p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from detection.engine.cli import (
 )
 from detection.errors import DatasetError, EvaluationInputError
 from detection.evaluation.tables import markdown_table, pct
+from detection.files import write_json
 from detection.localization.predict import MODES, localize_split
 
 EXAMPLE = ("python tools/test_loc.py --data-root datasets/imagenet_loc_gen "
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(["system (error %)", *keys], rows))
     print(f"CSV files and metrics.json in {args.output_dir}")
     if args.json is not None:
-        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json(args.json, metrics)
     return 0
 
 

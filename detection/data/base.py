@@ -197,6 +197,7 @@ class DetectionDataset(Dataset):
             "labels": torch.as_tensor(ann.labels, dtype=torch.int64),
             "image_id": int(info["image_id"]),
             "orig_size": (orig_h, orig_w),
+            "annotated_size": (int(info["height"]), int(info["width"])),  # the frame of results and ground truth
             "scale": 0.5 * (tensor.shape[1] / orig_h + tensor.shape[2] / orig_w),
         }
         for key, values in ann.flags.items():

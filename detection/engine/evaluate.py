@@ -35,6 +35,7 @@ from detection.evaluation.coco import coco_eval, xyxy_to_coco_results
 from detection.evaluation.imagenet_det import imagenet_det_eval, read_det_blacklist, write_det_results
 from detection.evaluation.tables import ap_table, coco_stats_table, per_class_table
 from detection.evaluation.voc import VOCEvaluator, VOCResult, write_voc_results
+from detection.files import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _evaluate_coco(
         cat_ids = [dataset.label_to_cat_id[int(label)] for label in output["labels"]]
         results.extend(xyxy_to_coco_results(target["image_id"], output["boxes"], output["scores"], cat_ids))
     path = output_dir / f"coco_results_{split}.json"
-    path.write_text(json.dumps(results))
+    write_text(path, json.dumps(results))
     evaluated_ids = [int(t["image_id"]) for t in predictions.targets]
     coco = dataset.coco
     if len(evaluated_ids) != len(coco.getImgIds()):

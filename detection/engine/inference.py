@@ -16,6 +16,7 @@ from tqdm import tqdm
 from backbones import runtime
 from backbones.sharding import gather_in_rank_order, shard_range
 from detection.data import collate
+from detection.modeling.boxes import scale_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,22 @@ class Predictions:
     @property
     def world_size(self) -> int:
         return len(self.images_per_rank)
+
+
+def in_original_pixels(
+    decoded: tuple[int, ...], target: dict[str, Any], output: dict[str, torch.Tensor]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Target and output boxes brought from the decoded image ``(h, w)`` to the annotations' frame
+    (``target["annotated_size"]``, else ``orig_size``): they differ for a file over ``max_side`` pixels, decoded at
+    reduced size (detection/data/io.py), or one resized after annotation (warned about when loaded); result files
+    and metrics must be in the pixels the ground truth is in."""
+    original = tuple(int(v) for v in target.get("annotated_size", target.get("orig_size", decoded)))
+    if tuple(decoded) == original:
+        return target, output
+    size = (int(decoded[0]), int(decoded[1]))
+    target = {**target, "boxes": scale_boxes(target["boxes"].float(), size, original)}
+    output = {**output, "boxes": scale_boxes(output["boxes"], size, original)}
+    return target, output
 
 
 @torch.inference_mode()
@@ -87,9 +104,11 @@ def _infer(model: nn.Module, dataset: Dataset, *, device: torch.device, batch_si
         images = [i.to(device, non_blocking=True) for i in images]
         with runtime.autocast(device, amp):
             outputs = model(images)
-        for target, output in zip(targets, outputs):
-            result.targets.append(_cpu(target))
-            result.outputs.append({k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()})
+        for image, target, output in zip(images, targets, outputs):
+            output = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in output.items()}
+            target, output = in_original_pixels(tuple(image.shape[-2:]), _cpu(target), output)
+            result.targets.append(target)
+            result.outputs.append(output)
     result.seconds = time.perf_counter() - start
     result.skipped = len(dataset) - len(result.outputs)  # type: ignore[arg-type]
     return result

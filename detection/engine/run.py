@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -33,9 +32,10 @@ from detection.engine.own_data import (
     own_split_name,
     report_empty_images,
 )
-from detection.engine.run_dir import refuse_foreign_checkpoints
+from detection.engine.run_dir import clear_previous_results, provenance, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
 from detection.fast.optimize import optimize_for_inference, optimize_for_training
+from detection.files import write_json
 from detection.weights.transfer import load_detector_weights
 
 logger = logging.getLogger("detection")
@@ -58,6 +58,7 @@ class RunOptions:
     optimize: bool = True  # detection/fast/optimize.py for training and (on a copy) for testing: same numbers, faster
     test_split: str = ""
     analyze: bool = False  # tools/test_det.py --analyze: report.html beside metrics.json (detection/engine/analysis.py)
+    weights: list[Path] = field(default_factory=list)  # the checkpoints tested, recorded in metrics.json
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -119,7 +120,7 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
     report_empty_images(dataset, keep_empty=cfg.data.keep_empty)
     if rank == 0:
         opts.output_dir.mkdir(parents=True, exist_ok=True)
-        (opts.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_json(opts.output_dir / "config.json", cfg.to_dict())
     model = build_detector(cfg)
     if opts.optimize:  # frozen BN folded into each conv's weight at every step, channels-last: same parameters
         optimize_for_training(model)
@@ -177,6 +178,8 @@ def test(
     ``images_per_rank``) and every rank returns those metrics."""
     device = device or pick_device(opts.device)
     dataset = make_dataset(opts, cfg, split, train=False, classes=classes)
+    if get_rank() == 0 or not sharded:  # one process clears; the others only compute
+        clear_previous_results(opts.output_dir)
     split = own_split_name(opts.dataset, cfg.data, train=False) or split
     check_classes(cfg, dataset.classes, f"{opts.dataset} {split}", model_classes=classes)
     models = [model] if isinstance(model, torch.nn.Module) else list(model)
@@ -196,7 +199,7 @@ def test(
             raise PeerFailed("rank 0 could not write the results (its error is above)")
         return metrics
     try:
-        metrics = _score(opts, dataset, predictions, split)
+        metrics = _score(cfg, opts, dataset, predictions, split)
     except BaseException:
         if sharded:
             broadcast_from_first(None)
@@ -206,17 +209,16 @@ def test(
     return metrics
 
 
-def _score(opts: RunOptions, dataset: Any, predictions: Predictions, split: str) -> dict[str, Any]:
+def _score(cfg: Config, opts: RunOptions, dataset: Any, predictions: Predictions, split: str) -> dict[str, Any]:
     """Submission files, ``metrics.json`` and the printed table of ``predictions`` (on one rank)."""
     metrics, table = evaluate_predictions(opts.dataset, dataset, predictions, opts.output_dir, split)
     # The wall time per image of the whole (possibly sharded) run: throughput, not one rank's latency.
     metrics["seconds_per_image"] = predictions.seconds / max(len(predictions.outputs), 1)
     metrics.update(world_size=predictions.world_size, images_per_rank=predictions.images_per_rank)
+    weights = opts.weights or [p for p in [opts.output_dir / "model_final.pth"] if p.is_file()]
+    metrics["provenance"] = provenance(cfg.to_dict(), weights)
     metrics = summarize_metrics(metrics)
-    path = opts.output_dir / "metrics.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(path)
+    write_json(opts.output_dir / "metrics.json", metrics)
     score = "not scored" if metrics["mAP50"] is None else f"{metrics['metric']} = {100 * metrics['mAP50']:.1f}"
     print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
     print(table)

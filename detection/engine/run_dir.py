@@ -90,3 +90,49 @@ def refuse_foreign_checkpoints(directory: Path, prefix: str = "model") -> None:
             f"{directory} already holds checkpoints of another run ({names}); use --resume to continue that run, "
             "or pass a new --output-dir"
         )
+
+
+# --- Result files: which model made them, and never another run's left behind -------------------------------------
+# What an evaluation writes into its output folder (detection/engine/evaluate.py, submission.py), by name.
+RESULT_FILES = ("metrics.json", "coco_results_*.json", "ilsvrc_det_*.txt", "detections_*_results.json",
+                "detections_*_results.zip", "results.tar.gz", "results/VOC*/Main/comp4_det_*.txt")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(config: dict[str, Any], weights: list[Path]) -> dict[str, Any]:
+    """What made a set of results: each checkpoint's path and sha256 (an ensemble has several), and the config hash
+    (:func:`config_hash`); stored in ``metrics.json`` as ``provenance``."""
+    return {"weights": [{"path": str(p), "sha256": file_sha256(p)} for p in weights if Path(p).is_file()],
+            "config_hash": config_hash(config)}
+
+
+def clear_previous_results(output_dir: Path) -> list[Path]:
+    """Remove the result files a previous evaluation left in ``output_dir`` (:data:`RESULT_FILES`) before a new one
+    writes its own, so that a run killed half-way never leaves another model's results and ``metrics.json`` looking
+    like its own. Logs one warning naming the previous model (from its ``metrics.json``); returns what it removed."""
+    found = sorted({p for pattern in RESULT_FILES for p in output_dir.glob(pattern) if p.is_file()})
+    if not found:
+        return []
+    previous = "an earlier run"
+    try:
+        recorded = json.loads((output_dir / "metrics.json").read_text()).get("provenance", {}).get("weights", [])
+        if recorded:
+            previous = "the model " + ", ".join(f"{w['path']} (sha256 {w['sha256'][:12]})" for w in recorded)
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        pass
+    for path in found:
+        path.unlink()
+    for folder in sorted({p.parent for p in found}, key=lambda p: len(p.parts), reverse=True):
+        while folder != output_dir and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    logger.warning("%s held %d result file(s) of %s; removed them before writing this run's", output_dir,
+                   len(found), previous)
+    return found

@@ -24,6 +24,7 @@ from detection.engine.inference import Predictions
 from detection.evaluation.coco import xyxy_to_coco_results
 from detection.evaluation.imagenet_det import write_det_results
 from detection.evaluation.voc import detections_from_tensors, write_voc_results
+from detection.files import atomic_open, write_text
 
 __all__ = ["ALGORITHM", "write_submission"]
 
@@ -56,9 +57,9 @@ def _coco(dataset: Any, predictions: Predictions, output_dir: Path, split: str) 
         cat_ids = [dataset.label_to_cat_id[int(label)] for label in output["labels"]]
         results.extend(xyxy_to_coco_results(target["image_id"], output["boxes"], output["scores"], cat_ids))
     path = output_dir / f"detections_{split}_{ALGORITHM}_results.json"
-    path.write_text(json.dumps(results))
+    write_text(path, json.dumps(results))
     archive = path.with_suffix(".zip")
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_open(archive, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.write(path, arcname=path.name)
     return archive
 
@@ -74,7 +75,7 @@ def _voc(dataset: Any, predictions: Predictions, output_dir: Path) -> Path:
     main = output_dir / "results" / f"VOC{dataset.year}" / "Main"
     write_voc_results(main, dataset.split, detections, dataset.classes)
     archive = output_dir / "results.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
+    with atomic_open(archive, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         tar.add(output_dir / "results", arcname="results")
     return archive
 

@@ -77,7 +77,7 @@ def run_table9(
         row_overrides = [*overrides, *row.overrides]
         model, cfg, classes = load_detector(row.weights[0], None, row_overrides)
         models = [model, *load_ensemble_members(row.weights[1:], cfg, classes, None, row_overrides)]
-        row_opts = dataclasses.replace(opts, output_dir=opts.output_dir / _slug(row.label))
+        row_opts = dataclasses.replace(opts, output_dir=opts.output_dir / _slug(row.label), weights=list(row.weights))
         logger.info("Table 9 row %r: %s %s", row.label, " ".join(str(w) for w in row.weights), " ".join(row_overrides))
         row_split = resolve_split(opts.dataset, split, cfg.data.test_split, train=False, root=opts.data_root)
         results.append((row.label, test(cfg, row_opts, models, row_split)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detection.devkit import read_coco_instances
 from detection.errors import EvaluationInputError
+from detection.files import read_json, short_repr
 
 __all__ = [
     "COCOResult",
@@ -92,12 +92,9 @@ def load_coco(annotations: COCO | str | Path, verbose: bool = False) -> COCO:
 def load_coco_results(path: str | Path) -> list[dict[str, Any]]:
     """Read a results JSON file (a list of result dicts)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise EvaluationInputError(f"{path}: results file not found")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise EvaluationInputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    results = read_json(path, EvaluationInputError, what="results file")
     if not isinstance(results, list):
         raise EvaluationInputError(
             f"{path}: expected a JSON list of result objects, got {type(results).__name__}"
@@ -123,16 +120,19 @@ def validate_coco_results(
             raise EvaluationInputError(f"{where}: missing key(s) {missing}")
         bbox = r["bbox"]
         if not isinstance(bbox, Sequence | np.ndarray) or len(bbox) != 4:
-            raise EvaluationInputError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+            raise EvaluationInputError(f"{where}: bbox must be [x, y, w, h], got {short_repr(bbox)}")
         numbers = [*bbox, r["score"]]
         if not all(isinstance(v, int | float | np.number) and not isinstance(v, bool) and math.isfinite(v)
                    for v in numbers):
-            raise EvaluationInputError(f"{where}: bbox and score must be finite numbers, got {numbers!r}")
+            raise EvaluationInputError(f"{where}: bbox and score must be finite numbers, got {short_repr(numbers)}")
+        for key in ("image_id", "category_id"):
+            if not isinstance(r[key], int) or isinstance(r[key], bool):
+                raise EvaluationInputError(f"{where}: {key} must be an integer, got {short_repr(r[key])}")
         if r["image_id"] not in image_ids:
-            raise EvaluationInputError(f"{where}: image_id {r['image_id']!r} is not in the annotations")
+            raise EvaluationInputError(f"{where}: image_id {short_repr(r['image_id'])} is not in the annotations")
         if r["category_id"] not in category_ids:
             raise EvaluationInputError(
-                f"{where}: category_id {r['category_id']!r} is not one of the dataset's category ids "
+                f"{where}: category_id {short_repr(r['category_id'])} is not one of the dataset's category ids "
                 f"{sorted(category_ids)[:10]}… (map training labels to the dataset's ids)"
             )
 

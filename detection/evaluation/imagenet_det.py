@@ -39,6 +39,7 @@ from detection.devkit import (
 )
 from detection.errors import EvaluationInputError
 from detection.evaluation.voc import APResult, voc_ap
+from detection.files import write_text
 
 __all__ = [
     "DETResult",
@@ -222,7 +223,7 @@ def write_det_results(path: Path, detections: Iterable[DETDetection], class_inde
         " ".join([str(img), str(class_index[wnid]), repr(float(score))] + [repr(float(v)) for v in box])
         for img, wnid, score, box in detections
     ]
-    Path(path).write_text("".join(line + "\n" for line in lines))
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def evaluate_det_files(

@@ -16,6 +16,7 @@ Files: ground truth ``Annotations/CLS-LOC/val/*.xml`` (PASCAL-style); prediction
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from detection.devkit import Box, numbered_lines, read_pascal_xml
 from detection.errors import EvaluationInputError
+from detection.files import atomic_open, read_text_file
 
 __all__ = [
     "MAX_GUESSES",
@@ -162,41 +164,41 @@ def read_loc_predictions(path: Path, images: Container[str] | None = None) -> di
     if not path.is_file():
         raise EvaluationInputError(f"{path}: predictions file not found")
     out: dict[str, list[Guess]] = {}
-    with open(path, newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if lineno == 1:
-                if [c.strip() for c in row] != ["ImageId", "PredictionString"]:
-                    raise EvaluationInputError(f"{path}:1: expected the header 'ImageId,PredictionString'")
-                continue
-            if not row:
-                continue
-            try:
-                if len(row) != 2:
-                    raise ValueError(f"expected 2 columns, got {len(row)}")
-                image, tokens = row[0].strip(), row[1].split()
-                if image in out:
-                    raise ValueError(f"image {image!r} appears twice")
-                if images is not None and image not in images:
-                    raise ValueError(f"image {image!r} is not in the ground truth")
-                if len(tokens) % 5:
-                    raise ValueError(f"{len(tokens)} tokens is not a multiple of 5")
-                guesses = []
-                for g in range(0, len(tokens), 5):
-                    box = tuple(float(v) for v in tokens[g + 1 : g + 5])
-                    if not all(math.isfinite(v) for v in box):
-                        raise ValueError("non-finite number")
-                    guesses.append((tokens[g], (box[0], box[1], box[2], box[3])))
-            except ValueError as e:
-                raise EvaluationInputError(
-                    f"{path}:{lineno}: expected 'ImageId,wnid xmin ymin xmax ymax …' ({e})"
-                ) from None
-            out[image] = guesses
+    text = read_text_file(path, EvaluationInputError, what="predictions file")
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if lineno == 1:
+            if [c.strip() for c in row] != ["ImageId", "PredictionString"]:
+                raise EvaluationInputError(f"{path}:1: expected the header 'ImageId,PredictionString'")
+            continue
+        if not row:
+            continue
+        try:
+            if len(row) != 2:
+                raise ValueError(f"expected 2 columns, got {len(row)}")
+            image, tokens = row[0].strip(), row[1].split()
+            if image in out:
+                raise ValueError(f"image {image!r} appears twice")
+            if images is not None and image not in images:
+                raise ValueError(f"image {image!r} is not in the ground truth")
+            if len(tokens) % 5:
+                raise ValueError(f"{len(tokens)} tokens is not a multiple of 5")
+            guesses = []
+            for g in range(0, len(tokens), 5):
+                box = tuple(float(v) for v in tokens[g + 1 : g + 5])
+                if not all(math.isfinite(v) for v in box):
+                    raise ValueError("non-finite number")
+                guesses.append((tokens[g], (box[0], box[1], box[2], box[3])))
+        except ValueError as e:
+            raise EvaluationInputError(
+                f"{path}:{lineno}: expected 'ImageId,wnid xmin ymin xmax ymax …' ({e})"
+            ) from None
+        out[image] = guesses
     return out
 
 
 def write_loc_predictions(path: Path, predictions: Mapping[str, Sequence[Guess]]) -> None:
     """Write the ``ImageId,PredictionString`` CSV (numbers exact)."""
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["ImageId", "PredictionString"])
         for image, guesses in predictions.items():

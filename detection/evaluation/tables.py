@@ -15,10 +15,11 @@ below 0 (pycocotools' −1 for "no ground truth") prints as ``n/a``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from detection.files import read_json
 
 __all__ = [
     "VOC_SHORT_NAMES",
@@ -116,6 +117,41 @@ def ap_table(ap: Mapping[str, float], mean_ap: float, names: Mapping[str, str] |
     return markdown_table(["class", "AP"], rows + [["**mAP**", pct(mean_ap)]])
 
 
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_result_shape(result: Any, path: str | Path) -> None:
+    """``ValueError`` naming ``path`` unless ``result`` is an evaluation result of a known kind with the types the
+    tables print: COCO ``stats`` 12 numbers; VOC / DET ``mAP`` a number and ``ap`` an object of numbers (``metric``
+    a string); LOC ``*_loc_error`` numbers (null allowed where a number is missing)."""
+    if not isinstance(result, dict):
+        raise ValueError(f"{path}: expected a JSON object of metrics (the --json of tools/eval_coco.py, eval_voc.py "
+                         f"or eval_imagenet.py), got a {type(result).__name__}")
+    try:
+        kind = result_kind(result)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    wrong = ""
+    if kind == "coco" and not (isinstance(result["stats"], list) and len(result["stats"]) == 12
+                               and all(_is_number(v) for v in result["stats"])):
+        wrong = "'stats' must be pycocotools' 12 numbers"
+    elif kind in ("voc", "det"):
+        if not _is_number(result["mAP"]):
+            wrong = "'mAP' must be a number"
+        elif not (isinstance(result["ap"], dict) and all(_is_number(v) for v in result["ap"].values())):
+            wrong = "'ap' must be an object of class → number"
+        elif kind == "voc" and not isinstance(result["metric"], str):
+            wrong = "'metric' must be a string"
+    elif kind == "loc" and not all(_is_number(v) for k, v in result.items() if k.endswith("_loc_error")):
+        wrong = "every '*_loc_error' must be a number"
+    for key in ("mAP50", "seconds_per_image"):
+        if not wrong and key in result and not _is_number(result[key]):
+            wrong = f"{key!r} must be a number"
+    if wrong:
+        raise ValueError(f"{path}: not a {kind} result of the shape the tables read: {wrong}")
+
+
 def result_kind(result: Mapping[str, Any]) -> str:
     """``"coco"`` (has ``stats``), ``"voc"`` (``mAP``, ``ap``, ``metric``), ``"det"`` (``mAP``, ``ap``)
     or ``"loc"`` (``*_loc_error``)."""
@@ -155,11 +191,8 @@ def load_results(
         raise ValueError(f"{len(names)} names for {len(paths)} result files")
     rows = []
     for i, path in enumerate(paths):
-        with open(path) as f:
-            try:
-                result = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        result = read_json(path, ValueError, what="results file")
+        check_result_shape(result, path)
         rows.append((names[i] if names else Path(path).stem, result))
     return rows
 

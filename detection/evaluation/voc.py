@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from detection.devkit import VOC_CLASSES, Box, numbered_lines, read_pascal_xml, read_voc_split, to_devkit_boxes
 from detection.errors import EvaluationInputError
+from detection.files import write_text
 
 __all__ = [
     "VOC_CLASSES",
@@ -304,7 +305,7 @@ def write_voc_results(
             " ".join([str(image_id), repr(float(score))] + [repr(float(v)) for v in box])
             for image_id, score, box in detections.get(name, [])
         ]
-        path.write_text("".join(line + "\n" for line in lines))
+        write_text(path, "".join(line + "\n" for line in lines))
         paths.append(path)
     return paths
 

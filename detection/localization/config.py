@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from detection.config import ConfigError, apply_overrides, merge_dict
+from detection.files import read_yaml
 
 __all__ = ["LocConfig", "load_loc_config", "loc_config_from_dict"]
 
@@ -101,8 +100,8 @@ def load_loc_config(path: str | Path | None = None, overrides: list[str] | None 
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+            raise ConfigError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        data = read_yaml(path, ConfigError, what="config file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         merge_dict(cfg, data, where=str(path))

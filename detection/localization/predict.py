@@ -13,7 +13,6 @@ Systems: ``rpn_1crop``, ``rpn_dense`` and, with an R-CNN, ``rpn_rcnn_dense``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from backbones.sharding import PeerFailed, broadcast_from_first, gather_in_rank_
 from detection.data.io import read_image
 from detection.devkit import Box, to_devkit_boxes
 from detection.evaluation.imagenet_loc import imagenet_loc_eval, read_loc_predictions, write_loc_predictions
+from detection.files import write_json
 from detection.localization.config import LocConfig
 from detection.localization.data import read_cls_loc
 from detection.localization.engine import load_normalizer, load_rcnn, load_rpn
@@ -154,9 +154,7 @@ def localize_split(rpn_weights: Path, classifier_weights: str, data_root: Path, 
         gt_class = _merge(part[1][1] for part in parts)
         sharding = {"world_size": len(parts), "images_per_rank": [part[0] for part in parts]}
         metrics = {system: {**numbers, **sharding} for system, numbers in _score(top5, gt_class, records, out).items()}
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        tmp.replace(out / "metrics.json")
+        write_json(out / "metrics.json", metrics)
     except BaseException:
         if sharded:
             broadcast_from_first(None)

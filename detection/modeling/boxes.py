@@ -136,9 +136,10 @@ def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float
 
 
 def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """``(H', W')`` of an image resized by :func:`resize_scale`, rounded to whole pixels."""
+    """``(H', W')`` of an image resized by :func:`resize_scale`, rounded to whole pixels and at least 1: a 10×10000
+    strip at ``max_size`` 1000 is 1×1000, never 0×1000 (which left the trunk an empty map and ended the run)."""
     scale = resize_scale(height, width, min_size, max_size)
-    return round(height * scale), round(width * scale)
+    return torch.sym_max(round(height * scale), 1), torch.sym_max(round(width * scale), 1)
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:

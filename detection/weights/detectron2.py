@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from backbones import build_resnet, load_weights
-from backbones.checkpoint import CheckpointError, load_array_pickle, safe_torch_load
+from backbones.checkpoint import CheckpointError, load_array_pickle, nonfinite_tensors, safe_torch_load
 from detection.build import build_detector
 from detection.config import Config, load_config
 from detection.devkit import VOC_CLASSES
@@ -169,6 +169,9 @@ def convert_detectron2(weights: Mapping[str, Tensor], cfg: Config) -> dict[str, 
     (``pixel_mean`` / ``pixel_std``), present in older checkpoints, must equal what ``cfg`` generates.
     """
     arch = detectron2_architecture(weights)
+    nonfinite = nonfinite_tensors(weights)
+    if nonfinite:
+        raise ValueError(f"refusing to convert: {nonfinite}")
     b, a = cfg.model.backbone, cfg.model.anchors
     wanted = {"depth": (arch.depth, b.depth), "base_width": (arch.base_width, b.base_width),
               "num_classes": (arch.num_classes, cfg.num_classes),

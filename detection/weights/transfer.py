@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from backbones.checkpoint import CheckpointError, load_checkpoint
+from backbones.checkpoint import CheckpointError, load_checkpoint, nonfinite_tensors
 from detection.modeling.box_head import conv5_of
 from detection.modeling.faster_rcnn import FasterRCNN
 
@@ -89,6 +89,8 @@ def load_detector_weights(
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(source, "not a detector checkpoint (no 'model' state dict)")
     weights: dict[str, Tensor] = ckpt["model"]
+    if nonfinite := nonfinite_tensors(weights):
+        raise CheckpointError(source, nonfinite)
     source_classes = list(ckpt.get("classes") or [])
     report = TransferReport(source=str(source))
     state = model.state_dict()

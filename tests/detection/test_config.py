@@ -99,3 +99,95 @@ def test_own_data_training_keys_and_their_ranges():
         load_config(overrides=["data.sampler=uniform"])
     with pytest.raises(ConfigError, match=re.escape("data.repeat_threshold=0.0 must be in (0, 1]")):
         load_config(overrides=["data.repeat_threshold=0"])
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("input.pixel_mean=[.nan,0,0]", "input.pixel_mean=[nan, 0.0, 0.0] must be 3 finite numbers"),
+    ("model.roi_heads.score_thresh=.nan", "model.roi_heads.score_thresh=nan must be in [0, 1)"),
+    ("model.rpn.post_nms_top_n_test=0", "model.rpn.post_nms_top_n_test=0 must be at least 1"),
+    ("model.rpn.pre_nms_top_n_test=-1", "model.rpn.pre_nms_top_n_test=-1 must be at least 1"),
+    ("test.pyramid_min_sizes=[0]", "test.pyramid_min_sizes=[0] must be positive sizes"),
+    ("test.pyramid_min_sizes=[600,-400]", "test.pyramid_min_sizes=[600, -400] must be positive sizes"),
+    ("model.roi_heads.pooler_resolution=0", "model.roi_heads.pooler_resolution=0 must be at least 1"),
+    ("input.pixel_scale=.inf", "input.pixel_scale=inf must be a positive finite number"),
+    ("model.anchors.sizes=[32,.inf]", "model.anchors.sizes=[32.0, inf] must be a non-empty list of positive finite"),
+    ("model.rpn.min_box_size=.nan", "model.rpn.min_box_size=nan must be a non-negative finite number"),
+])  # fmt: skip
+def test_non_finite_and_zero_sizes_are_refused_naming_key_and_range(override, expected):
+    """Each of these used to load and end in mAP 0 or a late traceback."""
+    with pytest.raises(ConfigError, match=r"^invalid config: .*" + re.escape(expected)):
+        load_config(overrides=[override])
+
+
+def _numeric_keys(obj: object, prefix: str = "") -> list[str]:
+    """Dotted keys whose type is a number, a list of numbers or an optional number."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            keys += _numeric_keys(value, f"{prefix}{name}.")
+            continue
+        inner = [hint, *typing.get_args(hint)]
+        if any(t in (int, float) for t in inner):
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_numeric_key_has_a_declared_range():
+    from detection.config import _RULES, Config
+
+    declared = {key for key, _, _ in _RULES}
+    missing = [key for key in _numeric_keys(Config()) if key not in declared]
+    assert not missing, f"numeric config keys without a range in detection.config._RULES: {missing}"
+    assert len(_numeric_keys(Config())) > 50
+
+
+def test_yaml_alias_bombs_are_refused_quickly_and_the_error_stays_short(tmp_path):
+    """400 bytes of nested aliases (×10 per level) used to take 44 s, 1.4 GB and give a 33 MB error line."""
+    import time
+
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\nsolver: {steps: *a8}\n")
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_config(bomb)
+    assert time.monotonic() - start < 5
+    assert str(info.value) == (f"{bomb}: YAML aliases expand to more than 100000 values; refused (a config has "
+                               "about 100)")
+    with pytest.raises(ConfigError, match=r"^override 'solver.steps=.*chars\): YAML aliases expand"):
+        load_config(overrides=[_override_bomb()])  # the same on the command line
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("solver: &s {steps: *s}\n")
+    with pytest.raises(ConfigError, match="recursive.yaml: a YAML alias refers to its own anchor"):
+        load_config(recursive)
+
+
+def _override_bomb() -> str:
+    parts = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, 7):
+        parts.append(f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    return "solver.steps=[" + ", ".join(parts) + "]"
+
+
+def test_a_long_value_is_truncated_in_the_error():
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["solver.base_lr=" + "x" * 100_000])
+    assert len(str(info.value)) < 300 and "chars)" in str(info.value)
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("solver: {base_lr: 0.01}\n".encode("utf-16"), "UTF-16 text; a config file must be UTF-8"),
+    (b"solver: {base_lr: 0.01}  # caf\xe9\n", "not UTF-8 text (byte 30); a config file must be UTF-8"),
+])  # fmt: skip
+def test_non_utf8_config_files_are_one_line(tmp_path, content, expected):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {expected}")):
+        load_config(path)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)

@@ -73,3 +73,59 @@ def test_demo_on_a_file_that_is_not_a_video_is_one_line(tmp_path: Path, capsys: 
     assert demo.main(["--weights", str(tiny_weights(tmp_path)), "--video", str(fake), "--output-dir",
                       str(tmp_path / "out"), "--device", "cpu"]) == 2  # fmt: skip
     assert capsys.readouterr().err.strip() == f"error: {fake}: not a video OpenCV can read"
+
+
+def test_same_stem_in_two_folders_and_a_10x10000_strip(tmp_path: Path) -> None:
+    """``a/img.jpg`` and ``b/img.png`` used to be drawn to one ``img.png`` (3 reported, 1 written); a 10×10000 strip
+    used to end the run with a RuntimeError (zero-sized trunk map)."""
+    import cv2
+    import numpy as np
+
+    cfg = load_config(TINY_CONFIG)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pth", {"model": build_detector(cfg).state_dict(), "config": cfg.to_dict(),
+                                                   "classes": list(SHAPE_CLASSES)})  # fmt: skip
+    rng = np.random.default_rng(0)
+    for folder, name, shape in (("a", "img.jpg", (64, 80, 3)), ("b", "img.png", (64, 80, 3)),
+                                ("b", "strip.png", (10, 10000, 3))):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        assert cv2.imwrite(str(tmp_path / folder / name), rng.integers(0, 256, shape, dtype=np.uint8))
+    out = tmp_path / "out"
+    assert demo.main(["--weights", str(weights), "--images", str(tmp_path / "a"), str(tmp_path / "b"),
+                      "--output-dir", str(out), "--device", "cpu", "--no-progress"]) == 0
+    records = json.loads((out / "detections.json").read_text())
+    outputs = [Path(r["output"]) for r in records]
+    assert len(records) == 3 and len(set(outputs)) == 3 and all(p.is_file() for p in outputs)
+
+
+def test_an_image_the_model_fails_on_is_skipped_naming_it_or_stops_under_strict(tmp_path: Path, monkeypatch,
+                                                                               capsys) -> None:
+    """A failure inside the model on one image (fault-injected) costs only that image; ``--strict`` stops."""
+    import cv2
+    import numpy as np
+
+    from detection.modeling.faster_rcnn import FasterRCNN
+
+    cfg = load_config(TINY_CONFIG)
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "w.pth", {"model": build_detector(cfg).state_dict(), "config": cfg.to_dict(),
+                                                   "classes": list(SHAPE_CLASSES)})  # fmt: skip
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "odd.png"):
+        assert cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, (64, 80 if name == "a.png" else 81, 3),
+                                                               dtype=np.uint8))
+    forward = FasterRCNN.forward
+
+    def failing(self, images, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if images[0].shape[-1] == 81:
+            raise RuntimeError("injected failure\nsecond line")
+        return forward(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(FasterRCNN, "forward", failing)
+    args = ["--weights", str(weights), "--images", str(tmp_path / "a.png"), str(tmp_path / "odd.png"), "--device",
+            "cpu", "--no-progress"]
+    assert demo.main([*args, "--output-dir", str(tmp_path / "out")]) == 0
+    assert len(json.loads((tmp_path / "out" / "detections.json").read_text())) == 1
+    assert demo.main([*args, "--output-dir", str(tmp_path / "strict"), "--strict"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {tmp_path / 'odd.png'}: detection failed: injected failure"

@@ -69,10 +69,12 @@ def final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def comparable_metrics(output_dir: Path) -> dict[str, Any]:
-    """metrics.json without what legitimately differs between two runs: timing and the output path."""
+    """metrics.json without what legitimately differs between two runs: timing, the output path, and the weights
+    file's path and sha256 (the stored config records data.num_workers, which the config hash ignores)."""
     metrics = json.loads((output_dir / "metrics.json").read_text())
     for key in ("seconds_per_image", "results_file"):
         metrics.pop(key, None)
+    assert len(metrics.pop("provenance")["config_hash"]) == 16
     return metrics
 
 

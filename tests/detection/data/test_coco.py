@@ -90,7 +90,7 @@ def test_bad_coordinates_name_file_and_object(coco_root, value, what):
 def test_malformed_json(coco_root):
     root = coco_root()
     (root / "annotations" / "instances_train.json").write_text('{"images": [')
-    with pytest.raises(DatasetError, match=r"instances_train.json: malformed JSON: Expecting value"):
+    with pytest.raises(DatasetError, match=r"instances_train.json:1: invalid JSON \(Expecting value\)"):
         CocoDetection(root, "train")
 
 

@@ -20,3 +20,26 @@ def test_an_image_without_proposals_gives_empty_detections(shapes_root: Path, ti
     assert len(predictions.outputs) == len(dataset)
     for output in predictions.outputs:
         assert output["boxes"].shape == (0, 4) and len(output["scores"]) == len(output["labels"]) == 0
+
+
+class WholeImage(torch.nn.Module):
+    """Detects each input image whole: the box says which pixels the model was given."""
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return [{"boxes": torch.tensor([[0.0, 0.0, float(i.shape[-1]), float(i.shape[-2])]]),
+                 "scores": torch.ones(1), "labels": torch.ones(1, dtype=torch.int64)} for i in images]
+
+
+def test_images_decoded_at_reduced_size_are_scored_in_their_original_pixels(shapes_root: Path) -> None:
+    """Files over ``max_side`` are decoded smaller; result files and metrics must still be in the file's pixels
+    (COCO's ground truth is), or every box of a panorama comes out at half scale."""
+    full = build_dataset("shapes", shapes_root, "val", build_transforms(train=False))
+    reduced = build_dataset("shapes", shapes_root, "val", build_transforms(train=False))
+    for part in getattr(reduced, "datasets", [reduced]):
+        part.max_side = 40
+    assert reduced[0][0].shape[-2:] != full[0][0].shape[-2:]  # really decoded smaller
+    predictions = run_inference(WholeImage(), reduced, device=torch.device("cpu"), progress=False)
+    for index, (target, output) in enumerate(zip(predictions.targets, predictions.outputs)):
+        height, width = target["orig_size"]
+        torch.testing.assert_close(output["boxes"], torch.tensor([[0.0, 0.0, float(width), float(height)]]))
+        torch.testing.assert_close(target["boxes"], full[index][1]["boxes"], atol=0.05, rtol=0)

@@ -74,6 +74,7 @@ def test_run_table9_on_shapes_and_the_command(tmp_path: Path, shapes_root: Path,
         assert (tmp_path / "t9" / label.strip("+").replace(" ", "_").replace("-", "_") / "metrics.json").is_file()
     stored = json.loads((tmp_path / "t9" / "box_refinement" / "metrics.json").read_text())
     assert stored["coco_stats"] == results[1][1]["coco_stats"]
+    assert [w["path"] for w in stored["provenance"]["weights"]] == [str(p) for p in rows[1].weights]  # its model
     rendered = table9(results)
     assert "| +multi-scale testing |" in rendered and "| 53.8 | 32.5 |" in rendered
 
