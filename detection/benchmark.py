@@ -226,11 +226,32 @@ def agreement(reference: dict[str, Tensor], other: dict[str, Tensor]) -> dict[st
 
 
 def capture_proposals(model: nn.Module) -> tuple[list[Tensor], Any]:
-    """A forward hook on ``model.rpn`` that stores the proposals of the next call; returns (store, handle)."""
+    """Stores the proposals of the next call of ``model.rpn``; returns (store, handle with ``remove()``).
+    torchvision's RPN returns them from ``forward``; ours from ``propose`` at test time (``FasterRCNN.propose``
+    calls it instead of ``forward``), which is wrapped on the instance for as long as the handle lives."""
     store: list[Tensor] = []
 
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+    def keep(boxes: Any) -> None:
         store.clear()
-        store.extend(p.detach().float() for p in output[0])
+        store.extend(p.detach().float() for p in boxes)
 
-    return store, model.rpn.register_forward_hook(hook)
+    rpn = model.rpn
+    if not hasattr(rpn, "propose"):
+        return store, rpn.register_forward_hook(lambda module, inputs, output: keep(output[0]))
+    original = rpn.propose
+
+    def propose(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        keep(out[0])
+        return out
+
+    rpn.propose = propose
+    hook = rpn.register_forward_hook(lambda module, inputs, output: keep(output[0]))  # training-mode forward
+
+    class Handle:
+        def remove(self) -> None:
+            hook.remove()
+            if rpn.__dict__.get("propose") is propose:
+                del rpn.propose
+
+    return store, Handle()

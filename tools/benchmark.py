@@ -1,5 +1,5 @@
 """Speed of this toolkit's Faster R-CNN R-C4 against torchvision's FasterRCNN assembled with the same architecture,
-settings and weights (tools/benchmark_models.py), in one process, alternating the models every iteration.
+settings and weights (detection/benchmark.py), in one process, alternating the models every iteration.
 
     python tools/benchmark.py --config configs/coco/faster_rcnn_r50_c4.yaml --compare torchvision \
         --device cpu --dtype fp32 bf16 --threads 1 --iters 5 --json out.json --markdown docs/benchmarks.md
