@@ -124,23 +124,14 @@ def test_gradient_equals_torchvision_roi_pool_with_ties(channels_last: bool) -> 
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
 
 
-def inputs():
-    g = torch.Generator().manual_seed(0)
-    features = torch.randn(2, 8, 12, 16, generator=g)
-    boxes = [
-        torch.tensor([[3.0, 5.0, 100.0, 80.0], [0.0, 0.0, 250.0, 190.0]]),
-        torch.tensor([[20.5, 7.25, 60.0, 33.0]]),
-    ]
-    return features, boxes
-
 
 def narrow_conv5(depth: int) -> nn.Module:
     torch.manual_seed(0)
     return split_c4(build_resnet(depth, frozen_bn=True, base_width=8))[1].eval()
 
 
-def test_gather_pool_equals_roi_pool():
-    features, boxes = inputs()
+def test_gather_pool_equals_roi_pool(pool_inputs):
+    features, boxes = pool_inputs
     plain = RoIPool(output_size=14, spatial_scale=1 / 16)
     gather = GatherRoIPool.from_roi_pool(plain)
     assert torch.equal(gather(features, boxes), plain(features, boxes))

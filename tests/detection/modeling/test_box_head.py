@@ -10,25 +10,15 @@ from detection.modeling.box_head import C4BoxHead, GlobalContextBoxHead, conv5_o
 from detection.modeling.pooling import RoIAlign, RoIPool
 
 
-def inputs():
-    g = torch.Generator().manual_seed(0)
-    features = torch.randn(2, 8, 12, 16, generator=g)
-    boxes = [
-        torch.tensor([[3.0, 5.0, 100.0, 80.0], [0.0, 0.0, 250.0, 190.0]]),
-        torch.tensor([[20.5, 7.25, 60.0, 33.0]]),
-    ]
-    return features, boxes
-
-
-def test_roi_pool_module_is_torchvisions_op():
-    features, boxes = inputs()
+def test_roi_pool_module_is_torchvisions_op(pool_inputs):
+    features, boxes = pool_inputs
     pooled = RoIPool(output_size=7, spatial_scale=1 / 16)(features, boxes)
     assert torch.equal(pooled, roi_pool(features, boxes, (7, 7), 1 / 16))
 
 
 @pytest.mark.parametrize("aligned", [False, True])
-def test_roi_align_module_passes_aligned(aligned):
-    features, boxes = inputs()
+def test_roi_align_module_passes_aligned(aligned, pool_inputs):
+    features, boxes = pool_inputs
     pooler = RoIAlign(output_size=7, spatial_scale=1 / 16, sampling_ratio=2, aligned=aligned)
     assert f"aligned={aligned}" in repr(pooler)
     expected = roi_align(features, boxes, (7, 7), 1 / 16, 2, aligned=aligned)
@@ -37,8 +27,8 @@ def test_roi_align_module_passes_aligned(aligned):
     assert not torch.equal(expected, other)
 
 
-def test_low_precision_features_pool_in_float32_and_keep_dtype_and_layout():
-    features, boxes = inputs()
+def test_low_precision_features_pool_in_float32_and_keep_dtype_and_layout(pool_inputs):
+    features, boxes = pool_inputs
     pooled = RoIPool(output_size=7, spatial_scale=1 / 16)(
         features.to(torch.bfloat16).contiguous(memory_format=torch.channels_last), boxes
     )
