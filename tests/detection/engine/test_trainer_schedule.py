@@ -16,7 +16,7 @@ import torch
 from backbones.loop_schedule import WarmupCosineLR, WarmupStepLR
 from detection.build import build_detector
 from detection.config import Config, ConfigError, load_config
-from detection.engine.trainer import Trainer
+from detection.engine.trainer import Trainer, build_lr_schedule
 
 ConfigFactory = Callable[..., Config]
 
@@ -86,3 +86,14 @@ def test_an_unknown_schedule_is_one_config_error_naming_the_choices() -> None:
         load_config(overrides=["solver.reference_batch_size=-16"])
     with pytest.raises(ConfigError, match=r"solver.base_lr_end=nan must be a non-negative finite number"):
         load_config(overrides=["solver.base_lr_end=.nan"])
+
+
+def test_the_log_splits_the_batch_over_the_workers(caplog: pytest.LogCaptureFixture) -> None:
+    s = load_config(overrides=["solver.ims_per_batch=4", "solver.reference_batch_size=16"]).solver
+    with caplog.at_level(logging.INFO):
+        build_lr_schedule(s, world_size=2)
+    assert ("learning rate 0.005 = solver.base_lr 0.02 × 4 images / 16 (solver.reference_batch_size); 4 images = 2 "
+            "workers × 2; step schedule") in info_lines(caplog)[0]
+    s.lr_schedule = "linear"  # set in code, past load_config's check
+    with pytest.raises(ConfigError, match=r"solver.lr_schedule='linear' must be 'step' or 'cosine'"):
+        build_lr_schedule(s)
