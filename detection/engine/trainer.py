@@ -147,7 +147,7 @@ def build_lr_schedule(s: SolverConfig, world_size: int = 1) -> WarmupStepLR | Wa
     schedule: WarmupStepLR | WarmupCosineLR
     if s.lr_schedule == "step":
         schedule = WarmupStepLR(base_lr, list(s.steps), s.gamma, s.warmup_iters, s.warmup_factor)
-        shape = f"step schedule: × {s.gamma:g} at iterations {list(s.steps)}"
+        shape = f"step schedule: × {s.gamma:g} at iterations {list(s.steps)}" if s.steps else "constant rate"
     elif s.lr_schedule == "cosine":
         base_lr_end = scale_lr_with_batch(s.base_lr_end, s.ims_per_batch, s.reference_batch_size)
         schedule = WarmupCosineLR(base_lr, s.max_iter, base_lr_end, s.warmup_iters, s.warmup_factor)
