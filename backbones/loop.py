@@ -5,7 +5,7 @@ subclasses that bring their model, data, losses and evaluation; everything else 
 
     batch = next(stream)                      # batches(): the data from state.iteration on
     values = self.step(*batch)                # forward(*batch) -> named losses; AMP, clipping, non-finite checks
-    self.log(values)                          # log line (ETA, memory), TensorBoard, OUTPUT_DIR/metrics.jsonl
+    self.log(values)                          # log line (ETA, memory), TensorBoard, metrics.jsonl, wandb
     self.evaluate_if_due()                    # eval_fn(iteration) -> {metric: value}
     self.scheduler.apply(iteration)           # the learning rate of the next step: lr_at(iteration)
     save / stop                               # numbered checkpoints; SIGTERM / SIGINT -> checkpoint, then stop
@@ -49,6 +49,7 @@ from backbones.checkpoint import (
 from backbones.loop_guard import TrainingInterrupted, stop_signals
 from backbones.loop_monitor import IterationTimer, MetricsLog, peak_memory_mb, training_log_line
 from backbones.loop_schedule import LRSchedule, WarmupStepLR
+from backbones.loop_wandb import WandbLogger, WandbOptions, start_wandb
 
 __all__ = ["LRSchedule", "LoopOptions", "NonFiniteLossError", "TrainLoop", "TrainState", "WarmupStepLR", "step_seed"]
 
@@ -94,6 +95,7 @@ class LoopOptions:
     eval_period: int = 0
     eval_at_end: bool = False
     eval_tag: str = "eval"  # TensorBoard group of the evaluation metrics
+    wandb: WandbOptions | None = None  # also log to Weights & Biases (backbones/loop_wandb.py); None: do not
 
 
 class TrainLoop:
@@ -128,6 +130,7 @@ class TrainLoop:
         self.saved_iteration: int | None = None
         self.timer = IterationTimer(window=options.log_period)
         self.writer: Any = None
+        self.wandb: WandbLogger | None = None
         self.metrics_log = MetricsLog(None)
         self.stop_signal: int | None = None  # set by loop_guard.stop_signals' SIGTERM / SIGINT handler
 
@@ -288,6 +291,7 @@ class TrainLoop:
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl" if self.rank == 0 else None)
         self.metrics_log.start(self.state.iteration)
         self.writer = runtime.summary_writer(self.output_dir, self.rank)
+        self.wandb = start_wandb(o.wandb, self.output_dir, rank=self.rank, resumed=self.state.iteration > 0)
         bar = tqdm(total=o.max_iter, initial=self.state.iteration, disable=not o.progress or self.rank != 0,
                    desc=o.desc, dynamic_ncols=True)  # fmt: skip
         start = time.perf_counter()
@@ -323,6 +327,9 @@ class TrainLoop:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
         self.metrics_log.close()
 
     def stop(self) -> None:
@@ -339,8 +346,8 @@ class TrainLoop:
             f"checkpoint {path} saved; continue with --resume", signum)
 
     def log(self, values: dict[str, float], bar: Any) -> None:
-        """Every ``log_period`` iterations and at the last: the log line, TensorBoard ``train/*`` and a line of
-        ``metrics.jsonl`` (loss values averaged over the workers; ``lr`` is the rate from here on)."""
+        """Every ``log_period`` iterations and at the last: the log line, TensorBoard ``train/*`` (and wandb's) and
+        a line of ``metrics.jsonl`` (loss values averaged over the workers; ``lr`` is the rate from here on)."""
         it, max_iter = self.state.iteration, self.options.max_iter
         lr = self.scheduler.lr_at(it)
         if it % self.options.log_period and it != max_iter:
@@ -359,10 +366,12 @@ class TrainLoop:
             for k, v in values.items():
                 self.writer.add_scalar(f"train/{k}", v, it)
             self.writer.add_scalar("train/lr", lr, it)
+        if self.wandb is not None:
+            self.wandb.log({**{f"train/{k}": v for k, v in values.items()}, "train/lr": lr}, it)
 
     def evaluate_if_due(self) -> None:
         """``eval_fn`` on every rank (then a barrier) when :meth:`eval_due`; rank 0 records the scalar metrics in
-        ``metrics.jsonl`` and TensorBoard (``<eval_tag>/<name>``). Evaluation time is not counted as training
+        ``metrics.jsonl``, TensorBoard and wandb (``<eval_tag>/<name>``). Evaluation time is not counted as training
         time."""
         it = self.state.iteration
         if self.eval_fn is None or not self.eval_due(it):
@@ -380,3 +389,5 @@ class TrainLoop:
             for k, v in scalars.items():
                 self.writer.add_scalar(f"{self.options.eval_tag}/{k}", v, it)
             self.writer.flush()
+        if self.wandb is not None:
+            self.wandb.log({f"{self.options.eval_tag}/{k}": v for k, v in scalars.items()}, it)

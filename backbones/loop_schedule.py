@@ -8,13 +8,28 @@ classifier's warm-up that ends on the training error, ``backbones/train.py`` ``R
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["LRSchedule", "WarmupStepLR"]
+__all__ = ["LRSchedule", "WarmupCosineLR", "WarmupStepLR", "linear_warmup", "scale_lr_with_batch"]
+
+
+def linear_warmup(iteration: int, warmup_iters: int, warmup_factor: float) -> float:
+    """The warm-up multiplier: ``warmup_factor`` at iteration 0 rising linearly to 1 at ``warmup_iters``."""
+    if iteration >= warmup_iters:
+        return 1.0
+    alpha = iteration / warmup_iters
+    return warmup_factor * (1 - alpha) + alpha
+
+
+def scale_lr_with_batch(lr: float, batch_size: int, reference_batch_size: int) -> float:
+    """The linear scaling rule (Goyal et al. 2017): ``lr`` was tuned for ``reference_batch_size`` images per step,
+    so ``batch_size`` images use ``lr × batch_size / reference_batch_size``. ``reference_batch_size`` 0: ``lr``."""
+    return lr * batch_size / reference_batch_size if reference_batch_size > 0 else lr
 
 
 @dataclass
@@ -30,12 +45,37 @@ class WarmupStepLR:
     def factor(self, iteration: int) -> float:
         factor = self.gamma ** sum(1 for s in self.steps if iteration >= s)
         if iteration < self.warmup_iters:
-            alpha = iteration / self.warmup_iters
-            factor *= self.warmup_factor * (1 - alpha) + alpha
+            factor *= linear_warmup(iteration, self.warmup_iters, self.warmup_factor)
         return factor
 
     def __call__(self, iteration: int) -> float:
         return self.base_lr * self.factor(iteration)
+
+
+@dataclass
+class WarmupCosineLR:
+    """A half cosine from ``base_lr`` (iteration 0) to ``base_lr_end`` (iteration ``max_iter``), times the linear
+    warm-up from ``warmup_factor`` to 1 over the first ``warmup_iters``:
+
+        lr(i) = (base_lr_end + (base_lr - base_lr_end) · ½ (1 + cos(π i / max_iter))) · warm-up(i)
+
+    The cosine runs over the whole ``max_iter``, warm-up included, and the warm-up multiplies it: detectron2's
+    ``WarmupCosineLR`` (``SOLVER.LR_SCHEDULER_NAME: WarmupCosineLR``), exactly so for ``base_lr_end`` 0. (Its newer
+    fvcore-based scheduler instead interpolates during the warm-up towards the cosine's value at its end; the two
+    agree from ``warmup_iters`` on.) Past ``max_iter`` the rate stays at ``base_lr_end``.
+    """
+
+    base_lr: float
+    max_iter: int
+    base_lr_end: float = 0.0
+    warmup_iters: int = 0
+    warmup_factor: float = 1.0
+
+    def __call__(self, iteration: int) -> float:
+        progress = min(iteration, self.max_iter) / self.max_iter
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        lr = self.base_lr_end + (self.base_lr - self.base_lr_end) * cosine
+        return lr * linear_warmup(iteration, self.warmup_iters, self.warmup_factor)
 
 
 class LRSchedule:

@@ -166,6 +166,13 @@ class SolverConfig:
     warmup_factor: float = 0.001
     checkpoint_period: int = 5000
     clip_grad_norm: float = 0.0  # 0 disables
+    # "step" (the paper's: × gamma at each of steps) or "cosine" (detectron2's WarmupCosineLR: a half cosine from
+    # base_lr to base_lr_end over the whole max_iter, times the warm-up; steps are not used).
+    lr_schedule: str = "step"
+    base_lr_end: float = 0.0
+    # The linear scaling rule: base_lr (and base_lr_end) were tuned for this many images per step, so the rate used
+    # is base_lr × ims_per_batch / reference_batch_size (e.g. 16 for detectron2's configs); 0: base_lr as given.
+    reference_batch_size: int = 0
 
 
 @dataclass
@@ -203,6 +210,15 @@ class DataConfig:
 
 
 @dataclass
+class LoggingConfig:
+    # Weights & Biases beside TensorBoard (optional: pip install -e ".[wandb]"): the project ("" = off), the team or
+    # user (entity; "" = your default) and the run's name ("" = one wandb picks); --resume continues the same run.
+    wandb_project: str = ""
+    wandb_entity: str = ""
+    wandb_run_name: str = ""
+
+
+@dataclass
 class Config:
     # Foreground classes; 0 = as many as the training data has (its class names are stored in the checkpoint).
     num_classes: int = 0
@@ -212,6 +228,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     test: TestConfig = field(default_factory=TestConfig)
     seed: int = 0
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -79,3 +79,42 @@ def serve(root: Path) -> Iterator[Server]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@dataclass
+class FakeWandb:
+    """What a training asked of a stand-in ``wandb`` module: ``inits`` (each ``wandb.init``'s keyword arguments),
+    ``logs`` (``(data, step)`` of each ``run.log``), ``finishes`` (``run.finish`` calls); ``init_error``, when set,
+    is raised by ``wandb.init`` (as wandb does when not logged in)."""
+
+    inits: list[dict] = field(default_factory=list)
+    logs: list[tuple[dict, int]] = field(default_factory=list)
+    finishes: int = 0
+    init_error: Exception | None = None
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch: pytest.MonkeyPatch) -> FakeWandb:
+    """A fake ``wandb`` in ``sys.modules`` for the test (the real one is an optional extra, not installed here)."""
+    import sys
+    import types
+
+    fake = FakeWandb()
+
+    class Run:
+        def log(self, data: dict, step: int) -> None:
+            fake.logs.append((dict(data), step))
+
+        def finish(self) -> None:
+            fake.finishes += 1
+
+    def init(**kwargs: object) -> Run:
+        if fake.init_error is not None:
+            raise fake.init_error
+        fake.inits.append(kwargs)
+        return Run()
+
+    module = types.ModuleType("wandb")
+    module.init = init  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    return fake

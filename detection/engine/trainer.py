@@ -1,5 +1,5 @@
 """End-to-end (approximate joint) training of the detector on the toolkit's one loop (``backbones/loop.py``:
-iteration-based SGD with warm-up and step decay, DistributedDataParallel under torchrun, mixed precision,
+iteration-based SGD with warm-up and step or cosine decay, DistributedDataParallel under torchrun, mixed precision,
 clipping, atomic checkpoints, preemption and exact resumption). This file brings the detector's data and losses.
 
 Exact resumption: the data order is a pure function of (seed, epoch); each sample's augmentation is seeded from
@@ -22,16 +22,28 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from backbones import runtime
 from backbones.loop import LoopOptions, NonFiniteLossError, TrainLoop, TrainState, WarmupStepLR, step_seed
 from backbones.loop_guard import ignore_stop_signals
-from detection.config import Config
+from backbones.loop_schedule import WarmupCosineLR, scale_lr_with_batch
+from backbones.loop_wandb import WandbOptions
+from detection.config import Config, ConfigError, SolverConfig
 from detection.data import collate
 from detection.data.errors import DatasetError
 from detection.data.sampler import GroupedBatchSampler, build_train_sampler
 from detection.engine.monitor import PeriodicEvaluator
 from detection.engine.run_dir import RunDirError, check_same_run, config_hash
 
-__all__ = ["NonFiniteLossError", "Trainer", "TrainState", "build_optimizer", "data_stream", "lr_factor", "step_seed"]
+__all__ = [
+    "NonFiniteLossError",
+    "Trainer",
+    "TrainState",
+    "build_lr_schedule",
+    "build_optimizer",
+    "data_stream",
+    "lr_factor",
+    "step_seed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +130,37 @@ def lr_factor(iteration: int, *, warmup_iters: int, warmup_factor: float, steps:
     return WarmupStepLR(1.0, steps, gamma, warmup_iters, warmup_factor).factor(iteration)
 
 
+def build_lr_schedule(s: SolverConfig, world_size: int = 1) -> WarmupStepLR | WarmupCosineLR:
+    """``solver.lr_schedule`` (step or cosine) with the rates scaled by ``solver.reference_batch_size``; logs
+    once the learning rate used and how it was derived. ``solver.ims_per_batch`` is the batch of all
+    ``world_size`` workers together."""
+    base_lr = scale_lr_with_batch(s.base_lr, s.ims_per_batch, s.reference_batch_size)
+    if s.reference_batch_size > 0:
+        derivation = (f"learning rate {base_lr:g} = solver.base_lr {s.base_lr:g} × {s.ims_per_batch} images / "
+                      f"{s.reference_batch_size} (solver.reference_batch_size)")
+    else:
+        derivation = (f"learning rate {base_lr:g} (solver.base_lr, for {s.ims_per_batch} images per step; "
+                      "solver.reference_batch_size=0: not scaled with the batch)")
+    if world_size > 1:
+        derivation += f"; {s.ims_per_batch} images = {world_size} workers × {s.ims_per_batch // world_size}"
+    warmup = f"linear warm-up from × {s.warmup_factor:g} over {s.warmup_iters} iterations" if s.warmup_iters else ""
+    schedule: WarmupStepLR | WarmupCosineLR
+    if s.lr_schedule == "step":
+        schedule = WarmupStepLR(base_lr, list(s.steps), s.gamma, s.warmup_iters, s.warmup_factor)
+        shape = f"step schedule: × {s.gamma:g} at iterations {list(s.steps)}" if s.steps else "constant rate"
+    elif s.lr_schedule == "cosine":
+        base_lr_end = scale_lr_with_batch(s.base_lr_end, s.ims_per_batch, s.reference_batch_size)
+        schedule = WarmupCosineLR(base_lr, s.max_iter, base_lr_end, s.warmup_iters, s.warmup_factor)
+        scaled = f" = solver.base_lr_end {s.base_lr_end:g} scaled alike" if s.reference_batch_size > 0 else ""
+        shape = f"cosine schedule to {base_lr_end:g}{scaled} at iteration {s.max_iter}"
+        if s.steps:
+            logger.info("solver.steps %s are not used by the cosine schedule", list(s.steps))
+    else:
+        raise ConfigError(f"invalid config: solver.lr_schedule={s.lr_schedule!r} must be 'step' or 'cosine'")
+    logger.info("%s; %s", derivation, ", ".join(part for part in (shape, warmup) if part))
+    return schedule
+
+
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(
@@ -129,8 +172,9 @@ class Trainer(TrainLoop):
     """The detector on :class:`backbones.loop.TrainLoop`: ``run()`` trains to ``cfg.solver.max_iter``.
 
     What it adds to the loop: the aspect-ratio grouped, exactly resumable data stream, the detector's losses,
-    ``cfg.solver``'s warm-up + step schedule, the config hash checked on ``--resume`` and the periodic evaluation
-    (``evaluator``, set by ``detection/engine/run.py`` when ``test.eval_period > 0``; rank 0 evaluates)."""
+    ``cfg.solver``'s schedule (:func:`build_lr_schedule`), Weights & Biases when ``logging.wandb_project`` is set,
+    the config hash checked on ``--resume`` and the periodic evaluation (``evaluator``, set by
+    ``detection/engine/run.py`` when ``test.eval_period > 0``; rank 0 evaluates)."""
 
     required_state = ("optimizer", "scheduler", "iteration", "epoch", "batch_in_epoch", "rng")
     divergence_hint = "lower solver.base_lr or set solver.clip_grad_norm"
@@ -158,7 +202,10 @@ class Trainer(TrainLoop):
             checkpoint_prefix="model", amp=amp, clip_grad_norm=s.clip_grad_norm, skip_nonfinite=skip_nonfinite,
             max_consecutive_skips=max_consecutive_skips, seed=cfg.seed, log_period=log_period, progress=progress,
         )  # fmt: skip
-        schedule = WarmupStepLR(s.base_lr, list(s.steps), s.gamma, s.warmup_iters, s.warmup_factor)
+        if cfg.logging.wandb_project:
+            options.wandb = WandbOptions(project=cfg.logging.wandb_project, entity=cfg.logging.wandb_entity,
+                                         name=cfg.logging.wandb_run_name, config=cfg.to_dict())  # fmt: skip
+        schedule = build_lr_schedule(s, runtime.get_world_size())
         super().__init__(model=model, optimizer=build_optimizer(model, cfg), lr_at=schedule, device=device,
                          output_dir=output_dir, options=options, eval_fn=self.evaluate)  # fmt: skip
         self.cfg = cfg
