@@ -35,17 +35,21 @@ logger = logging.getLogger(__name__)
 
 # Results do not depend on the number of loading workers (docs/reliability.md), so changing it resumes the same run.
 _NOT_IDENTITY = (("data", "num_workers"),)
+_NOT_IDENTITY_SECTIONS = ("logging",)  # where the run is reported (Weights & Biases), not what it computes
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     identity = json.loads(json.dumps(config))  # a deep copy of plain data
     for section, key in _NOT_IDENTITY:
         identity.get(section, {}).pop(key, None)
+    for section in _NOT_IDENTITY_SECTIONS:
+        identity.pop(section, None)
     return identity
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """16 hex digits identifying a run's config (``Config.to_dict()``), ignoring ``data.num_workers``."""
+    """16 hex digits identifying a run's config (``Config.to_dict()``), ignoring ``data.num_workers`` and
+    ``logging``."""
     text = json.dumps(_identity(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -55,9 +55,12 @@ def test_lock_is_exclusive_and_a_killed_holder_releases_it(tmp_path: Path) -> No
         pass
 
 
-def test_config_hash_ignores_loader_workers_only() -> None:
+def test_config_hash_ignores_loader_workers_and_logging_only() -> None:
     base = load_config().to_dict()
     assert config_hash(base) == config_hash(load_config(overrides=["data.num_workers=7"]).to_dict())
+    wandb = load_config(overrides=["logging.wandb_project=det", "logging.wandb_run_name=r1"]).to_dict()
+    assert config_hash(base) == config_hash(wandb)  # --resume may start reporting to Weights & Biases
+    assert check_same_run(Path("m.pth"), base, wandb) is None
     assert config_hash(base) != config_hash(load_config(overrides=["seed=7"]).to_dict())
     assert len(config_hash(base)) == 16
 
