@@ -94,6 +94,10 @@ def caffe2_depth(arrays: Mapping[str, Any]) -> int:
 def convert_caffe2_msra(arrays: Mapping[str, Any], depth: int) -> dict[str, Tensor]:
     """caffe2-named arrays → a state dict for ``build_resnet(depth, style="msra")``; each affine channel becomes a BN
     computing the same ``x * s + b`` (module docstring). ``fc`` only when the file has ``fc1000_w``."""
+    statistics = [str(k) for k in arrays if str(k).endswith(("_bn_rm", "_bn_riv"))]
+    if statistics:  # a BN with running statistics, not an affine channel: reading only _s / _b would be wrong
+        raise WeightsError(f"BN running statistics ({statistics[0]}, …) in caffe2 names: only affine-channel "
+                           "weights (_bn_s, _bn_b: Detectron's ImageNetPretrained/MSRA files) are read")
     missing = []
 
     def blob(name: str) -> Tensor:

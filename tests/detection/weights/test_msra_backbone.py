@@ -154,6 +154,10 @@ def test_unreachable_bad_or_torchvision_style_weights_are_one_line(file_server, 
     serve(file_server, "cut/R-50.pkl", arrays)
     with pytest.raises(CheckpointError, match="cannot convert it into backbone weights: .*lack res4_5_branch2b_bn_s"):
         fetch_backbone_weights(f"{file_server.url}/cut/R-50.pkl", progress=False)
+    with_statistics = {**caffe2_r50(), "res2_0_branch2a_bn_rm": np.zeros(WIDTH, np.float32)}
+    serve(file_server, "stats/R-50.pkl", with_statistics)  # not an affine channel: reading _s/_b alone would be wrong
+    with pytest.raises(CheckpointError, match="BN running statistics \\(res2_0_branch2a_bn_rm"):
+        fetch_backbone_weights(f"{file_server.url}/stats/R-50.pkl", progress=False)
     serve(file_server, "other/R-50.pkl", {"conv1": [np.zeros(3, np.float32)]})
     with pytest.raises(CheckpointError, match="neither MSRA ImageNet weights in caffe2 names"):
         fetch_backbone_weights(f"{file_server.url}/other/R-50.pkl", progress=False)
