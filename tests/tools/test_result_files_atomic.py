@@ -139,3 +139,18 @@ def test_convert_dataset_on_a_full_disk(tmp_path: Path, full_disk: Callable[[], 
                                  str(out)]) == 1  # fmt: skip
     assert last_error(capsys) == f"error: cannot write {out}: {NO_SPACE}"
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_tables_output_and_json_on_a_full_disk(tmp_path: Path, full_disk: Callable[[], None], capsys) -> None:
+    from tools import tables
+
+    results = tmp_path / "coco_r101.json"
+    results.write_text(json.dumps({"stats": [0.272, 0.484] + [0.0] * 10, "per_class": {}}))
+    table, rows = tmp_path / "table.md", tmp_path / "rows.json"
+    assert tables.main([str(results), "--output", str(table), "--json", str(rows)]) == 0
+    before = table.read_text()
+    assert "| coco_r101 | 48.4 | 27.2 |" in before and json.loads(rows.read_text())[0]["row"] == "coco_r101"
+    full_disk()
+    assert tables.main([str(results), "--names", "other", "--output", str(table)]) == 2
+    assert last_error(capsys) == f"error: cannot write {table}: {NO_SPACE}"
+    assert table.read_text() == before and leftovers(tmp_path) == []
