@@ -43,6 +43,7 @@ from backbones.checkpoint import (
     CheckpointRotation,
     get_rng_state,
     load_checkpoint,
+    nonfinite_tensors,
     save_checkpoint,
     set_rng_state,
 )
@@ -211,6 +212,8 @@ class TrainLoop:
         if missing:
             raise CheckpointError(path, f"it holds no training state to resume from (missing {', '.join(missing)})")
         self.check_resume(path, ckpt, allow_other_config)
+        if (bad := nonfinite_tensors(ckpt["model"])) is not None:  # training on would only spread the NaN
+            raise CheckpointError(path, f"{bad}; resume from an earlier checkpoint (move this one away)")
         if ckpt.get("world_size", 1) != self.world_size:
             logger.warning("checkpoint was written with %s workers, resuming with %s: the data order will differ",
                            ckpt.get("world_size"), self.world_size)

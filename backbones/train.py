@@ -11,7 +11,6 @@ of (config, seed): the batch at iteration t and its augmentation are derived fro
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +40,7 @@ from backbones.data import (
     pixel_mean_std,
     worker_init,
 )
+from backbones.files import write_json
 from backbones.loop import LoopOptions, TrainLoop
 from backbones.loop_guard import locked_output_dir, signal_safe_worker_init
 from backbones.synthetic import write_synthetic_cifar
@@ -238,12 +238,6 @@ def eval_loader(dataset: KeyedDataset, batch_size: int, workers: int, rank: int,
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
 class ClassifierLoop(TrainLoop):
     """The classifier on :class:`backbones.loop.TrainLoop`: cross-entropy on keyed batches, the recipe's schedule
     (:class:`RecipeSchedule`) and, every ``eval_every`` iterations and at the end, a history entry (training
@@ -325,7 +319,7 @@ class ClassifierLoop(TrainLoop):
         logger.info(f"iter {done:>7}/{self.cfg.iters}  lr {lr:.3g}  train loss {entry['train_loss']:.4f}  "
                     f"train err {entry['train_error']:.2f}%{text}  ({time.time() - self.t0:.0f} s)")  # fmt: skip
         if self.rank == 0:
-            _write_json(self.output_dir / "metrics.json", {"config": self.run_config, "history": self.history})
+            write_json(self.output_dir / "metrics.json", {"config": self.run_config, "history": self.history})
         if self.writer is not None:
             for key in ("train_loss", "train_error"):
                 self.writer.add_scalar(f"train/{key}", entry[key], done)
@@ -388,6 +382,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "train_time_s": time.time() - loop.t0,
     }
     if rank == 0:
-        _write_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", metrics)
     runtime.barrier()
     return metrics

@@ -161,19 +161,23 @@ def build_test_detector(model: FasterRCNN | Sequence[FasterRCNN], cfg: Config) -
 
 
 def load_backbone_weights(model: FasterRCNN, cfg: Config) -> None:
-    """Load ``cfg.model.backbone.weights`` ("torchvision", a state-dict path or a toolkit checkpoint, or "none")
-    into the detector's trunk (conv1…conv4_x) and conv5 head. The classifier's ``fc`` is not used."""
-    source = cfg.model.backbone.weights
-    if source.lower() in ("", "none"):
+    """Load ``cfg.model.backbone.weights`` ("torchvision", a state-dict path or a toolkit checkpoint, an http(s) URL of
+    one, a ``.pkl`` of MSRA / detectron2 weights by URL or ``detectron2://``, or "none") into the detector's trunk
+    (conv1…conv4_x) and conv5 head. The classifier's ``fc`` is not used."""
+    given = cfg.model.backbone.weights
+    if given.lower() in ("", "none"):
         logger.info("backbone weights: none (random initialisation)")
         return
+    from detection.weights.zoo import fetch_backbone_weights  # detection.weights imports this module
+
+    source = fetch_backbone_weights(given)  # a .pkl by URL / detectron2:// → converted once, cached: a local path
     b = cfg.model.backbone
     resnet = build_resnet(b.depth, frozen_bn=True, base_width=b.base_width, style=b.style)  # type: ignore[arg-type]
     load_weights(resnet, source, ignore=("fc.",))  # refuses weights of the other style
     body, head = split_c4(resnet)
     model.trunk.body.load_state_dict(body.state_dict())
     conv5_of(model.roi_heads.box_head).load_state_dict(head.state_dict())
-    logger.info("backbone weights loaded from %s", source)
+    logger.info("backbone weights loaded from %s", given if source == given else f"{given} (converted: {source})")
 
 
 def load_detector(

@@ -1,74 +1,23 @@
-"""Result files written atomically: a temporary name beside the target, fsync, then ``os.replace``.
-
-A kill, a full disk or a file-size limit leaves the previous file (or none) under the final name, never half a
-JSON; and the failure is one :class:`ResultWriteError` naming the file and the OS's reason (``No space left on
-device`` alone used to say nothing about which file). Checkpoints have their own writer,
-``backbones.checkpoint.save_checkpoint``, built the same way.
+"""Result files written atomically (``atomic_open``, ``write_text``, ``write_json``, ``write_bytes``, ``append_text``:
+from :mod:`backbones.files`, a temporary name beside the target, fsync, then ``os.replace``; a failure is one
+:class:`ResultWriteError` naming the file) and JSON / YAML / text inputs read with one line's error naming the file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
+# The atomic writers live in backbones (the classifier's tools write results too); this is their home for detection.
+from backbones.files import ResultWriteError, append_text, atomic_open, write_bytes, write_json, write_text
+from backbones.files import os_reason as _reason
 
-class ResultWriteError(OSError):
-    """A result file could not be written; nothing partial is left under its name."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        super().__init__(f"cannot write {self.path}: {reason}")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def _reason(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """``open(path, mode)`` whose content appears under ``path`` only when the block ends without an error.
-
-    Writes go to ``.<name>.tmp.<pid>`` in the same folder (same file system, so the rename is atomic); on any
-    error the temporary is removed and an ``OSError`` becomes :class:`ResultWriteError` naming ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, ResultWriteError):
-            raise
-        raise ResultWriteError(path, _reason(exc)) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return Path(path)
-
-
-def write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> Path:
-    """``json.dumps(data)`` written atomically (a trailing newline when indented)."""
-    return write_text(path, json.dumps(data, indent=indent) + ("\n" if indent is not None else ""))
+__all__ = ["ResultWriteError", "append_text", "atomic_open", "output_file_problem", "parse_yaml", "read_json",
+           "read_text_file", "read_yaml", "short_repr", "write_bytes", "write_json", "write_text"]
 
 
 def output_file_problem(path: str | os.PathLike[str]) -> str | None:

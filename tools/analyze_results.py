@@ -10,7 +10,6 @@ and its own result files (VOC: the folder of ``comp4_det_<split>_<class>.txt``; 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from detection.evaluation.analysis.inputs import DATASETS, load_analysis_input
 from detection.evaluation.analysis.plots import MissingPlotting
 from detection.evaluation.analysis.report import analyze
 from detection.evaluation.analysis.tide import MAIN_ERRORS, SPECIAL_ERRORS
+from detection.files import ResultWriteError, write_json
 
 # After tools/quickstart.py: the generated shapes set's held-out split and the detector's results on it.
 EXAMPLE = ("python tools/analyze_results.py --data-root datasets/shapes/annotations/instances_val.json "
@@ -61,12 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     except (EvaluationInputError, DatasetError, MissingPlotting) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ResultWriteError as exc:  # a report file on a full disk: named, nothing partial under its name
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     errors = "  ".join(f"{n} {summary['tide'][n]:.2f}" for n in (*MAIN_ERRORS, *SPECIAL_ERRORS))
     print(f"TIDE AP50 {summary['ap50']:.2f}; dAP: {errors}")
     print(f"report: {summary['report']}  ({summary['images']} images, {summary['detections']} detections, "
           f"{summary['seconds']:.1f} s)")
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            write_json(args.json, summary)
+        except ResultWriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

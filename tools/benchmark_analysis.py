@@ -24,6 +24,7 @@ from detection.evaluation.analysis.report import analyze
 from detection.evaluation.analysis.synthetic import synthetic_coco
 from detection.evaluation.analysis.tide import tide
 from detection.evaluation.coco import load_coco
+from detection.files import ResultWriteError, write_json
 
 EXAMPLE = "python tools/benchmark_analysis.py --images 5000 --dets 100 --classes 80 --json analysis_speed.json"
 
@@ -41,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ResultWriteError as exc:  # the report or --json on a full disk: one line naming the file
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
     print(f"generating {args.images} images x {args.dets} detections, {args.classes} classes ...", flush=True)
     instances, results = synthetic_coco(args.images, args.classes, args.dets, seed=args.seed)
     report: dict = {"images": args.images, "detections": len(results), "classes": args.classes, "seconds": {}}
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

@@ -18,6 +18,7 @@ from detection.data import resolve_split
 from detection.data.convert import CONVERTERS, convert_to_coco, write_json
 from detection.data.errors import DatasetError
 from detection.engine.cli import add_data_root, add_output, add_split, tool_parser
+from detection.files import ResultWriteError
 
 EXAMPLE = ("python tools/convert_dataset.py --from yolo --data-root datasets/shapes_yolo/data.yaml --split val "
            "--output datasets/shapes_yolo/val.json")
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except ResultWriteError as exc:  # names the file; nothing partial left under its name
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # its folder cannot be made
         print(f"error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"{args.source} {split}: {len(data['images'])} images, {len(data['annotations'])} objects, "

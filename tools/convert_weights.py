@@ -2,7 +2,9 @@
 
 MSRA Caffe (``--from msra``, the default): a ``.npz`` (flat keys ``"res2a_branch2a/0"``, ...) or ``.pkl``
 (``{"res2a_branch2a": [w], ...}``) of numpy arrays keyed by Caffe layer name, e.g. dumped from
-``ResNet-50-model.caffemodel`` with pycaffe. Output: a checkpoint for ``build_resnet(depth, style="msra")``, whose
+``ResNet-50-model.caffemodel`` with pycaffe; or the same networks in caffe2 names, detectron2's
+``ImageNetPretrained/MSRA/R-50.pkl`` (``conv1_w``, ``res2_0_branch2a_w`` …; the depth is read off the file;
+detection/weights/msra.py). Output: a checkpoint for ``build_resnet(depth, style="msra")``, whose
 input is BGR 0-255 minus the per-channel mean (``backbones.MSRA_INPUT``); it records that style, and loading it into
 a torchvision-style net is an error::
 
@@ -24,50 +26,38 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from backbones import build_resnet, load_weights
-from backbones.checkpoint import CheckpointError, CheckpointWriteError, load_array_pickle, save_checkpoint
-from backbones.weights import WeightsError, convert_msra_caffe
+from backbones.checkpoint import CheckpointError, CheckpointWriteError, save_checkpoint
+from backbones.weights import WeightsError
 from detection.config import ConfigError
 from detection.engine.cli import add_config, add_output, add_overrides, add_weights, tool_parser
 from detection.weights.detectron2 import convert_detectron2_file
+from detection.weights.msra import msra_checkpoint, read_msra_arrays
 
 EXAMPLE = ("python tools/convert_weights.py --from detectron2 --weights model_final_f97cb7.pkl "
            "--output weights/r50_c4_3x.pth")
 
 
 def read_arrays(path: Path) -> dict[str, Any]:
-    """Numpy arrays keyed by Caffe layer name from a ``.npz`` or ``.pkl`` file, never executing pickled code."""
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # object arrays, truncated, not a zip
-            raise SystemExit(f"{path}: cannot read the .npz: {e}") from e
+    """Numpy arrays keyed by layer name from a ``.npz`` or ``.pkl`` file, never executing pickled code."""
     try:
-        arrays = load_array_pickle(path)
+        return read_msra_arrays(path)
     except CheckpointError as e:
-        raise SystemExit(str(e)) from e
-    if isinstance(arrays, dict) and isinstance(arrays.get("blobs"), dict):  # {"blobs": {...}} wrappers
-        arrays = arrays["blobs"]
-    if not isinstance(arrays, dict):
-        raise SystemExit(f"{path}: expected a dict of numpy arrays keyed by Caffe layer name")
-    return arrays
+        raise SystemExit(f"{path}: {e.reason}") from e
 
 
 def convert_msra(path: Path, depth: int | None, output: Path) -> Path:
-    if depth is None:
-        raise SystemExit("--depth is required with --from msra (50, 101 or 152)")
     try:
-        state = convert_msra_caffe(read_arrays(path), depth)
-        # Loading strictly into the target architecture proves every key and shape before anything is written.
-        load_weights(build_resnet(depth, style="msra"), state)
+        checkpoint = msra_checkpoint(path, depth)  # caffe2 names (detectron2's R-50.pkl) or Caffe names
+    except CheckpointError as e:
+        raise SystemExit(f"{path}: {e.reason}") from e
     except (WeightsError, ValueError, TypeError) as e:  # a missing layer, a wrong shape, NaN weights
+        if depth is None and "give the depth" in str(e):
+            raise SystemExit("--depth is required with --from msra for Caffe-named weights (50, 101 or 152)") from e
         raise SystemExit(f"{path}: {e}") from e
-    config = {"arch": f"resnet{depth}", "style": "msra", "source": str(path)}
-    written = save_checkpoint(output, {"model": state, "config": config})
-    print(f"wrote {written}: {len(state)} tensors for build_resnet({depth}, style='msra')")
+    written = save_checkpoint(output, checkpoint)
+    arch = checkpoint["config"]["arch"]
+    print(f"wrote {written}: {len(checkpoint['model'])} tensors for build_resnet({arch[len('resnet'):]}, "
+          "style='msra')")
     return written
 
 
@@ -96,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("path", nargs="?", type=Path, help="the input file, as --weights")
     add_weights(parser, "the published weights: .npz/.pkl of Caffe blobs, or a detectron2 .pkl/.pth",
                 old=("--input",), default=None)
-    parser.add_argument("--depth", type=int, choices=(50, 101, 152), default=None, help="MSRA only")
+    parser.add_argument("--depth", type=int, choices=(50, 101, 152), default=None,
+                        help="MSRA with Caffe names only (caffe2 names: read off the file)")
     add_config(parser, "detectron2 only: the toolkit config describing the checkpoint (default: configs/"
                        "detectron2/ by depth and classes)")
     parser.add_argument("--backbone-only", action="store_true",

@@ -10,11 +10,11 @@ averaged), fullconv (whole image at shorter sides --scales and flipped, fc as a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
 from backbones.classify import MODES, evaluate_weights
+from backbones.files import ResultWriteError, write_json
 from detection.engine.cli import (
     add_amp,
     add_data_root,
@@ -69,10 +69,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print(f"{args.mode}: top-1 error {result['top1_error']:.2f}%  top-5 error {result['top5_error']:.2f}%  "
           f"({result['num_images']} images)")  # fmt: skip
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"mode": args.mode, "weights": args.weights, **result}, f, indent=2)
+        write_json(args.json, {"mode": args.mode, "weights": args.weights, **result})
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ResultWriteError as exc:  # --json on a full disk or in a read-only folder: one line, nothing partial
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

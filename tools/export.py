@@ -46,7 +46,7 @@ from detection.engine.cli import (
     add_weights,
     tool_parser,
 )
-from detection.files import ResultWriteError, output_file_problem, write_json
+from detection.files import ResultWriteError, output_file_problem, write_json, write_text
 
 # --format → (writer, checker, default file name, what runs the check)
 FORMATS = {
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = write(model, output, height, width, **({"dynamic": True} if args.dynamic else {}))
         names = output.with_suffix(".classes.txt")
-        names.write_text("".join(f"{name}\n" for name in classes))
+        write_text(names, "".join(f"{name}\n" for name in classes))
         print(f"wrote {path} (input {shape}) and {names}")
         if not args.no_check:
             rng = np.random.default_rng(0)  # generated shapes scenes: objects for a trained model to find

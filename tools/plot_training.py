@@ -10,8 +10,8 @@ from pathlib import Path
 from detection.engine.cli import add_output, tool_parser
 from detection.errors import EvaluationInputError
 from detection.evaluation.analysis.plots import MissingPlotting
-from detection.evaluation.analysis.report import write_atomic
 from detection.evaluation.analysis.training import plot_training, read_training_log
+from detection.files import ResultWriteError, write_bytes
 
 EXAMPLE = "python tools/plot_training.py output/quickstart/detector --output training.png"
 
@@ -37,8 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     for log in logs:
         if log.skipped:
             print(f"warning: {log.name}: {log.skipped} unreadable lines skipped", file=sys.stderr)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(output, png)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(output, png)
+    except ResultWriteError as exc:  # a full disk, a read-only folder: one line naming the file, nothing partial
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # its folder cannot be made
+        print(f"error: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"training curves: {output}")
     return 0
 

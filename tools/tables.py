@@ -25,7 +25,6 @@ checkpoint, 5 further context checkpoints); `python tools/tables.py table9 --hel
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from detection.evaluation.tables import (
     table9,
     table12,
 )
+from detection.files import ResultWriteError, write_json, write_text
 
 TABLE9_EXAMPLE = """example:
     python tools/tables.py table9 --baseline out/base/model_final.pth --context out/ctx/model_final.pth \\
@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             text = comparison_tables(rows + (paper_voc_rows(args.paper) if args.paper else []))
         if args.output:
-            args.output.write_text(text + "\n")
+            write_text(args.output, text + "\n")
         if args.json:
-            args.json.write_text(json.dumps([{"row": label, **result} for label, result in rows], indent=2))
+            write_json(args.json, [{"row": label, **result} for label, result in rows], indent=2)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -128,7 +128,11 @@ def main_table9(argv: list[str]) -> int:
     print(f"\nTable 9 on {args.dataset} {splits} (paper: ResNet-101 on COCO val; its ensemble row on test-dev)\n")
     print(table9(results))
     if args.json:
-        args.json.write_text(json.dumps([{"row": label, **m} for label, m in results], indent=2))
+        try:
+            write_json(args.json, [{"row": label, **m} for label, m in results])
+        except ResultWriteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -39,6 +39,7 @@ from detection.engine.cli import (
     run_options,
     tool_parser,
 )
+from detection.engine.inference import ImageFailedError
 from detection.engine.own_data import add_own_data_arguments, own_data_overrides
 from detection.engine.run import test
 from detection.engine.run_dir import RunDirError, prepare_output_dir
@@ -99,7 +100,7 @@ def _main(args: argparse.Namespace, device: torch.device, rank: int) -> int:
         metrics = test(cfg, opts, models, split, device, classes=classes or None, sharded=True)
         if args.json is not None and rank == 0:
             write_json(args.json, metrics)
-    except (DatasetError, ConfigError, EvaluationInputError, MissingPlotting) as exc:
+    except (DatasetError, ConfigError, EvaluationInputError, MissingPlotting, ImageFailedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ResultWriteError as exc:  # names the file and the OS's reason; nothing partial left under its name

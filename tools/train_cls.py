@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from backbones.checkpoint import CheckpointError
+from backbones.files import ResultWriteError
 from backbones.loop_guard import RunDirError, TrainingInterrupted
 from backbones.train import DATASETS, TrainConfig, train
 from detection.engine.cli import add_amp, add_data_root, add_device, add_no_progress, add_output_dir, tool_parser
@@ -105,6 +107,6 @@ if __name__ == "__main__":
     except TrainingInterrupted as exc:  # SIGTERM / Ctrl-C: a checkpoint at the current iteration (--resume)
         print(f"stopped: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except RunDirError as exc:
+    except (RunDirError, CheckpointError, ResultWriteError) as exc:  # a checkpoint --resume cannot use, a full disk
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

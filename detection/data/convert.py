@@ -18,14 +18,13 @@ ROOT`` trains on the result.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detection import files
 from detection.data.coco import CocoDetection
 from detection.data.errors import DatasetError
 from detection.data.io import safe_join
@@ -108,16 +107,8 @@ def convert_to_coco(source_format: str, root: str | Path, split: str) -> dict[st
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
-    """Write ``data`` as JSON atomically (a temporary file in the same folder, then renamed)."""
+    """Write ``data`` as JSON atomically (``detection.files.write_json``: a temporary file in the same folder, then
+    renamed; a failure is one ``ResultWriteError`` naming the file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return files.write_json(path, data, indent=None)

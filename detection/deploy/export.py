@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import nms
 
+from detection.files import atomic_open
 from detection.modeling.faster_rcnn import FasterRCNN
 from detection.modeling.postprocess import DetectionSelector
 
@@ -118,10 +119,11 @@ def export_onnx(model: FasterRCNN, path: Path, height: int, width: int) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
-        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["image"], output_names=["boxes", "scores", "labels"],
-                          dynamic_axes={"boxes": {0: "detections"}, "scores": {0: "detections"},
-                                        "labels": {0: "detections"}})
+        with atomic_open(path, "wb") as f:  # a full disk leaves no half model under the name
+            torch.onnx.export(wrapper, (example,), f, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["image"], output_names=["boxes", "scores", "labels"],
+                              dynamic_axes={"boxes": {0: "detections"}, "scores": {0: "detections"},
+                                            "labels": {0: "detections"}})
     return path
 
 
@@ -215,7 +217,8 @@ def export_program(model: FasterRCNN, path: Path, height: int, width: int, *, dy
         shapes = ({1: torch.export.Dim("height", **sides), 2: torch.export.Dim("width", **sides)},)
     with torch.no_grad(), _nms_may_keep_none():
         program = torch.export.export(ExportDetector(model), (example,), dynamic_shapes=shapes, strict=False)
-    torch.export.save(program, path)
+    with atomic_open(path, "wb") as f:
+        torch.export.save(program, f)
     return path
 
 

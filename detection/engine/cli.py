@@ -143,7 +143,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, output_dir: str) -> No
     add_output_dir(parser, output_dir)
     add_device(parser)
     add_amp(parser)
-    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first unreadable image, or one the model fails on, instead of skipping it")
     parser.add_argument("--no-optimize", action="store_true",
                         help="run the model as built (default: frozen BNs folded into the convs, channels-last)")
     add_no_progress(parser)

@@ -63,7 +63,7 @@ def evaluate_predictions(
     else:
         raise ValueError(f"{type(dataset).__name__} has no known evaluation protocol: {dataset.protocol!r}")
     metrics.update(dataset=dataset_name, split=split, images=len(predictions.outputs),
-                   skipped_images=predictions.skipped)
+                   skipped_images=predictions.skipped, failed_images=list(predictions.failed))
     return metrics, table
 
 
@@ -110,7 +110,8 @@ def _evaluate_coco(
 
 
 def _subset(coco: Any, image_ids: list[int]) -> Any:
-    """A COCO object restricted to the images that were actually evaluated (unreadable ones were skipped)."""
+    """A COCO object restricted to the images that were actually evaluated (unreadable ones and those the model
+    failed on were skipped)."""
     from pycocotools.coco import COCO
 
     keep = set(image_ids)

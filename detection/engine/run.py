@@ -191,7 +191,7 @@ def test(
     share_cpu_with_workers(device, cfg.data.num_workers)
     predictions = run_inference(
         model, dataset, device=device, batch_size=1, num_workers=cfg.data.num_workers, amp=opts.amp,
-        progress=opts.progress, sharded=sharded,
+        progress=opts.progress, sharded=sharded, strict=opts.strict,
     )
     if get_rank() != 0 and sharded:  # rank 0 writes; the others return its metrics
         metrics = broadcast_from_first(None)
@@ -220,7 +220,9 @@ def _score(cfg: Config, opts: RunOptions, dataset: Any, predictions: Predictions
     metrics = summarize_metrics(metrics)
     write_json(opts.output_dir / "metrics.json", metrics)
     score = "not scored" if metrics["mAP50"] is None else f"{metrics['metric']} = {100 * metrics['mAP50']:.1f}"
-    print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable)\n")
+    failed = f", {len(metrics['failed_images'])} the model failed on" if metrics["failed_images"] else ""
+    print(f"\n{opts.dataset} {split}: {score}  ({metrics['images']} images, {metrics['skipped_images']} unreadable"
+          f"{failed})\n")
     print(table)
     logger.info("metrics written to %s", opts.output_dir / "metrics.json")
     if opts.analyze and metrics["mAP50"] is not None:

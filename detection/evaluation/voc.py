@@ -18,6 +18,7 @@ annotation and split files are read by :mod:`detection.devkit`.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from detection.devkit import VOC_CLASSES, Box, numbered_lines, read_pascal_xml, read_voc_split, to_devkit_boxes
 from detection.errors import EvaluationInputError
-from detection.files import write_text
+from detection.files import write_bytes, write_text
 
 __all__ = [
     "VOC_CLASSES",
@@ -365,4 +366,6 @@ def plot_pr_curves(result: VOCResult, path: Path) -> None:
         ax.tick_params(labelsize=6)
     fig.suptitle(f"mAP = {100 * result.mAP:.1f} ({result.metric} metric)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes(path, buffer.getvalue())

@@ -8,6 +8,11 @@ Spellings (docs/model_zoo.md):
 - ``detectron2:R50-C4-3x``: a short name for one of the C4 detectors in :data:`MODELS` (``detectron2:R50-C4-1x``,
   ``detectron2:R101-C4-3x``, ``detectron2:R50-C4-VOC``).
 
+``model.backbone.weights`` takes the same spellings for a ``.pkl`` (:func:`fetch_backbone_weights`): the MSRA
+ImageNet ResNets detectron2 trains from (``detectron2://ImageNetPretrained/MSRA/R-50.pkl``, caffe2 names,
+:mod:`detection.weights.msra`) or a detectron2 C4 detector, whose ResNet is taken; converted once into
+``<name>.backbone.pth`` beside the download.
+
 The zoo's base URL is ``https://dl.fbaipublicfiles.com/detectron2/``; ``$RESDET_ZOO_URL`` replaces it (a mirror, or
 a test server). Files are downloaded once into the cache of :mod:`backbones.hub`. A detectron2 ``.pkl`` is then
 converted, with the restricted unpickler and the conversion of ``tools/convert_weights.py``
@@ -34,9 +39,10 @@ from detection.weights.detectron2 import (
     detectron2_config_file,
     read_detectron2_weights,
 )
+from detection.weights.msra import is_caffe2_msra, msra_checkpoint, read_msra_arrays
 
-__all__ = ["CONFIGS", "MODELS", "ZOO_URL", "RemoteWeightsError", "ZooModel", "detectron2_checkpoint", "fetch_weights",
-           "is_remote", "resolve"]
+__all__ = ["CONFIGS", "MODELS", "ZOO_URL", "RemoteWeightsError", "ZooModel", "detectron2_checkpoint",
+           "fetch_backbone_weights", "fetch_weights", "is_remote", "resolve"]
 
 ZOO_URL = "https://dl.fbaipublicfiles.com/detectron2/"
 _SCHEME = "detectron2:"
@@ -156,3 +162,45 @@ def fetch_weights(source: str | os.PathLike[str], *, progress: bool = True) -> P
             except (ValueError, ConfigError) as e:
                 raise CheckpointError(path, f"cannot convert it with {chosen}: {e}") from None
     return converted
+
+
+def fetch_backbone_weights(source: str, *, progress: bool = True) -> str:
+    """``model.backbone.weights`` as ``load_weights`` reads it: a ``.pkl`` given by URL or ``detectron2://`` path is
+    downloaded once (:mod:`backbones.hub`: cached, offline a one-line error naming where to put the file) and
+    converted once into a backbone checkpoint cached beside it, whose path is returned; a later run touches no
+    network. Anything else comes back as it is (``torchvision``, paths, ``.pth`` URLs: ``load_weights`` reads them).
+
+    The ``.pkl`` is read without running pickled code: MSRA ImageNet weights in caffe2 names (detectron2's
+    ``ImageNetPretrained/MSRA/R-50.pkl``) or a detectron2 C4 detector (its ResNet). Raises ``CheckpointError``."""
+    if not is_remote(source):
+        return source
+    try:
+        url, _ = resolve(source)
+    except ValueError as e:
+        raise RemoteWeightsError(str(source), str(e)) from None
+    if not url.lower().endswith(".pkl"):
+        return url
+    try:
+        path = hub.download(url, progress=progress)
+    except hub.DownloadError as e:
+        raise RemoteWeightsError(url, str(e)) from None
+    converted = path.with_name(f"{path.stem}.backbone.pth")
+    with hub.file_lock(converted.with_name(converted.name + ".lock")):  # the ranks of a torchrun job take turns
+        if not converted.is_file():
+            save_checkpoint(converted, _backbone_checkpoint(path))
+    return str(converted)
+
+
+def _backbone_checkpoint(path: Path) -> dict:
+    arrays = read_msra_arrays(path)
+    try:
+        if is_caffe2_msra(arrays):
+            return msra_checkpoint(path, arrays=arrays)
+        if isinstance(arrays.get("model"), dict):  # a detectron2 detector: its conv1…conv5_x
+            return convert_detectron2_file(path, sizes_from_checkpoint=True).backbone_checkpoint()
+    except (ValueError, RuntimeError) as e:  # WeightsError, ConfigError: missing layers, shapes, NaN
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(path, f"cannot convert it into backbone weights: {e}") from None
+    raise CheckpointError(path, "neither MSRA ImageNet weights in caffe2 names (conv1_w, res2_0_branch2a_w, …) nor a "
+                                "detectron2 detector ({'model': …}): not backbone weights")

@@ -1,13 +1,12 @@
 """Run every analysis on one set of results and write ``report.html`` (one self-contained file: the figures are
-PNG data URIs; no script, no network), the figures as PNG files and ``analysis.json`` beside it.
+PNG data URIs; no script, no network), the figures as PNG files and ``analysis.json`` beside it, each atomically
+(``detection.files``: a full disk is one ``ResultWriteError`` naming the file, nothing partial left).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,16 +24,11 @@ from detection.evaluation.analysis.inputs import AnalysisInput
 from detection.evaluation.analysis.matching import Matcher
 from detection.evaluation.analysis.tide import MAIN_ERRORS, SPECIAL_ERRORS, TideResult, tide
 from detection.evaluation.analysis.training import TrainingLog, plot_training, read_training_log
+from detection.files import write_bytes, write_json, write_text
 
 REPORT = "report.html"
 SUMMARY = "analysis.json"
 PER_CLASS_FIGURE = 12  # classes drawn in the per-class analyze grid (the worst by C50)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def analyze(
@@ -67,15 +61,15 @@ def analyze(
         figures["training_curves.png"] = plot_training(logs)
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, png in figures.items():
-        write_atomic(output_dir / name, png)
+        write_bytes(output_dir / name, png)
     summary = {**tide_result.to_dict(), "coco_analysis": analysis.to_dict(), "confusion": confusion.to_dict(),
                "images": data.num_images, "objects": int((~data.gt_crowd).sum()),
                "detections": len(data.det_score), "source": inp.source,
                "report": str(output_dir / REPORT), "seconds": round(time.perf_counter() - start, 2)}
     page = _html(title or inp.source, data, tide_result, analysis, confusion, worst, logs, figures,
                  drawn=drawer is not None)
-    write_atomic(output_dir / REPORT, page.encode("utf-8"))
-    write_atomic(output_dir / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    write_text(output_dir / REPORT, page)
+    write_json(output_dir / SUMMARY, summary)
     return summary
 
 

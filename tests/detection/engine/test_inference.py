@@ -43,3 +43,36 @@ def test_images_decoded_at_reduced_size_are_scored_in_their_original_pixels(shap
         height, width = target["orig_size"]
         torch.testing.assert_close(output["boxes"], torch.tensor([[0.0, 0.0, float(width), float(height)]]))
         torch.testing.assert_close(target["boxes"], full[index][1]["boxes"], atol=0.05, rtol=0)
+
+
+class FailsOnWidth(WholeImage):
+    """WholeImage, raising (as a model does on an odd image) whenever a given width is in the batch."""
+
+    def __init__(self, widths: set[int]) -> None:
+        super().__init__()
+        self.widths = widths
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        if any(i.shape[-1] in self.widths for i in images):
+            raise RuntimeError("injected failure")
+        return super().forward(images)
+
+
+def test_an_image_the_model_fails_on_is_named_and_the_rest_of_its_batch_kept(shapes_root: Path) -> None:
+    import pytest
+
+    from detection.engine.inference import ImageFailedError, image_name
+
+    dataset = build_dataset("shapes", shapes_root, "val", build_transforms(train=False))
+    widths = [dataset[i][0].shape[-1] for i in range(len(dataset))]
+    odd = next(i for i, w in enumerate(widths) if widths.count(w) == 1)
+    cpu = torch.device("cpu")
+    for batch_size in (1, 2):  # in a batch of two, the other image is run again alone and kept
+        predictions = run_inference(FailsOnWidth({widths[odd]}), dataset, device=cpu, batch_size=batch_size,
+                                    progress=False)  # fmt: skip
+        assert predictions.failed == [image_name(dataset, odd)] and image_name(dataset, odd).endswith(".jpg")
+        assert len(predictions.outputs) == len(dataset) - 1 and predictions.skipped == 0
+    with pytest.raises(ImageFailedError, match=f"^{image_name(dataset, odd)}: detection failed: injected failure$"):
+        run_inference(FailsOnWidth({widths[odd]}), dataset, device=cpu, progress=False, strict=True)
+    with pytest.raises(ImageFailedError, match=f"failed on every image \\({len(dataset)}\\)"):
+        run_inference(FailsOnWidth(set(widths)), dataset, device=cpu, progress=False)
