@@ -14,7 +14,8 @@ A learning-rate schedule is a function of the iteration (``lr_at(iteration) -> l
 paper's warm-up + step decay; both in ``backbones/loop_schedule.py``); one with ``state_dict`` /
 ``load_state_dict`` (the classifier's warm-up that ends on the training error) is checkpointed with the loop.
 Evaluation is a callable ``eval_fn(iteration) -> dict`` run on every rank (a rank that does not evaluate returns
-``{}``) when :meth:`TrainLoop.eval_due`.
+``{}``) when :meth:`TrainLoop.eval_due`; it may set ``stop_reason`` (early stopping): training then ends after that
+iteration as at ``max_iter`` (checkpoint, ``model_final.pth``) and the reason is logged.
 
 Exact resumption: the checkpoint holds model, optimizer, schedule, loss scaler, RNG states and :class:`TrainState`
 (iteration, epoch, position in the epoch); each subclass's ``batches()`` restarts its data from that state, and
@@ -130,6 +131,7 @@ class TrainLoop:
         self.writer: Any = None
         self.metrics_log = MetricsLog(None)
         self.stop_signal: int | None = None  # set by loop_guard.stop_signals' SIGTERM / SIGINT handler
+        self.stop_reason: str | None = None  # set by eval_fn (or load_extra_state): end training, saying why
 
     # --- what a subclass brings ------------------------------------------------------------------------------
     def batches(self) -> Iterable[tuple[Any, ...]]:
@@ -291,10 +293,13 @@ class TrainLoop:
         bar = tqdm(total=o.max_iter, initial=self.state.iteration, disable=not o.progress or self.rank != 0,
                    desc=o.desc, dynamic_ncols=True)  # fmt: skip
         start = time.perf_counter()
+        stopped_before = self.stop_reason is not None  # a resumed run that had stopped early
+        if stopped_before:
+            logger.info("%s; this run had already stopped there: not training on", self.stop_reason)
         try:
             with stop_signals(self):
                 stream = self.timer.wrap(iter(self.batches()))
-                while self.state.iteration < o.max_iter:
+                while self.state.iteration < o.max_iter and self.stop_reason is None:
                     batch = next(stream)
                     if o.seed is not None:
                         torch.manual_seed(step_seed(o.seed, self.state.iteration, self.rank))
@@ -312,11 +317,13 @@ class TrainLoop:
                         bar.close()
                         self.stop()
             bar.close()
+            if self.stop_reason is not None and not stopped_before:
+                logger.info("%s", self.stop_reason)
             self.save(final=True)
         finally:
             self.close_outputs()
         logger.info("training finished: %d iterations in %.1f s (%d non-finite batches skipped)",
-                    o.max_iter, time.perf_counter() - start, self.state.skipped_batches)
+                    self.state.iteration, time.perf_counter() - start, self.state.skipped_batches)
         return self.state
 
     def close_outputs(self) -> None:
@@ -370,6 +377,8 @@ class TrainLoop:
         metrics = self.eval_fn(it)
         self.model.train()
         runtime.barrier()
+        if runtime.any_true(self.stop_reason is not None) and self.stop_reason is None:
+            self.stop_reason = "stop requested by another worker's evaluation"  # every worker stops together
         self.timer.restart()
         scalars = {k: v for k, v in (metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip

@@ -110,6 +110,7 @@ RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("test.eval_period", _at_least(0), "non-negative (0: only after training)"),
     ("test.ensemble_nms_thresh", lambda v: v is None or _UNIT_OPEN_LOW(v), "in (0, 1], or null (the RPN's)"),
     ("test.ensemble_proposals", lambda v: v is None or _at_least(1)(v), "at least 1, or null (the RPN's test count)"),
+    ("test.patience", _at_least(0), "non-negative (0: no early stopping)"),
 ]
 
 
