@@ -81,8 +81,9 @@ class PeriodicEvaluator:
         """The log line that ends training early, or None while the metric still improves (or without patience)."""
         if self.patience <= 0 or self.without_gain < self.patience:
             return None
+        evaluations = "evaluation" if self.without_gain == 1 else "evaluations"
         return (f"early stop at iter {self.last_iteration}: {self.metric} has not improved for {self.without_gain} "
-                f"evaluations (best {self.best:.4g} at iter {self.best_iteration}, model_best.pth)")
+                f"{evaluations} (best {self.best:.4g} at iter {self.best_iteration}, model_best.pth)")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_iteration": self.best_iteration, "without_gain": self.without_gain,
