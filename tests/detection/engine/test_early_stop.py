@@ -88,6 +88,13 @@ def test_early_stop_writes_the_checkpoint_and_model_final_and_says_why(stopped_r
     evals = [json.loads(line)["eval"] for line in (stopped_run / "metrics.jsonl").read_text().splitlines()
              if "eval" in json.loads(line)]  # fmt: skip
     assert all(k in evals[0] for k in ("val_loss_cls", "val_loss_box", "val_loss_rpn_cls", "val_total_loss"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(stopped_run / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("eval/val_total_loss")] == pytest.approx(
+        [e["val_total_loss"] for e in evals])
+    assert "val_total_loss: " in log  # the eval log line
 
 
 def test_resuming_a_stopped_run_trains_no_further_and_more_patience_goes_on_counting(

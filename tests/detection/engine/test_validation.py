@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from detection.build import build_detector
 from detection.config import Config
 from detection.data import build_dataset, build_transforms
+from detection.engine.run import RunOptions, periodic_evaluator
 from detection.engine.validation import ValidationLosses, loss_target, training_untouched
 
 LOSS_KEYS = ["val_loss_box", "val_loss_cls", "val_loss_rpn_box", "val_loss_rpn_cls", "val_total_loss"]
@@ -119,3 +120,20 @@ def test_no_image_with_a_box_gives_no_losses_and_a_warning(
     with caplog.at_level(logging.INFO, logger="detection.engine.validation"):
         assert ValidationLosses(AllCrowd(test_scale_val, 0), device=torch.device("cpu"))(model) == {}
     assert "validation losses: no test image has a box; none are computed" in caplog.text
+
+
+def test_the_periodic_evaluator_gets_the_losses_on_the_test_split_at_the_test_scale(
+    shapes_root: Path, tiny_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    opts = RunOptions(dataset="shapes", data_root=shapes_root, output_dir=tmp_path)
+    cpu = torch.device("cpu")
+    cfg = tiny_config("test.eval_period=2")
+    evaluator = periodic_evaluator(cfg, opts, "val", cpu)
+    assert evaluator is not None and isinstance(evaluator.losses, ValidationLosses)
+    dataset: Any = evaluator.losses.dataset
+    on_disk = [min(dataset.image_info(i)["height"], dataset.image_info(i)["width"]) for i in range(len(dataset))]
+    assert any(size != cfg.input.test_min_size for size in on_disk)  # generated at 64–96 px
+    assert all(min(dataset[i][0].shape[-2:]) == cfg.input.test_min_size for i in range(len(dataset)))
+    off = tiny_config("test.eval_period=2", "test.val_losses=false")
+    assert periodic_evaluator(off, opts, "val", cpu).losses is None
+    assert periodic_evaluator(tiny_config(), opts, "val", cpu) is None
