@@ -283,8 +283,9 @@ class TrainLoop:
         return None
 
     def run(self) -> TrainState:
-        """Train from ``self.state`` to ``options.max_iter``; SIGTERM / SIGINT stop it after the step in flight
-        with a checkpoint (:class:`TrainingInterrupted`). Writes ``model_final.pth`` at the end."""
+        """Train from ``self.state`` to ``options.max_iter``, or until ``stop_reason`` is set (early stopping: the
+        end is then the same as at ``max_iter``); SIGTERM / SIGINT stop it after the step in flight with a
+        checkpoint (:class:`TrainingInterrupted`). Writes ``model_final.pth`` at the end."""
         o = self.options
         self.model.train()
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl" if self.rank == 0 else None)
@@ -369,8 +370,8 @@ class TrainLoop:
 
     def evaluate_if_due(self) -> None:
         """``eval_fn`` on every rank (then a barrier) when :meth:`eval_due`; rank 0 records the scalar metrics in
-        ``metrics.jsonl`` and TensorBoard (``<eval_tag>/<name>``). Evaluation time is not counted as training
-        time."""
+        ``metrics.jsonl`` and TensorBoard (``<eval_tag>/<name>``). A ``stop_reason`` set on any rank stops every
+        rank. Evaluation time is not counted as training time."""
         it = self.state.iteration
         if self.eval_fn is None or not self.eval_due(it):
             return
