@@ -141,6 +141,7 @@ class TestConfig:
     ensemble_proposals: int | None = None
     # Each periodic evaluation also computes the training losses on the test split's ground truth (no gradients):
     # val_loss_cls, …, val_total_loss in the eval log, metrics.jsonl and TensorBoard (detection/engine/validation.py).
+    # best_metric may name one of them (lower is better, e.g. val_total_loss).
     val_losses: bool = True
     # Early stopping: stop after this many evaluations in a row without a gain of best_metric (0: never); needs
     # eval_period > 0. The stop writes the checkpoint and model_final.pth as usual; model_best.pth keeps the best.
