@@ -14,7 +14,8 @@ A learning-rate schedule is a function of the iteration (``lr_at(iteration) -> l
 paper's warm-up + step decay; both in ``backbones/loop_schedule.py``); one with ``state_dict`` /
 ``load_state_dict`` (the classifier's warm-up that ends on the training error) is checkpointed with the loop.
 Evaluation is a callable ``eval_fn(iteration) -> dict`` run on every rank (a rank that does not evaluate returns
-``{}``) when :meth:`TrainLoop.eval_due`.
+``{}``) when :meth:`TrainLoop.eval_due`; it may set ``stop_reason`` (early stopping): training then ends after that
+iteration as at ``max_iter`` (checkpoint, ``model_final.pth``) and the reason is logged.
 
 Exact resumption: the checkpoint holds model, optimizer, schedule, loss scaler, RNG states and :class:`TrainState`
 (iteration, epoch, position in the epoch); each subclass's ``batches()`` restarts its data from that state, and
@@ -134,6 +135,7 @@ class TrainLoop:
         self.wandb: WandbLogger | None = None
         self.metrics_log = MetricsLog(None)
         self.stop_signal: int | None = None  # set by loop_guard.stop_signals' SIGTERM / SIGINT handler
+        self.stop_reason: str | None = None  # set by eval_fn (or load_extra_state): end training, saying why
 
     # --- what a subclass brings ------------------------------------------------------------------------------
     def batches(self) -> Iterable[tuple[Any, ...]]:
@@ -287,8 +289,9 @@ class TrainLoop:
         return None
 
     def run(self) -> TrainState:
-        """Train from ``self.state`` to ``options.max_iter``; SIGTERM / SIGINT stop it after the step in flight
-        with a checkpoint (:class:`TrainingInterrupted`). Writes ``model_final.pth`` at the end."""
+        """Train from ``self.state`` to ``options.max_iter``, or until ``stop_reason`` is set (early stopping: the
+        end is then the same as at ``max_iter``); SIGTERM / SIGINT stop it after the step in flight with a
+        checkpoint (:class:`TrainingInterrupted`). Writes ``model_final.pth`` at the end."""
         o = self.options
         self.model.train()
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl" if self.rank == 0 else None)
@@ -298,10 +301,13 @@ class TrainLoop:
         bar = tqdm(total=o.max_iter, initial=self.state.iteration, disable=not o.progress or self.rank != 0,
                    desc=o.desc, dynamic_ncols=True)  # fmt: skip
         start = time.perf_counter()
+        stopped_before = self.stop_reason is not None  # a resumed run that had stopped early
+        if stopped_before:
+            logger.info("%s; this run had already stopped there: not training on", self.stop_reason)
         try:
             with stop_signals(self):
                 stream = self.timer.wrap(iter(self.batches()))
-                while self.state.iteration < o.max_iter:
+                while self.state.iteration < o.max_iter and self.stop_reason is None:
                     batch = next(stream)
                     if o.seed is not None:
                         torch.manual_seed(step_seed(o.seed, self.state.iteration, self.rank))
@@ -319,11 +325,13 @@ class TrainLoop:
                         bar.close()
                         self.stop()
             bar.close()
+            if self.stop_reason is not None and not stopped_before:
+                logger.info("%s", self.stop_reason)
             self.save(final=True)
         finally:
             self.close_outputs()
         logger.info("training finished: %d iterations in %.1f s (%d non-finite batches skipped)",
-                    o.max_iter, time.perf_counter() - start, self.state.skipped_batches)
+                    self.state.iteration, time.perf_counter() - start, self.state.skipped_batches)
         return self.state
 
     def close_outputs(self) -> None:
@@ -374,14 +382,16 @@ class TrainLoop:
 
     def evaluate_if_due(self) -> None:
         """``eval_fn`` on every rank (then a barrier) when :meth:`eval_due`; rank 0 records the scalar metrics in
-        ``metrics.jsonl``, TensorBoard and wandb (``<eval_tag>/<name>``). Evaluation time is not counted as training
-        time."""
+        ``metrics.jsonl``, TensorBoard and wandb (``<eval_tag>/<name>``). A ``stop_reason`` set on any rank stops
+        every rank. Evaluation time is not counted as training time."""
         it = self.state.iteration
         if self.eval_fn is None or not self.eval_due(it):
             return
         metrics = self.eval_fn(it)
         self.model.train()
         runtime.barrier()
+        if runtime.any_true(self.stop_reason is not None) and self.stop_reason is None:
+            self.stop_reason = "stop requested by another worker's evaluation"  # every worker stops together
         self.timer.restart()
         scalars = {k: v for k, v in (metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip

@@ -139,6 +139,13 @@ class TestConfig:
     # (null: model.rpn.post_nms_top_n_test).
     ensemble_nms_thresh: float | None = None
     ensemble_proposals: int | None = None
+    # Each periodic evaluation also computes the training losses on the test split's ground truth (no gradients):
+    # val_loss_cls, …, val_total_loss in the eval log, metrics.jsonl and TensorBoard (detection/engine/validation.py).
+    # best_metric may name one of them (lower is better, e.g. val_total_loss).
+    val_losses: bool = True
+    # Early stopping: stop after this many evaluations in a row without a gain of best_metric (0: never); needs
+    # eval_period > 0. The stop writes the checkpoint and model_final.pth as usual; model_best.pth keeps the best.
+    patience: int = 0
 
 
 @dataclass
@@ -359,5 +366,8 @@ def validate_config(cfg: Config) -> None:
     """Raise one ``ConfigError`` listing every value outside its valid range (types are checked on reading; the
     ranges are declared in detection/config_ranges.py)."""
     problems = out_of_range(cfg)
+    if cfg.test.patience > 0 and cfg.test.eval_period <= 0:
+        problems.append(f"test.patience={cfg.test.patience} needs test.eval_period > 0 (early stopping counts "
+                        "periodic evaluations; test.eval_period is 0)")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))

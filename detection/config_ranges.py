@@ -113,6 +113,7 @@ RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("solver.lr_schedule", lambda v: v in ("step", "cosine"), "'step' or 'cosine'"),
     ("solver.base_lr_end", _at_least(0), "a non-negative finite number (the cosine schedule's last rate)"),
     ("solver.reference_batch_size", _at_least(0), "non-negative (0: base_lr is not scaled with the batch)"),
+    ("test.patience", _at_least(0), "non-negative (0: no early stopping)"),
 ]
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from backbones.loop_guard import locked_output_dir
-from backbones.runtime import barrier, cleanup, get_rank, init_distributed, pick_device, setup_logging
+from backbones.runtime import barrier, cleanup, get_rank, get_world_size, init_distributed, pick_device, setup_logging
 from backbones.sharding import PeerFailed, broadcast_from_first
 from detection.build import build_detector, build_test_detector, load_backbone_weights
 from detection.config import Config
 from detection.data import build_dataset, resolve_split
-from detection.data.transforms import build_transforms
+from detection.data.transforms import DetectionTransform, build_transforms
 from detection.engine.evaluate import evaluate_predictions, summarize_metrics
 from detection.engine.inference import Predictions, run_inference
 from detection.engine.monitor import PeriodicEvaluator
@@ -34,6 +34,7 @@ from detection.engine.own_data import (
 )
 from detection.engine.run_dir import clear_previous_results, provenance, refuse_foreign_checkpoints
 from detection.engine.trainer import Trainer
+from detection.engine.validation import ValidationLosses
 from detection.fast.optimize import optimize_for_inference, optimize_for_training
 from detection.files import write_json
 from detection.weights.transfer import load_detector_weights
@@ -70,13 +71,16 @@ def share_cpu_with_workers(device: torch.device, num_workers: int) -> None:
         torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - num_workers)))
 
 
-def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool, classes: list[str] | None = None) -> Any:
+def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool, classes: list[str] | None = None,
+                 transforms: DetectionTransform | None = None) -> Any:
     """The dataset of ``opts.dataset`` (own data from ``cfg.data``'s fields, docs/custom_data.md); ``classes``
-    (a checkpoint's) fix the label order of a VOC-format folder."""
+    (a checkpoint's) fix the label order of a VOC-format folder; ``transforms`` replace the training / testing
+    ones built from ``cfg.input``."""
     i = cfg.input
-    transforms = build_transforms(
-        train=train, min_sizes=tuple(i.train_min_sizes), max_size=i.train_max_size, flip_prob=i.flip_prob
-    )
+    if transforms is None:
+        transforms = build_transforms(
+            train=train, min_sizes=tuple(i.train_min_sizes), max_size=i.train_max_size, flip_prob=i.flip_prob
+        )
     own = own_data_kwargs(opts.dataset, cfg.data, train=train, classes=classes)
     check_data_root(opts.dataset, opts.data_root, own)
     split = own_split_name(opts.dataset, cfg.data, train=train) or split
@@ -90,7 +94,8 @@ def make_dataset(opts: RunOptions, cfg: Config, split: str, train: bool, classes
 
 
 def train(cfg: Config, opts: RunOptions) -> dict[str, Any] | None:
-    """Train to ``cfg.solver.max_iter`` and (on rank 0) evaluate on the test split. Returns the metrics.
+    """Train to ``cfg.solver.max_iter`` (or an early stop, ``test.patience``) and evaluate on the test split (under
+    torchrun sharded over the ranks, every rank returning the metrics). Returns the metrics.
 
     Before any work, rank 0 checks that ``opts.output_dir`` is a writable folder, locks it for this run
     (``train.lock``) and, without ``opts.resume``, refuses a folder holding another run's checkpoints
@@ -138,8 +143,8 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
     if skipped:
         logger.warning("%d unreadable training images were skipped (see the warnings above)", skipped)
     metrics = None
-    if opts.evaluate and rank == 0:
-        metrics = test(cfg, opts, trainer.model, test_split, device)
+    if opts.evaluate:
+        metrics = test(cfg, opts, trainer.model, test_split, device, sharded=world_size > 1)
     barrier()
     cleanup()
     return metrics
@@ -147,16 +152,27 @@ def _train(cfg: Config, opts: RunOptions, device: torch.device, rank: int, world
 
 def periodic_evaluator(cfg: Config, opts: RunOptions, split: str, device: torch.device) -> PeriodicEvaluator | None:
     """Evaluation on ``split`` every ``test.eval_period`` iterations (None when 0); each writes its files and
-    ``metrics.json`` under ``output_dir/eval/iter_<iteration>/``."""
+    ``metrics.json`` under ``output_dir/eval/iter_<iteration>/``. Under torchrun it is a collective: each rank
+    tests its block of the images and computes the validation losses (``test.val_losses``) of the same block, and
+    every rank gets the same metrics. ``test.patience`` is its early stopping."""
     if cfg.test.eval_period <= 0:
         return None
+    sharded = get_world_size() > 1
 
     def evaluate(model: torch.nn.Module, iteration: int) -> dict[str, Any]:
         out = opts.output_dir / "eval" / f"iter_{iteration:07d}"
-        return test(cfg, dataclasses.replace(opts, output_dir=out, progress=False), model, split, device)
+        return test(cfg, dataclasses.replace(opts, output_dir=out, progress=False), model, split, device,
+                    sharded=sharded)
 
+    losses = None
+    if cfg.test.val_losses:  # the test split at the test scale, with its ground truth, as training would see it
+        at_test_scale = build_transforms(train=False, min_sizes=(cfg.input.test_min_size,),
+                                         max_size=cfg.input.test_max_size, resize_in_eval=True)  # fmt: skip
+        dataset = make_dataset(opts, cfg, split, train=False, transforms=at_test_scale)
+        losses = ValidationLosses(dataset, device=device, seed=cfg.seed, amp=opts.amp,
+                                  num_workers=cfg.data.num_workers, sharded=sharded)  # fmt: skip
     return PeriodicEvaluator(evaluate, period=cfg.test.eval_period, metric=cfg.test.best_metric,
-                             output_dir=opts.output_dir)
+                             output_dir=opts.output_dir, patience=cfg.test.patience, losses=losses)
 
 
 def test(

@@ -174,7 +174,8 @@ class Trainer(TrainLoop):
     What it adds to the loop: the aspect-ratio grouped, exactly resumable data stream, the detector's losses,
     ``cfg.solver``'s schedule (:func:`build_lr_schedule`), Weights & Biases when ``logging.wandb_project`` is set,
     the config hash checked on ``--resume`` and the periodic evaluation (``evaluator``, set by
-    ``detection/engine/run.py`` when ``test.eval_period > 0``; rank 0 evaluates)."""
+    ``detection/engine/run.py`` when ``test.eval_period > 0``; every rank evaluates its block of the test images)
+    with early stopping (``test.patience``)."""
 
     required_state = ("optimizer", "scheduler", "iteration", "epoch", "batch_in_epoch", "rng")
     divergence_hint = "lower solver.base_lr or set solver.clip_grad_norm"
@@ -222,7 +223,7 @@ class Trainer(TrainLoop):
             rank=self.rank,
             world_size=self.world_size,
         )
-        # Set by detection/engine/run.py when test.eval_period > 0 (every rank holds one; rank 0 evaluates).
+        # Set by detection/engine/run.py when test.eval_period > 0 (every rank holds one and evaluates its shard).
         self.evaluator: PeriodicEvaluator | None = None
         self.config_hash = config_hash(cfg.to_dict())
 
@@ -241,6 +242,7 @@ class Trainer(TrainLoop):
             "config_hash": self.config_hash,
             "classes": list(self.classes),
             "best_metric": self.evaluator.best if self.evaluator is not None else None,
+            **({"evaluator": self.evaluator.state_dict()} if self.evaluator is not None else {}),
         }
 
     def final_state(self) -> dict[str, Any]:
@@ -257,16 +259,27 @@ class Trainer(TrainLoop):
             logger.warning("--resume-anyway: %s; continuing with this config", other_run)
 
     def load_extra_state(self, checkpoint: dict[str, Any]) -> None:
-        if self.evaluator is not None and checkpoint.get("best_metric") is not None:
+        """The evaluator's best value, its iteration and the evaluations without gain (checkpoints from before
+        early stopping hold ``best_metric`` only); a run that had stopped early stays stopped."""
+        if self.evaluator is None:
+            return
+        if checkpoint.get("evaluator") is not None:
+            self.evaluator.load_state_dict(checkpoint["evaluator"])
+        elif checkpoint.get("best_metric") is not None:
             self.evaluator.best = float(checkpoint["best_metric"])
+        self.stop_reason = self.evaluator.stop_reason
 
     # --- periodic evaluation (engine/monitor.py) ------------------------------------------------------------
     def eval_due(self, iteration: int) -> bool:
         return self.evaluator is not None and self.evaluator.due(iteration)
 
     def evaluate(self, iteration: int) -> dict[str, Any]:
-        """``test.eval_period``'s evaluation on rank 0 (the other workers wait); keeps ``model_best.pth``."""
-        if self.rank != 0 or self.evaluator is None:
+        """``test.eval_period``'s evaluation, on every rank (under torchrun each rank tests its block of the images;
+        rank 0 writes the files and ``model_best.pth``; all get the same metrics); asks the loop to stop when
+        ``test.patience`` evaluations in a row brought no gain (the same decision on every rank)."""
+        if self.evaluator is None:
             return {}
-        return self.evaluator(self.model, iteration, checkpoint={
+        metrics = self.evaluator(self.model, iteration, checkpoint={
             "model": self.model.state_dict(), "config": self.cfg.to_dict(), "classes": list(self.classes)})
+        self.stop_reason = self.evaluator.stop_reason
+        return metrics

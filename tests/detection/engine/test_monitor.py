@@ -47,11 +47,14 @@ def test_log_line_fields() -> None:
 def test_periodic_evaluator_keeps_the_best(tmp_path: Path) -> None:
     scores = {2: 0.3, 4: 0.5, 6: 0.4}
     model = nn.Linear(2, 2)
-    evaluator = PeriodicEvaluator(lambda m, it: {"mAP50": scores[it], "metric": "test", "images": 3},
-                                  period=2, metric="mAP50", output_dir=tmp_path)  # fmt: skip
+
+    def evaluate(m: nn.Module, it: int) -> dict[str, object]:
+        m.eval()  # as testing does
+        return {"mAP50": scores[it], "metric": "test", "images": 3}
+
+    evaluator = PeriodicEvaluator(evaluate, period=2, metric="mAP50", output_dir=tmp_path)
     assert [i for i in range(1, 7) if evaluator.due(i)] == [2, 4, 6]
     for it in (2, 4, 6):
-        model.eval()
         evaluator(model, it, checkpoint={"model": model.state_dict(), "classes": ["a", "b"]})
         assert model.training  # back to training mode
     best = load_checkpoint(tmp_path / "model_best.pth")
@@ -60,3 +63,43 @@ def test_periodic_evaluator_keeps_the_best(tmp_path: Path) -> None:
     wrong = PeriodicEvaluator(lambda m, it: {"mAP50": 0.1, "mAP": 0.05}, period=1, metric="AP75", output_dir=tmp_path)
     with pytest.raises(KeyError, match="AP75.*mAP, mAP50"):
         wrong(model, 1, checkpoint={})
+
+
+def run_evaluations(evaluator: PeriodicEvaluator, scores: dict[int, float]) -> list[str | None]:
+    model = nn.Linear(2, 2)
+    reasons = []
+    for it in sorted(scores):
+        evaluator(model, it, checkpoint={"model": model.state_dict()})
+        reasons.append(evaluator.stop_reason)
+    return reasons
+
+
+def test_patience_stops_after_that_many_evaluations_without_gain(tmp_path: Path) -> None:
+    scores = {10: 0.3, 20: 0.512, 30: 0.4, 40: 0.512, 50: 0.5}  # an equal value is no gain
+    evaluator = PeriodicEvaluator(lambda m, it: {"mAP50": scores[it]}, period=10, metric="mAP50",
+                                  output_dir=tmp_path, patience=3)  # fmt: skip
+    reasons = run_evaluations(evaluator, scores)
+    assert reasons[:4] == [None] * 4
+    assert reasons[4] == "early stop at iter 50: mAP50 has not improved for 3 evaluations (best 0.512 at iter 20, " \
+                         "model_best.pth)"
+    assert load_checkpoint(tmp_path / "model_best.pth")["iteration"] == 20
+
+    resumed = PeriodicEvaluator(lambda m, it: {}, period=10, metric="mAP50", output_dir=tmp_path, patience=3)
+    resumed.load_state_dict(evaluator.state_dict())  # what the training checkpoints hold
+    assert resumed.stop_reason == reasons[4]
+    resumed.patience = 5  # --resume-anyway with more patience: the count goes on from 3
+    assert resumed.stop_reason is None and resumed.without_gain == 3 and resumed.best_iteration == 20
+
+
+def test_validation_losses_are_added_and_a_loss_improves_downwards(tmp_path: Path) -> None:
+    losses = iter([2.0, 1.5, 1.7, 1.6])
+    evaluator = PeriodicEvaluator(lambda m, it: {"mAP50": 0.1, "world_size": 2},
+                                  losses=lambda m: {"val_total_loss": next(losses)}, period=1,
+                                  metric="val_total_loss", output_dir=tmp_path, patience=2)  # fmt: skip
+    reasons = run_evaluations(evaluator, {1: 0, 2: 0, 3: 0, 4: 0})
+    assert [h["val_total_loss"] for h in evaluator.history] == [2.0, 1.5, 1.7, 1.6]
+    assert "world_size" not in evaluator.history[0]  # a count, not a metric
+    assert evaluator.best == 1.5 and evaluator.best_iteration == 2
+    assert reasons == [None, None, None, "early stop at iter 4: val_total_loss has not improved for 2 evaluations "
+                                         "(best 1.5 at iter 2, model_best.pth)"]
+    assert not PeriodicEvaluator(lambda m, it: {}, period=1, metric="mAP50", output_dir=tmp_path).stop_reason
