@@ -15,6 +15,8 @@ the classifier's initialisation, so both models produce real proposals and detec
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -32,6 +34,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d as TVFrozenBatchNorm2d
 from backbones.frozen_bn import FrozenBatchNorm2d
 from detection.config import Config
 from detection.data.shapes import render_image
+from detection.files import ResultWriteError, append_text, write_json
 from detection.modeling.box_head import conv5_of
 from detection.modeling.faster_rcnn import FasterRCNN
 
@@ -255,3 +258,16 @@ def capture_proposals(model: nn.Module) -> tuple[list[Tensor], Any]:
                 del rpn.propose
 
     return store, Handle()
+
+
+def save_results(args: argparse.Namespace, result: dict[str, Any], table: str) -> None:
+    """``--json`` (the arguments and ``result``) and the ``--markdown`` append of ``table``, each atomically: a full
+    disk leaves the previous JSON and the previous table, prints one line naming the file and exits with status 1."""
+    try:
+        if args.json:
+            write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=1)
+        if args.markdown:
+            append_text(args.markdown, "\n" + table)
+    except ResultWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

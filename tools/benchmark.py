@@ -42,12 +42,12 @@ from detection.benchmark import (
     calibrate,
     capture_proposals,
     copy_weights,
+    save_results,
 )
 from detection.build import build_detector
 from detection.config import load_config
 from detection.engine.cli import add_config, add_device, add_flag, add_json, add_overrides, tool_parser
 from detection.fast.optimize import optimize_for_inference, optimize_for_training
-from detection.files import ResultWriteError, append_text, write_json
 from detection.modeling.box_head import conv5_of
 
 
@@ -380,14 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     result["cpu_s"] = resource.getrusage(resource.RUSAGE_SELF).ru_utime - usage0.ru_utime
     text = markdown(result, args, command)
     print(text)
-    try:  # atomically: a full disk leaves the previous JSON and the previous table, and one line naming the file
-        if args.json:
-            write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=1)
-        if args.markdown:
-            append_text(args.markdown, "\n" + text)
-    except ResultWriteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    save_results(args, result, text)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,11 @@ from typing import Any
 
 import torch
 
-from detection.benchmark import benchmark_sample, calibrate
+from detection.benchmark import benchmark_sample, calibrate, save_results
 from detection.build import build_detector, build_test_detector
 from detection.config import load_config
 from detection.engine.cli import add_config, add_json, add_overrides, tool_parser
 from detection.fast.optimize import optimize_for_inference
-from detection.files import ResultWriteError, append_text, write_json
 from tools.benchmark import Variant, count_flops, inference_step, measure
 
 REFINEMENT = ["model.roi_heads.box_refinement=true", "model.roi_heads.box_voting=true"]
@@ -137,14 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     result["load"] = (load0, os.getloadavg()[0])
     text = markdown(result, args, command)
     print(text)
-    try:  # atomically: a full disk leaves the previous JSON and the previous table, and one line naming the file
-        if args.json:
-            write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=1)
-        if args.markdown:
-            append_text(args.markdown, "\n" + text)
-    except ResultWriteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    save_results(args, result, text)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from detection.data import build_dataset, build_transforms
 from detection.data.shapes import generate_shapes
 from detection.engine.validation import ValidationLosses
 from detection.fast.optimize import optimize_for_training
+from tests.detection.engine.test_sharded import assert_close
 from tools import test_det
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,22 +28,6 @@ TINY_CONFIG = ROOT / "tests" / "tiny_det.yaml"
 NUM_VAL = 5  # odd: the two ranks get 2 and 3 images
 MAX_ITER, EVAL_PERIOD = 6, 2
 RUN_ONLY = ("seconds_per_image", "world_size", "images_per_rank", "results_file", "provenance")
-
-
-def assert_close(got: Any, want: Any, where: str = "metrics") -> None:
-    """Equal structure and strings; numbers equal up to float tolerance."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and sorted(got) == sorted(want), where
-        for key in want:
-            assert_close(got[key], want[key], f"{where}.{key}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), where
-        for i, (g, w) in enumerate(zip(got, want)):
-            assert_close(g, w, f"{where}[{i}]")
-    elif isinstance(want, float):
-        assert got == pytest.approx(want, abs=1e-6), where
-    else:
-        assert got == want, where
 
 
 @pytest.fixture(scope="module")
