@@ -20,7 +20,6 @@ naming the JSON. Scored under the COCO protocol (:class:`detection.data.records.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -33,6 +32,7 @@ import numpy as np
 from detection.data.errors import DatasetError
 from detection.data.records import ImageRecord, RecordDataset
 from detection.data.transforms import DetectionTransform
+from detection.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,9 @@ def split_folder(root: str | Path, split: str) -> Path:
     return folder
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_labelme(path: Path) -> dict[str, Any]:
     """A labelme JSON, its required keys checked; errors name the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"cannot read labelme file {path}: {exc}") from None
+    data = read_json(path, DatasetError, what="labelme file")  # one line naming it, whatever is wrong
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: not a labelme file (expected an object with shapes, imagePath, imageHeight, "
                            "imageWidth)")
@@ -97,7 +94,7 @@ def labelme_classes(root: Path, classes: Sequence[str] | None = None) -> list[st
     for name in CLASS_FILES:
         if (root / name).is_file():
             return read_class_file(root / name)
-    labels = {shape["label"] for path in sorted(root.rglob("*.json")) for shape in read_json(path)["shapes"]}
+    labels = {shape["label"] for path in sorted(root.rglob("*.json")) for shape in read_labelme(path)["shapes"]}
     if not labels:
         raise DatasetError(f"no labelled shape in any JSON under {root}: give the class names in "
                            f"{root / CLASS_FILES[0]}")
@@ -134,7 +131,7 @@ def read_labelme_split(root: str | Path, split: str, classes: Sequence[str] | No
     first: dict[str, Path] = {}
     records = []
     for path in sorted(folder.rglob("*.json")):
-        data = read_json(path)
+        data = read_labelme(path)
         image = path.parent / data["imagePath"].replace("\\", "/")  # labelme on Windows writes backslashes
         if not image.is_file():
             raise DatasetError(f"{path}: its image {image} (imagePath {data['imagePath']!r}) does not exist")

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from detection.data.errors import DatasetError
 from detection.data.records import ImageRecord, RecordDataset
 from detection.data.transforms import DetectionTransform
+from detection.files import read_yaml
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})
 SPLITS = ("train", "val", "test")
@@ -57,10 +57,7 @@ def find_data_yaml(root: str | Path) -> Path:
 
 def read_data_yaml(path: Path) -> dict[str, Any]:
     """The parsed ``data.yaml`` with ``path`` resolved (absolute) and ``names`` as a list; errors name the file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DatasetError(f"cannot read YOLO data file {path}: {exc}") from None
+    data = read_yaml(path, DatasetError, what="YOLO data file")  # one line naming it; alias bombs refused
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a mapping with path, train, val and names")
     names = data.get("names")

@@ -96,6 +96,19 @@ def test_a_bad_file_is_one_error_naming_it(labelme_root: Path, edit: Callable[[d
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (("[" * 10_000 + "]" * 10_000).encode(), "nested too deeply"),
+    (b'{"shapes": [}', "invalid JSON"),
+    ('{"imageHeight": 1}'.encode("utf-16"), "UTF-16"),
+])
+def test_an_unreadable_file_is_one_error_naming_it(labelme_root: Path, content: bytes, message: str) -> None:
+    path = labelme_root / "val" / "c.json"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=message) as info:
+        build_dataset("labelme", labelme_root, "val", None)
+    assert str(path) in str(info.value)
+
+
 def test_a_missing_split_lists_the_folders(labelme_root: Path) -> None:
     with pytest.raises(DatasetError, match="splits are subfolders of .*: train, val"):
         build_dataset("labelme", labelme_root, "test", None)

@@ -107,6 +107,21 @@ def test_a_bad_data_yaml_is_one_error_naming_it(yolo_root: Path, text: str, mess
         build_dataset("yolo", yolo_root / "data.yaml", "train", None)
 
 
+def test_a_hostile_data_yaml_is_refused_quickly_naming_it(yolo_root: Path) -> None:
+    """Read as configs are (detection.files.read_yaml): aliases expanding ×10 per level, UTF-16, invalid YAML."""
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{b}: &{b} [{', '.join(['*' + a] * 10)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+    for text, message in [("\n".join(levels) + "\n", "aliases expand to more than"),
+                          ("train: [unclosed\n", "invalid YAML")]:
+        (yolo_root / "data.yaml").write_text(text)
+        with pytest.raises(DatasetError, match=message) as info:
+            build_dataset("yolo", yolo_root / "data.yaml", "train", None)
+        assert str(yolo_root / "data.yaml") in str(info.value) and len(str(info.value)) < 400
+    (yolo_root / "data.yaml").write_text("train: images/train\nnames: [cat, dog]\n", encoding="utf-16")
+    with pytest.raises(DatasetError, match="UTF-16"):
+        build_dataset("yolo", yolo_root / "data.yaml", "train", None)
+
+
 def test_missing_data_yaml_says_what_is_expected(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="expected a data.yaml"):
         build_dataset("yolo", tmp_path, "train", None)
