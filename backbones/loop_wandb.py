@@ -14,12 +14,13 @@ no network in online mode) is one warning too: logging never stops a training.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from backbones.files import write_text
 
 __all__ = ["RUN_ID_FILE", "WandbLogger", "WandbOptions", "start_wandb"]
 
@@ -62,9 +63,7 @@ def _run_id(output_dir: Path, resumed: bool) -> tuple[str, bool]:
         logger.warning("%s: %r is not a wandb run id; starting a new run", path, stored[:80])
     run_id = secrets.token_hex(4)  # wandb's ids are [a-z0-9]; os.urandom, so no training RNG is drawn from
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(run_id + "\n")
-    tmp.replace(path)
+    write_text(path, run_id + "\n")
     return run_id, False
 
 
