@@ -9,24 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from backbones import build_resnet, split_c4
 from backbones.c4 import C4Head
 from detection.fast.commuted_head import CommutedRoIAlignBoxHead, supports_commuted_head
 from detection.fast.optimize import optimize_for_inference, optimize_for_training, swap_commuted_box_heads
 from detection.modeling.box_head import C4BoxHead, GlobalContextBoxHead
 from detection.modeling.pooling import RoIAlign
-
-
-def make_head(depth: int = 50, **kwargs: object) -> C4Head:
-    torch.manual_seed(0)
-    _, head = split_c4(build_resnet(depth, frozen_bn=True, base_width=8, **kwargs))
-    for m in head.modules():  # non-trivial frozen statistics: the affine maps have a constant term
-        if hasattr(m, "running_var"):
-            m.running_var.uniform_(0.5, 2.0)
-            m.running_mean.normal_(0.0, 0.2)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0.0, 0.2)
-    return head.eval()
+from tests.detection.fast.test_factored_head import make_head
 
 
 def inputs(channels: int, seed: int = 3) -> tuple[torch.Tensor, list[torch.Tensor]]:
